@@ -1,0 +1,92 @@
+"""The artifact folder: model.pte + tokenizer.json + manifest.json.
+
+Written whole or not at all (a temporary sibling folder, renamed into place), and read
+back only after the `.pte` and tokenizer hashes match the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeformer.errors import UserError
+from edgeformer.manifest import Manifest
+
+PTE = "model.pte"
+TOKENIZER = "tokenizer.json"
+MANIFEST = "manifest.json"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@contextmanager
+def staging(out: Path):
+    """A temporary folder beside `out`; the caller calls `commit(tmp, out)` to publish it.
+
+    Whatever happens inside, the temporary folder is gone afterwards.
+    """
+    out = out.resolve()
+    if out.exists() and not (out / MANIFEST).is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"output {str(out)!r} exists and is not an edgeformer artifact; choose another -o or remove it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def commit(tmp: Path, out: Path) -> None:
+    """Replace `out` with `tmp` (an earlier artifact there is replaced whole)."""
+    out = out.resolve()
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@dataclass
+class Artifact:
+    path: Path
+    manifest: Manifest
+    pte: bytes
+
+    @property
+    def tokenizer_file(self) -> Path:
+        return self.path / TOKENIZER
+
+
+def load_artifact(path: Path | str) -> Artifact:
+    """Read an artifact and verify its hashes; UserError names what is wrong."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"artifact {str(path)!r} is not a folder; pass the -o folder of `edgeformer build`")
+    mf = path / MANIFEST
+    if not mf.is_file():
+        raise UserError(f"{str(path)!r} has no {MANIFEST}; it is not an edgeformer artifact (build one with `edgeformer build`)")
+    manifest = Manifest.from_json(mf.read_text(encoding="utf-8", errors="replace"), where=str(mf))
+    pte_file = path / manifest.pte.get("file", PTE)
+    try:
+        pte = pte_file.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read {pte_file}: {e.strerror}; rebuild the artifact") from None
+    digest = sha256_bytes(pte)
+    if digest != manifest.pte.get("sha256"):
+        raise UserError(
+            f"{pte_file} sha256 {digest[:12]}… does not match the manifest ({str(manifest.pte.get('sha256'))[:12]}…): "
+            "the file was changed or damaged; rebuild the artifact"
+        )
+    tok = path / TOKENIZER
+    if not tok.is_file() or sha256_bytes(tok.read_bytes()) != manifest.tokenizer.get("sha256"):
+        raise UserError(f"{tok} is missing or does not match the manifest; rebuild the artifact")
+    return Artifact(path=path, manifest=manifest, pte=pte)

@@ -1,0 +1,179 @@
+"""The `edgeformer` command: a thin typer layer over the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+import edgeformer
+from edgeformer import report
+from edgeformer.errors import BudgetError, UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Ship a transformer to the edge as a validated ExecuTorch program.")
+err = Console(stderr=True)
+
+JSON = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables.")
+
+
+def _emit(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+@app.command()
+def targets(as_json: bool = JSON):
+    """The targets, their backends, default recipes and budgets."""
+    if as_json:
+        _emit({t.alias: dict(name=t.name, description=t.description, arch=t.arch, backend=t.backend,
+                             recipe=t.recipe.to_dict(), budgets=t.budgets.to_dict())
+               for t in edgeformer.TARGETS.values()})
+    else:
+        report.print_tables([report.targets_table()])
+
+
+@app.command()
+def models(as_json: bool = JSON):
+    """The bundled models (usable by name in `build`)."""
+    from edgeformer.models import BUNDLED
+
+    if as_json:
+        _emit({k: dict(package=b.package, description=b.description) for k, b in BUNDLED.items()})
+    else:
+        for k, b in BUNDLED.items():
+            typer.echo(f"{k}\t{b.description}")
+
+
+@app.command()
+def build(
+    model: str = typer.Argument(..., help="A bundled name (see `edgeformer models`) or a Hugging Face model folder."),
+    target: str = typer.Option("host", "--target", "-t", help="Target alias or name (see `edgeformer targets`)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Artifact folder to write (replaced whole if it is an artifact)."),
+    quant: str = typer.Option(None, "--quant", help="fp32 | int8 | 8da4w (default: the target's)."),
+    group_size: int = typer.Option(None, "--group-size", help="Group size for 4-bit weights (default 32)."),
+    embedding_quant: str = typer.Option(None, "--embedding-quant", help="fp32 | int8 | int4 for the embedding table."),
+    seq_len: int = typer.Option(None, "--seq-len", help="Static sequence length to export (default: the target's)."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads at run time (default: the target's)."),
+    min_sqnr: float = typer.Option(None, "--min-sqnr", help="Override the target's numerics budget (dB)."),
+    enforce: bool = typer.Option(True, "--enforce/--no-enforce", help="Fail and write nothing when a budget fails."),
+    bench_iters: int = typer.Option(50, "--bench-iters", help="Timed runs for the latency budget (0 skips)."),
+    dump: Path = typer.Option(None, "--dump", help="Write the graph after each stage into this folder."),
+    as_json: bool = JSON,
+):
+    """Compile MODEL for a target into an artifact folder: model.pte, tokenizer.json, manifest.json."""
+    from edgeformer.pipeline import timed_stage
+
+    def done(name: str, seconds: float) -> None:
+        err.print(f"[green]✓[/] {name} [dim]({seconds:.1f}s)[/]")
+
+    try:
+        with err.status("building…"):
+            result = edgeformer.build(
+                model, target, out, quant=quant, group_size=group_size, embedding_quant=embedding_quant,
+                seq_len=seq_len, threads=threads, min_sqnr_db=min_sqnr, enforce=enforce, bench_iters=bench_iters,
+                dump=dump, stage=timed_stage(done),
+            )
+    except BudgetError as e:
+        if e.result is not None and not as_json:
+            report.print_tables([report.budgets_table(e.result.manifest)])
+        raise
+    m = result.manifest
+    if as_json:
+        _emit(dict(path=str(result.path), passed=m.passed, manifest=json.loads(m.to_json())))
+    else:
+        report.print_tables([report.budgets_table(m)])
+        verdict = "all budgets met" if m.passed else "[red]budgets failed (kept with --no-enforce)[/]"
+        err.print(soft_wrap=True, *[f"wrote {result.path} ({m.pte['bytes'] / 2**20:.1f} MiB .pte, SQNR {m.numerics['sqnr_db']} dB): {verdict}"])
+    if not m.passed:
+        raise typer.Exit(BudgetError.exit_code)
+
+
+@app.command()
+def inspect(artifact: Path = typer.Argument(..., help="An artifact folder."), as_json: bool = JSON):
+    """What ran where (delegated vs not), size breakdown, numerics and budgets of an artifact."""
+    from edgeformer.validate.size import size_breakdown
+
+    a = edgeformer.load_artifact(artifact)
+    size = size_breakdown(a.pte)
+    if as_json:
+        _emit(dict(path=str(a.path), size=size, manifest=json.loads(a.manifest.to_json())))
+    else:
+        report.print_tables(report.inspect_tables(a.manifest, size))
+
+
+@app.command()
+def run(
+    artifact: Path = typer.Argument(..., help="An artifact folder."),
+    texts: list[str] = typer.Argument(None, help="Texts to run; '-' or none with piped stdin reads lines."),
+    file: Path = typer.Option(None, "--file", "-f", help="A UTF-8 file with one text per line."),
+    no_truncate: bool = typer.Option(False, "--no-truncate", help="Refuse texts longer than the exported length."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads (default: the artifact's recipe)."),
+    as_json: bool = JSON,
+):
+    """Run the artifact's .pte on text: prints the embedding or the label."""
+    from edgeformer.predict import Predictor
+    from edgeformer.tokenize import read_texts
+
+    inputs = read_texts(texts or [], file)
+    pred = Predictor(edgeformer.load_artifact(artifact), threads=threads)
+    results = []
+    for text in inputs:
+        r = pred(text, truncate=not no_truncate)
+        if r["truncated"]:
+            err.print(f"[yellow]note:[/] text of {r['tokens']} tokens truncated to {pred.seq_len}")
+        results.append(r)
+    if as_json:
+        _emit(dict(task=pred.task, results=results))
+        return
+    for r in results:
+        if pred.task == "classifier":
+            typer.echo(f"{r['label']}\t{r['score']:.3f}\t{r['text']}")
+        else:
+            head = ", ".join(f"{x:+.4f}" for x in r["embedding"][:6])
+            typer.echo(f"[{head}, …] ({len(r['embedding'])} dims)\t{r['text']}")
+
+
+@app.command()
+def bench(
+    artifact: Path = typer.Argument(..., help="An artifact folder."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads (default: the artifact's recipe)."),
+    warmup: int = typer.Option(10, "--warmup", help="Untimed runs first."),
+    iters: int = typer.Option(100, "--iters", help="Timed runs."),
+    as_json: bool = JSON,
+):
+    """Latency p50/p90 and peak memory of the artifact's .pte on this machine (fresh process)."""
+    from edgeformer.validate.bench import measure
+
+    if iters < 1 or warmup < 0:
+        raise UserError(f"--iters {iters} / --warmup {warmup}: need iters >= 1 and warmup >= 0")
+    a = edgeformer.load_artifact(artifact)  # verify before spending time
+    t = threads or a.manifest.recipe["threads"]
+    with err.status("benchmarking…"):
+        r = measure(a.path, t, warmup=warmup, iters=iters)
+    if as_json:
+        _emit(dict(path=str(a.path), **r))
+    else:
+        report.print_tables([report.bench_table(str(a.path), r)])
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except (UserError, BudgetError) as e:
+        err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except Exception as e:  # click's usage errors arrive here in standalone_mode=False
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise

@@ -1,0 +1,64 @@
+"""manifest.json: everything known about an artifact, versioned, JSON in and out.
+
+Sections are plain JSON objects; `from_json` checks the version and that each required
+section is present, and never imports or evaluates anything from the file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+from edgeformer.errors import UserError
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Manifest:
+    model: dict  # name, path, sha256, architecture, task, params, labels
+    target: dict  # name, alias, arch, backend
+    recipe: dict  # Recipe.to_dict()
+    toolchain: dict  # versions of edgeformer, torch, executorch, torchao, transformers
+    pte: dict  # file, sha256, bytes
+    tokenizer: dict  # file, sha256, pad_id
+    inputs: list  # [{name, dtype, shape}]
+    outputs: list  # [{name, dtype, shape, meaning}]
+    numerics: dict  # sqnr_db vs reference, max_abs_err vs exported program, samples
+    delegation: dict  # Delegation.to_dict()
+    size: dict  # bytes by part of the .pte
+    measurements: dict  # latency/memory and where they were measured
+    budgets: list  # [BudgetCheck.to_dict()]
+    created: str = ""
+    schema_version: int = SCHEMA_VERSION
+    notes: list = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(b["passed"] is not False for b in self.budgets)
+
+    def failed_budgets(self) -> list[dict]:
+        return [b for b in self.budgets if b["passed"] is False]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "manifest.json") -> Manifest:
+        try:
+            d = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"{where} is not valid JSON ({e}); rebuild the artifact with `edgeformer build`") from None
+        if not isinstance(d, dict):
+            raise UserError(f"{where} is not a JSON object; rebuild the artifact with `edgeformer build`")
+        version = d.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise UserError(
+                f"{where} has schema_version {version!r}, this edgeformer reads {SCHEMA_VERSION}; "
+                "rebuild the artifact with this version of edgeformer"
+            )
+        names = {f.name for f in fields(cls)}
+        missing = sorted(n for n in names if n not in d and n not in ("created", "notes"))
+        if missing:
+            raise UserError(f"{where} lacks {missing}; rebuild the artifact with `edgeformer build`")
+        return cls(**{k: v for k, v in d.items() if k in names})

@@ -1,0 +1,187 @@
+"""A compact, export-friendly BERT-family encoder.
+
+Hugging Face modelling code is written for training and for many backends at once: its mask
+machinery, dropout, and `scaled_dot_product_attention` leave dozens of small ops outside the
+XNNPACK delegate (see shared/NOTES.md). Like ExecuTorch's own `examples/models/llama`, we
+re-express the model as the handful of ops an edge backend runs well, and take the weights
+from the Hugging Face model (`edgeformer.models.hf`). Numerics are checked against the
+Hugging Face model in tests and on every build.
+
+Every size is per layer (heads, FFN width), read off the weights, so physically pruned
+models need no special case.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACTIVATIONS = {
+    "gelu": lambda x: F.gelu(x),
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "tanh": torch.tanh,
+}
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm written as mean/var arithmetic so XNNPACK delegates it.
+
+    ExecuTorch 1.5.1's XNNPACK partitioner does not take `native_layer_norm`; each one would
+    run as a portable kernel between two delegate calls. The same arithmetic in elementary
+    ops is delegated and keeps the graph in one XNNPACK blob.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xc = x - mean_last(x)
+        return xc * torch.rsqrt(mean_last(xc * xc) + self.eps) * self.weight + self.bias
+
+
+def mean_last(x: torch.Tensor) -> torch.Tensor:
+    """Mean over the last dim, keepdim, in the one form XNNPACK delegates.
+
+    XNNPACK's `mean.dim` takes only 4-D input averaged over dims (2, 3) with keepdim
+    (`backends/xnnpack/partition/config/generic_node_configs.py: MeanDimConfig`), so view
+    [..., H] as [1, N, H, 1].
+    """
+    n = x.shape[-1]
+    return x.reshape(1, -1, n, 1).mean(dim=(2, 3), keepdim=True).reshape(*x.shape[:-1], 1)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused QKV projection.
+
+    The 1/sqrt(head_dim) scale is folded into the query rows of `qkv` at load time.
+    """
+
+    def __init__(self, hidden: int, num_heads: int, head_dim: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.qkv = nn.Linear(hidden, 3 * num_heads * head_dim)
+        self.out = nn.Linear(num_heads * head_dim, hidden)
+
+    def forward(self, x: torch.Tensor, mask_add: torch.Tensor) -> torch.Tensor:
+        # 3-D bmm and static slices only: 4-D matmul decomposes into expand_copy and
+        # indexing into select_copy, neither of which XNNPACK 1.5.1 delegates.
+        b, s, _ = x.shape
+        h, d = self.num_heads, self.head_dim
+        qkv = self.qkv(x)  # [B, S, 3*H*D]
+        q = qkv[:, :, : h * d].reshape(b, s, h, d).permute(0, 2, 1, 3).reshape(b * h, s, d)
+        kt = qkv[:, :, h * d : 2 * h * d].reshape(b, s, h, d).permute(0, 2, 3, 1).reshape(b * h, d, s)
+        v = qkv[:, :, 2 * h * d :].reshape(b, s, h, d).permute(0, 2, 1, 3).reshape(b * h, s, d)
+        scores = torch.bmm(q, kt).reshape(b, h, s, s) + mask_add  # mask_add [B, 1, 1, S]
+        ctx = torch.bmm(scores.softmax(dim=-1).reshape(b * h, s, s), v)  # [B*H, S, D]
+        return self.out(ctx.reshape(b, h, s, d).permute(0, 2, 1, 3).reshape(b, s, h * d))
+
+
+class Layer(nn.Module):
+    """A post-LayerNorm transformer block (BERT, RoBERTa, DistilBERT all share it)."""
+
+    def __init__(self, hidden: int, num_heads: int, head_dim: int, ffn: int, act: str, eps: float):
+        super().__init__()
+        self.attn = Attention(hidden, num_heads, head_dim)
+        self.ln1 = LayerNorm(hidden, eps=eps)
+        self.ffn_in = nn.Linear(hidden, ffn)
+        self.ffn_out = nn.Linear(ffn, hidden)
+        self.ln2 = LayerNorm(hidden, eps=eps)
+        self.act = act
+
+    def forward(self, x: torch.Tensor, mask_add: torch.Tensor) -> torch.Tensor:
+        x = self.ln1(x + self.attn(x, mask_add))
+        return self.ln2(x + self.ffn_out(ACTIVATIONS[self.act](self.ffn_in(x))))
+
+
+@dataclass(frozen=True)
+class EncoderShape:
+    """What an encoder looks like; per-layer lists allow pruned models."""
+
+    vocab_size: int
+    hidden: int
+    head_dim: int
+    num_heads: tuple[int, ...]
+    ffn: tuple[int, ...]
+    max_positions: int
+    activation: str
+    eps: float
+
+    def __post_init__(self):
+        if len(self.num_heads) != len(self.ffn):
+            raise ValueError(f"num_heads has {len(self.num_heads)} layers, ffn has {len(self.ffn)}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation {self.activation!r} not supported; one of {sorted(ACTIVATIONS)}")
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.num_heads)
+
+
+class Encoder(nn.Module):
+    """Embeddings + transformer layers + a pooled output (embedding or logits).
+
+    forward(input_ids [B, S] int64, attention_mask [B, S] int64) ->
+      head is None: L2-normalised mean-pooled embedding [B, hidden] (sentence-transformers)
+      head given:   logits [B, num_labels] from the first token through `head`
+    """
+
+    def __init__(self, shape: EncoderShape, head: nn.Module | None = None, normalize: bool = True):
+        super().__init__()
+        self.shape = shape
+        self.word = nn.Embedding(shape.vocab_size, shape.hidden)
+        # Position + token-type-0 rows summed once; sliced to the sequence length in forward.
+        self.pos = nn.Parameter(torch.zeros(shape.max_positions, shape.hidden))
+        self.ln_emb = LayerNorm(shape.hidden, eps=shape.eps)
+        self.layers = nn.ModuleList(
+            Layer(shape.hidden, h, shape.head_dim, f, shape.activation, shape.eps)
+            for h, f in zip(shape.num_heads, shape.ffn)
+        )
+        self.head = head
+        self.normalize = normalize
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        b, s = input_ids.shape
+        # reshape, not [:, None]: unsqueeze_copy stays outside the XNNPACK delegate.
+        mask = attention_mask.to(torch.float32).reshape(b, 1, s)
+        mask_add = ((1.0 - mask) * torch.finfo(torch.float32).min).reshape(b, 1, 1, s)
+        x = self.ln_emb(self.word(input_ids) + self.pos[:s])
+        for layer in self.layers:
+            x = layer(x, mask_add)
+        if self.head is not None:
+            return self.head(x[:, 0])
+        # Masked mean pooling as a bmm: [B, 1, S] @ [B, S, H] -> [B, 1, H].
+        summed = torch.bmm(mask, x)
+        count = mean_last(mask) * s  # [B, 1, 1]
+        pooled = summed / count.clamp(min=1e-9)
+        if self.normalize:
+            norm = torch.sqrt(mean_last(pooled * pooled) * pooled.shape[-1])
+            pooled = pooled / norm.clamp(min=1e-12)
+        return pooled.reshape(pooled.shape[0], -1)  # [B, H]
+
+
+class Head(nn.Sequential):
+    """A classification head on the first token: [Linear, activation]* then Linear."""
+
+
+class Activation(nn.Module):
+    def __init__(self, name: str):
+        super().__init__()
+        if name not in ACTIVATIONS:
+            raise ValueError(f"activation {name!r} not supported; one of {sorted(ACTIVATIONS)}")
+        self.name = name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ACTIVATIONS[self.name](x)
+
+
+def fold_attention_scale(attn: Attention) -> None:
+    """Scale the query rows of the fused projection by 1/sqrt(head_dim), in place."""
+    q_rows = attn.num_heads * attn.head_dim
+    scale = 1.0 / math.sqrt(attn.head_dim)
+    with torch.no_grad():
+        attn.qkv.weight[:q_rows] *= scale
+        attn.qkv.bias[:q_rows] *= scale

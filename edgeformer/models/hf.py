@@ -1,0 +1,246 @@
+"""Load a Hugging Face BERT-family folder and map its weights onto `Encoder`.
+
+One mapping function per architecture family, registered in `FAMILIES`; each reads the
+Hugging Face modules (not state-dict strings) and fills an `Encoder` of the same sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgeformer.errors import UserError
+from edgeformer.models.encoder import (
+    Activation,
+    Encoder,
+    EncoderShape,
+    Head,
+    fold_attention_scale,
+)
+
+
+@dataclass
+class Family:
+    """How to read one architecture family."""
+
+    embeddings: Callable[[nn.Module], tuple[nn.Embedding, torch.Tensor, nn.LayerNorm]]
+    layers: Callable[[nn.Module], list[dict[str, nn.Module]]]
+    head: Callable[[nn.Module], list[nn.Module]]  # classifier modules, first token in
+    config_get: Callable[[object], dict]
+
+
+def _bert_like_embeddings(offset: Callable[[object], int]):
+    def read(base: nn.Module):
+        emb = base.embeddings
+        start = offset(base.config)
+        pos = emb.position_embeddings.weight[start:]
+        if getattr(emb, "token_type_embeddings", None) is not None:
+            pos = pos + emb.token_type_embeddings.weight[0]
+        return emb.word_embeddings, pos, emb.LayerNorm
+
+    return read
+
+
+def _bert_layers(base: nn.Module) -> list[dict[str, nn.Module]]:
+    return [
+        dict(
+            q=lyr.attention.self.query,
+            k=lyr.attention.self.key,
+            v=lyr.attention.self.value,
+            o=lyr.attention.output.dense,
+            ln1=lyr.attention.output.LayerNorm,
+            ffn_in=lyr.intermediate.dense,
+            ffn_out=lyr.output.dense,
+            ln2=lyr.output.LayerNorm,
+        )
+        for lyr in base.encoder.layer
+    ]
+
+
+def _distilbert_layers(base: nn.Module) -> list[dict[str, nn.Module]]:
+    return [
+        dict(
+            q=lyr.attention.q_lin,
+            k=lyr.attention.k_lin,
+            v=lyr.attention.v_lin,
+            o=lyr.attention.out_lin,
+            ln1=lyr.sa_layer_norm,
+            ffn_in=lyr.ffn.lin1,
+            ffn_out=lyr.ffn.lin2,
+            ln2=lyr.output_layer_norm,
+        )
+        for lyr in base.transformer.layer
+    ]
+
+
+def _bert_config(c) -> dict:
+    return dict(heads=c.num_attention_heads, hidden=c.hidden_size, act=c.hidden_act, eps=c.layer_norm_eps)
+
+
+def _distilbert_config(c) -> dict:
+    return dict(heads=c.n_heads, hidden=c.dim, act=c.activation, eps=1e-12)
+
+
+FAMILIES: dict[str, Family] = {
+    "bert": Family(
+        embeddings=_bert_like_embeddings(lambda c: 0),
+        layers=_bert_layers,
+        head=lambda m: [m.bert.pooler.dense, Activation("tanh"), m.classifier],
+        config_get=_bert_config,
+    ),
+    "roberta": Family(
+        # RoBERTa numbers positions from padding_idx + 1 (fairseq's make_positions).
+        embeddings=_bert_like_embeddings(lambda c: c.pad_token_id + 1),
+        layers=_bert_layers,
+        head=lambda m: [m.classifier.dense, Activation("tanh"), m.classifier.out_proj],
+        config_get=_bert_config,
+    ),
+    "distilbert": Family(
+        embeddings=_bert_like_embeddings(lambda c: 0),
+        layers=_distilbert_layers,
+        head=lambda m: [m.pre_classifier, Activation("relu"), m.classifier],
+        config_get=_distilbert_config,
+    ),
+}
+FAMILIES["xlm-roberta"] = FAMILIES["roberta"]
+FAMILIES["camembert"] = FAMILIES["roberta"]
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+@dataclass
+class HFModel:
+    """A loaded Hugging Face folder: the reference model and what edgeformer needs of it."""
+
+    path: Path
+    model_type: str
+    task: str  # "embedder" | "classifier"
+    reference: nn.Module  # the Hugging Face model, eval mode, fp32
+    labels: list[str]
+    tokenizer_file: Path
+
+
+def read_config(path: Path) -> dict:
+    """The folder's config.json, or a UserError saying what is missing."""
+    cfg_file = path / "config.json"
+    if not path.is_dir():
+        raise UserError(f"model {str(path)!r} is not a folder or a bundled name; pass a Hugging Face model folder or one of the bundled names (see `edgeformer models`)")
+    if not cfg_file.is_file():
+        raise UserError(f"{str(path)!r} is not a model folder: no config.json; pass the folder that holds config.json and model.safetensors")
+    try:
+        return json.loads(cfg_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{cfg_file} is not valid JSON ({e.__class__.__name__}); re-save the model with save_pretrained") from None
+
+
+def load_hf_folder(path: Path) -> HFModel:
+    """Load a Hugging Face encoder folder (safetensors only; never unpickles)."""
+    cfg = read_config(path)
+    model_type = cfg.get("model_type")
+    if model_type not in FAMILIES:
+        raise UserError(
+            f"architecture {model_type!r} in {path}/config.json is not supported; "
+            f"supported: {', '.join(sorted(FAMILIES))}"
+        )
+    if not (path / "model.safetensors").is_file():
+        found = [f for f in WEIGHT_FILES if (path / f).is_file()]
+        hint = " (pytorch_model.bin is a pickle; convert it with save_pretrained(safe_serialization=True))" if found else ""
+        raise UserError(f"{path} has no model.safetensors{hint}; edgeformer reads weights only from safetensors")
+    tokenizer_file = path / "tokenizer.json"
+    if not tokenizer_file.is_file():
+        raise UserError(f"{path} has no tokenizer.json; save the fast tokenizer with AutoTokenizer.from_pretrained(...).save_pretrained({str(path)!r})")
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import transformers
+
+    archs = cfg.get("architectures") or []
+    is_classifier = any(a.endswith("ForSequenceClassification") for a in archs)
+    auto = transformers.AutoModelForSequenceClassification if is_classifier else transformers.AutoModel
+    try:
+        model = auto.from_pretrained(str(path), dtype=torch.float32, use_safetensors=True)
+    except Exception as e:  # transformers raises many types for a broken folder
+        raise UserError(f"could not load {path} with transformers: {str(e).splitlines()[0]}") from None
+    model.eval()
+    labels = []
+    if is_classifier:
+        id2label = model.config.id2label
+        labels = [str(id2label[i]) for i in range(model.config.num_labels)]
+    return HFModel(path, model_type, "classifier" if is_classifier else "embedder", model, labels, tokenizer_file)
+
+
+def _copy_linear(dst: nn.Linear, src: nn.Linear) -> None:
+    with torch.no_grad():
+        dst.weight.copy_(src.weight)
+        dst.bias.copy_(src.bias)
+
+
+def _copy_ln(dst: nn.LayerNorm, src: nn.LayerNorm) -> None:
+    with torch.no_grad():
+        dst.weight.copy_(src.weight)
+        dst.bias.copy_(src.bias)
+    dst.eps = src.eps
+
+
+def to_encoder(hf: HFModel) -> Encoder:
+    """Build an `Encoder` with the reference model's weights (sizes read per layer)."""
+    fam = FAMILIES[hf.model_type]
+    model = hf.reference
+    base = model.base_model
+    c = fam.config_get(model.config)
+    head_dim = c["hidden"] // c["heads"]
+    word, pos, ln_emb = fam.embeddings(base)
+    layers = fam.layers(base)
+    shape = EncoderShape(
+        vocab_size=word.num_embeddings,
+        hidden=c["hidden"],
+        head_dim=head_dim,
+        num_heads=tuple(ly["q"].out_features // head_dim for ly in layers),
+        ffn=tuple(ly["ffn_in"].out_features for ly in layers),
+        max_positions=pos.shape[0],
+        activation=c["act"] if isinstance(c["act"], str) else "gelu",
+        eps=ln_emb.eps,
+    )
+    head = None
+    if hf.task == "classifier":
+        mods = fam.head(model)
+        head = Head(*[_clone_linear(m) if isinstance(m, nn.Linear) else m for m in mods])
+    enc = Encoder(shape, head=head)
+    with torch.no_grad():
+        enc.word.weight.copy_(word.weight)
+        enc.pos.copy_(pos)
+    _copy_ln(enc.ln_emb, ln_emb)
+    for dst, src in zip(enc.layers, layers):
+        with torch.no_grad():
+            dst.attn.qkv.weight.copy_(torch.cat([src["q"].weight, src["k"].weight, src["v"].weight]))
+            dst.attn.qkv.bias.copy_(torch.cat([src["q"].bias, src["k"].bias, src["v"].bias]))
+        fold_attention_scale(dst.attn)
+        _copy_linear(dst.attn.out, src["o"])
+        _copy_ln(dst.ln1, src["ln1"])
+        _copy_linear(dst.ffn_in, src["ffn_in"])
+        _copy_linear(dst.ffn_out, src["ffn_out"])
+        _copy_ln(dst.ln2, src["ln2"])
+    return enc.eval()
+
+
+def _clone_linear(src: nn.Linear) -> nn.Linear:
+    dst = nn.Linear(src.in_features, src.out_features)
+    _copy_linear(dst, src)
+    return dst
+
+
+@torch.no_grad()
+def reference_forward(hf: HFModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """What the Hugging Face model says, pooled the way the model card says."""
+    out = hf.reference(input_ids=input_ids, attention_mask=attention_mask)
+    if hf.task == "classifier":
+        return out.logits
+    h = out.last_hidden_state
+    m = attention_mask[..., None].to(h.dtype)
+    pooled = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, dim=-1)

@@ -1,0 +1,238 @@
+"""The build pipeline, readable in one place.
+
+    Phase 1  load       bundled name or Hugging Face folder -> reference model + Encoder
+    Phase 2  transform  eager rewrites before export (torchao quantization)
+    Phase 3  export     torch.export at the recipe's static shape
+    Phase 4  lower      the target's backend -> .pte bytes + what was delegated
+    Phase 5  validate   .pte vs exported program and vs fp32 reference; size; latency and
+                        memory where the target is this machine; budgets
+    Phase 6  write      tokenizer + manifest beside the .pte, published atomically
+
+`dump=DIR` writes the graph after export and after lowering.
+"""
+
+from __future__ import annotations
+
+import importlib
+import platform
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+from torch.export import ExportedProgram
+
+from edgeformer import artifact as art
+from edgeformer.errors import BudgetError, UserError
+from edgeformer.manifest import Manifest
+from edgeformer.models import LoadedModel, load_model
+from edgeformer.models.hf import reference_forward
+from edgeformer.recipe import Recipe
+from edgeformer.runtime import Program
+from edgeformer.targets import Target, get_target
+from edgeformer.tokenize import TextEncoder
+from edgeformer.transforms.quantize import quantize_model
+from edgeformer.validate.bench import measure
+from edgeformer.validate.budgets import check_budgets
+from edgeformer.validate.numerics import SAMPLE_TEXTS, check_numerics
+from edgeformer.validate.size import size_breakdown
+
+# Backends by name; each module has `lower(exported_program, recipe) -> Lowered`.
+BACKENDS = {"xnnpack": "edgeformer.targets.xnnpack", "cuda": "edgeformer.targets.cuda"}
+
+Stage = Callable[[str], AbstractContextManager]
+
+
+@dataclass
+class BuildResult:
+    path: Path | None  # None when a budget failed and the artifact was not kept
+    manifest: Manifest
+    exported: ExportedProgram
+    lowered: ExportedProgram
+
+    @property
+    def passed(self) -> bool:
+        return self.manifest.passed
+
+
+def build(
+    model: str,
+    target: str = "host",
+    out: str | Path = "out",
+    *,
+    quant: str | None = None,
+    group_size: int | None = None,
+    embedding_quant: str | None = None,
+    seq_len: int | None = None,
+    threads: int | None = None,
+    min_sqnr_db: float | None = None,
+    enforce: bool = True,
+    bench_iters: int = 50,
+    dump: str | Path | None = None,
+    stage: Stage | None = None,
+) -> BuildResult:
+    """Compile `model` for `target` into an artifact folder `out`.
+
+    Recipe fields left as None take the target's defaults. With `enforce`, a missed budget
+    raises `BudgetError` (carrying the result) and nothing is written.
+
+    Example:
+        >>> r = edgeformer.build("minilm", target="host", out="out/minilm-host")
+        >>> r.manifest.budgets[0]["passed"]
+        True
+    """
+    tgt = get_target(target)
+    recipe = tgt.recipe.with_overrides(
+        quant=quant, group_size=group_size, embedding_quant=embedding_quant, seq_len=seq_len, threads=threads
+    )
+    budgets = tgt.budgets if min_sqnr_db is None else replace(tgt.budgets, min_sqnr_db=min_sqnr_db)
+    backend = importlib.import_module(BACKENDS[tgt.backend])
+    stage = stage or (lambda name: nullcontext())
+    out = Path(out)
+
+    # Phase 1: load
+    with stage("load model"):
+        loaded = load_model(model)
+        _check_seq_len(loaded, recipe)
+        text = TextEncoder(loaded.hf.tokenizer_file, recipe.seq_len, _pad_id(loaded))
+        samples = [(e.input_ids, e.attention_mask) for e in map(text.encode, SAMPLE_TEXTS)]
+
+    # Phase 2: eager transforms
+    with stage(f"quantize ({recipe.quant}, embedding {recipe.embedding_quant})"):
+        module = quantize_model(loaded.encoder, recipe)
+
+    # Phase 3: export
+    with stage("export"):
+        exported = torch.export.export(module, samples[0])
+        _dump(dump, "1-exported", exported)
+
+    # Phase 4: lower
+    with stage(f"lower ({tgt.backend})"):
+        lowered = backend.lower(exported, recipe)
+        _dump(dump, "2-lowered", lowered.program)
+
+    # Phase 5 + 6: validate inside a staging folder, publish only what passes (or --no-enforce)
+    with art.staging(out) as tmp:
+        (tmp / art.PTE).write_bytes(lowered.pte)
+        (tmp / art.TOKENIZER).write_bytes(loaded.hf.tokenizer_file.read_bytes())
+        with stage("check numerics"):
+            program = Program(lowered.pte, recipe.threads)
+            numerics = check_numerics(
+                program, exported, lambda i, m: reference_forward(loaded.hf, i, m), samples,
+                is_logits=loaded.hf.task == "classifier",
+            )
+        manifest = _manifest(loaded, tgt, recipe, lowered, text, numerics)
+        bench = None
+        if tgt.measure_here and bench_iters > 0:
+            (tmp / art.MANIFEST).write_text(manifest.to_json())  # the bench worker loads the artifact
+            with stage("measure latency and memory"):
+                bench = measure(tmp, recipe.threads, iters=bench_iters)
+            manifest.measurements = dict(measured_on=_host_fingerprint(), **bench)
+        else:
+            manifest.measurements = dict(measured_on=None, reason=_why_not_measured(tgt, bench_iters))
+        checks = check_budgets(budgets, len(lowered.pte), numerics["sqnr_db"], bench, "host")
+        manifest.budgets = [c.to_dict() for c in checks]
+        (tmp / art.MANIFEST).write_text(manifest.to_json())
+        result = BuildResult(path=None, manifest=manifest, exported=exported, lowered=lowered.program)
+        if enforce and not manifest.passed:
+            failed = [c.describe() for c in checks if c.passed is False]
+            raise BudgetError(
+                f"target {tgt.alias}: {len(failed)} budget(s) failed, artifact not written "
+                f"(--no-enforce keeps it): " + "; ".join(failed),
+                result,
+            )
+        art.commit(tmp, out)
+    result.path = out.resolve()
+    return result
+
+
+def _check_seq_len(loaded: LoadedModel, recipe: Recipe) -> None:
+    limit = loaded.encoder.shape.max_positions
+    if recipe.seq_len > limit:
+        raise UserError(f"--seq-len {recipe.seq_len} exceeds the model's {limit} positions; use --seq-len {limit} or less")
+
+
+def _pad_id(loaded: LoadedModel) -> int:
+    return int(getattr(loaded.hf.reference.config, "pad_token_id", None) or 0)
+
+
+def _dump(dump: str | Path | None, name: str, ep: ExportedProgram) -> None:
+    if dump is None:
+        return
+    d = Path(dump)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{name}.txt").write_text(str(ep.graph_module.graph))
+
+
+def _versions() -> dict:
+    names = ("edgeformer", "torch", "executorch", "torchao", "transformers", "tokenizers")
+    return {n: version(n) for n in names}
+
+
+def _host_fingerprint() -> dict:
+    import os
+
+    return dict(kind="host", machine=platform.machine(), processor=_cpu_model(), cores=os.cpu_count(),
+                system=platform.platform())
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _why_not_measured(tgt: Target, bench_iters: int) -> str:
+    if bench_iters <= 0:
+        return "measurement skipped (bench_iters=0)"
+    return f"{tgt.alias} is not this machine: latency and memory are not measured on device yet"
+
+
+def _manifest(loaded: LoadedModel, tgt: Target, recipe: Recipe, lowered, text: TextEncoder, numerics: dict) -> Manifest:
+    s = recipe.seq_len
+    shape = loaded.encoder.shape
+    if loaded.hf.task == "classifier":
+        outputs = [dict(name="logits", dtype="float32", shape=[1, len(loaded.hf.labels)], meaning="class logits")]
+    else:
+        outputs = [dict(name="embedding", dtype="float32", shape=[1, shape.hidden],
+                        meaning="L2-normalised mean-pooled sentence embedding")]
+    return Manifest(
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        model=dict(**loaded.source, labels=loaded.hf.labels, layers=shape.num_layers,
+                   heads=list(shape.num_heads), ffn=list(shape.ffn), hidden=shape.hidden),
+        target=dict(name=tgt.name, alias=tgt.alias, arch=tgt.arch, backend=tgt.backend),
+        recipe=recipe.to_dict(),
+        toolchain=_versions(),
+        pte=dict(file=art.PTE, sha256=art.sha256_bytes(lowered.pte), bytes=len(lowered.pte)),
+        tokenizer=dict(file=art.TOKENIZER, sha256=art.sha256_bytes(loaded.hf.tokenizer_file.read_bytes()),
+                       pad_id=text.pad_id, vocab_size=text.tok.get_vocab_size()),
+        inputs=[dict(name="input_ids", dtype="int64", shape=[1, s]),
+                dict(name="attention_mask", dtype="int64", shape=[1, s])],
+        outputs=outputs,
+        numerics=numerics,
+        delegation=lowered.delegation.to_dict(),
+        size=size_breakdown(lowered.pte),
+        measurements={},
+        budgets=[],
+    )
+
+
+def timed_stage(report: Callable[[str, float], None]) -> Stage:
+    """A `stage` factory that reports each stage's name and seconds when it ends."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def _stage(name: str):
+        t0 = time.perf_counter()
+        yield
+        report(name, time.perf_counter() - t0)
+
+    return _stage

@@ -1,0 +1,68 @@
+"""A recipe: how one model is compressed and exported. Plain data that checks itself."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+from edgeformer.errors import UserError
+
+# Quantization schemes of the linear layers, one greppable literal (see transforms/quantize.py).
+QUANT_SCHEMES: dict[str, str] = {
+    "fp32": "no quantization",
+    "int8": "8-bit dynamic per-token activations, 8-bit per-channel symmetric weights",
+    "8da4w": "8-bit dynamic per-token activations, 4-bit groupwise asymmetric weights",
+}
+# Quantization of the token-embedding table (weight-only; runs as a quantized gather).
+EMBEDDING_SCHEMES: dict[str, str] = {
+    "fp32": "no quantization",
+    "int8": "8-bit per-row weights",
+    "int4": "4-bit groupwise weights",
+}
+GROUP_SIZES = (16, 32, 64, 128, 256)
+MAX_THREADS = 64
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What `build` does to a model. Every field is validated on construction.
+
+    Example:
+        >>> Recipe(quant="int8", seq_len=128).embedding_quant
+        'int8'
+    """
+
+    quant: str = "int8"
+    group_size: int = 32
+    embedding_quant: str = "int8"
+    seq_len: int = 128
+    threads: int = 2
+
+    def __post_init__(self):
+        _one_of("--quant", self.quant, QUANT_SCHEMES)
+        _one_of("--embedding-quant", self.embedding_quant, EMBEDDING_SCHEMES)
+        if self.group_size not in GROUP_SIZES:
+            raise UserError(f"--group-size {self.group_size} is not supported; use one of {', '.join(map(str, GROUP_SIZES))}")
+        if not 1 <= self.seq_len <= 8192:
+            raise UserError(f"--seq-len {self.seq_len} is out of range; use 1 to 8192 (the model's own limit also applies)")
+        if not 1 <= self.threads <= MAX_THREADS:
+            raise UserError(f"--threads {self.threads} is out of range; use 1 to {MAX_THREADS}")
+
+    def with_overrides(self, **overrides) -> Recipe:
+        """A copy with the given fields replaced; None means keep the default."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Recipe:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise UserError(f"recipe has unknown fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+
+def _one_of(option: str, value: str, allowed: dict) -> None:
+    if value not in allowed:
+        raise UserError(f"{option} {value!r} is not a known scheme; use one of: {', '.join(allowed)}")

@@ -1,0 +1,88 @@
+"""Human-readable tables for the CLI (rich). The same data goes out as JSON with --json."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from edgeformer.manifest import Manifest
+from edgeformer.targets import TARGETS
+
+
+def _mb(n: float) -> str:
+    return f"{n / 2**20:.2f} MiB"
+
+
+def _status(passed: bool | None) -> str:
+    return {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "[dim]not checked[/]"}[passed]
+
+
+def targets_table() -> Table:
+    t = Table(title="targets", show_lines=True)
+    for col in ("target", "backend", "default recipe", "budgets"):
+        t.add_column(col)
+    for tg in TARGETS.values():
+        r, b = tg.recipe, tg.budgets
+        t.add_row(
+            f"[bold]{tg.alias}[/]\n{tg.name}\n[dim]{tg.description}[/]",
+            f"{tg.backend}\n{tg.arch}",
+            f"quant {r.quant}\nembedding {r.embedding_quant}\nseq {r.seq_len}, {r.threads} threads",
+            f".pte <= {b.max_pte_mb} MiB\np50 <= {b.max_latency_ms_p50} ms\n"
+            f"memory <= {b.max_peak_memory_mb} MiB\nSQNR >= {b.min_sqnr_db} dB",
+        )
+    return t
+
+
+def budgets_table(manifest: Manifest) -> Table:
+    t = Table(title=f"budgets of {manifest.target['alias']}")
+    for col in ("budget", "limit", "measured", "where", "status"):
+        t.add_column(col)
+    for b in manifest.budgets:
+        measured = "-" if b["measured"] is None else f"{b['measured']:.2f} {b['unit']}"
+        t.add_row(b["name"], f"{b['limit']} {b['unit']}", measured, b["where"], _status(b["passed"]))
+    return t
+
+
+def inspect_tables(manifest: Manifest, size: dict[str, int]) -> list[Table]:
+    m, d, n = manifest.model, manifest.delegation, manifest.numerics
+    info = Table(title="artifact", show_header=False)
+    info.add_row("model", f"{m['name']} ({m['architecture']}, {m['task']}, {m['params'] / 1e6:.1f} M params)")
+    info.add_row("target", f"{manifest.target['alias']} ({manifest.target['name']})")
+    info.add_row("recipe", ", ".join(f"{k}={v}" for k, v in manifest.recipe.items()))
+    info.add_row("inputs", ", ".join(f"{i['name']} {i['dtype']}{i['shape']}" for i in manifest.inputs))
+    info.add_row("outputs", ", ".join(f"{o['name']} {o['dtype']}{o['shape']}" for o in manifest.outputs))
+    info.add_row("numerics", f"SQNR {n['sqnr_db']} dB vs fp32 reference; max |err| {n['max_abs_err_vs_exported']:.2e} vs exported")
+    info.add_row("toolchain", ", ".join(f"{k} {v}" for k, v in manifest.toolchain.items()))
+
+    where = Table(title=f"what ran where ({d['backend']})")
+    where.add_column("part")
+    where.add_column("nodes", justify="right")
+    where.add_row(f"delegated ({d['delegated_subgraphs']} subgraphs)", str(d["delegated_nodes"]))
+    for op, count in d["non_delegated_ops"].items():
+        where.add_row(f"[yellow]outside: {op}[/]", str(count))
+    where.add_row("coverage", f"{d['coverage']:.1%}")
+
+    sizes = Table(title="size of model.pte")
+    sizes.add_column("part")
+    sizes.add_column("bytes", justify="right")
+    sizes.add_column("share", justify="right")
+    total = sum(size.values())
+    for part, nbytes in sorted(size.items(), key=lambda kv: -kv[1]):
+        sizes.add_row(part, _mb(nbytes), f"{nbytes / total:.1%}")
+    sizes.add_row("total", _mb(total), "100%")
+    return [info, where, sizes, budgets_table(manifest)]
+
+
+def bench_table(path: str, r: dict) -> Table:
+    t = Table(title=f"bench {path} ({r['threads']} threads, {r['iters']} runs after {r['warmup']} warm-up)")
+    for col in ("p50", "p90", "min", "peak RSS", "model memory"):
+        t.add_column(col, justify="right")
+    t.add_row(f"{r['latency_ms_p50']:.2f} ms", f"{r['latency_ms_p90']:.2f} ms", f"{r['latency_ms_min']:.2f} ms",
+              f"{r['peak_rss_mb']:.0f} MiB", f"{r['model_memory_mb']:.0f} MiB")
+    return t
+
+
+def print_tables(tables: list[Table]) -> None:
+    console = Console()
+    for t in tables:
+        console.print(t)

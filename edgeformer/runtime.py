@@ -1,0 +1,38 @@
+"""Run a `.pte` with the ExecuTorch runtime (never the eager model)."""
+
+from __future__ import annotations
+
+import torch
+
+from edgeformer._quiet import native_stderr_silenced
+from edgeformer.errors import UserError
+
+
+def set_threads(n: int) -> None:
+    """Size ExecuTorch's CPU threadpool (XNNPACK uses it) to `n` threads."""
+    from executorch.extension.pybindings import portable_lib
+
+    with native_stderr_silenced():
+        if portable_lib._threadpool_get_thread_count() != n:
+            portable_lib._unsafe_reset_threadpool(n)
+
+
+class Program:
+    """A loaded `.pte` forward method: `program(input_ids, attention_mask) -> output`."""
+
+    def __init__(self, pte: bytes, threads: int):
+        import executorch.kernels.quantized  # noqa: F401  registers quantized_decomposed::embedding_*
+        from executorch.runtime import Runtime
+
+        set_threads(threads)
+        # The runtime reads the buffer in place: keep the bytes and the program alive as long
+        # as the method (dropping them segfaults on the next execute).
+        self._pte = pte
+        try:
+            self._program = Runtime.get().load_program(pte)
+            self._method = self._program.load_method("forward")
+        except Exception as e:  # the runtime raises RuntimeError/ValueError with a status code
+            raise UserError(f"the ExecuTorch runtime could not load the program ({e}); rebuild the artifact") from None
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self._method.execute(list(inputs))[0]

@@ -1,0 +1,94 @@
+"""Targets as data: one registry of where a model can ship, its default recipe and budgets.
+
+Each target names a backend module (`targets/<backend>.py`) with the same small shape:
+`lower(exported_program, recipe) -> Lowered`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from edgeformer.errors import UserError
+from edgeformer.recipe import Recipe
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Limits an artifact must meet on its target. None means no limit."""
+
+    max_pte_mb: float | None
+    max_latency_ms_p50: float | None  # at the recipe's sequence length, batch 1
+    max_peak_memory_mb: float | None  # peak RSS of the process running the model
+    min_sqnr_db: float | None = 20.0  # .pte output vs the fp32 Hugging Face model
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    alias: str
+    description: str
+    arch: str
+    backend: str  # a module in edgeformer/targets/
+    recipe: Recipe
+    budgets: Budgets
+    measure_here: bool  # latency/memory measured on this machine are the target's own
+
+
+TARGETS: dict[str, Target] = {
+    t.name: t
+    for t in [
+        Target(
+            name="host-x86_64-xnnpack",
+            alias="host",
+            description="this x86-64 machine's CPU through XNNPACK",
+            arch="x86_64",
+            backend="xnnpack",
+            recipe=Recipe(quant="int8", embedding_quant="int8", seq_len=128, threads=2),
+            budgets=Budgets(max_pte_mb=32, max_latency_ms_p50=10, max_peak_memory_mb=512),
+            measure_here=True,
+        ),
+        Target(
+            name="rpi5-arm64-xnnpack",
+            alias="rpi5",
+            description="Raspberry Pi 5 (Cortex-A76, 64-bit OS) through XNNPACK",
+            arch="aarch64",
+            backend="xnnpack",
+            recipe=Recipe(quant="int8", embedding_quant="int8", seq_len=128, threads=4),
+            budgets=Budgets(max_pte_mb=64, max_latency_ms_p50=50, max_peak_memory_mb=1024),
+            measure_here=False,
+        ),
+        Target(
+            name="android-arm64-xnnpack",
+            alias="android",
+            description="Android phone (arm64-v8a) through XNNPACK",
+            arch="aarch64",
+            backend="xnnpack",
+            recipe=Recipe(quant="int8", embedding_quant="int8", seq_len=128, threads=4),
+            budgets=Budgets(max_pte_mb=32, max_latency_ms_p50=30, max_peak_memory_mb=512),
+            measure_here=False,
+        ),
+        Target(
+            name="server-cuda",
+            alias="server-cuda",
+            description="NVIDIA GPU server (lowering not implemented yet)",
+            arch="x86_64+cuda",
+            backend="cuda",
+            recipe=Recipe(quant="int8", embedding_quant="fp32", seq_len=128, threads=2),
+            budgets=Budgets(max_pte_mb=512, max_latency_ms_p50=5, max_peak_memory_mb=4096),
+            measure_here=False,
+        ),
+    ]
+}
+_ALIASES = {t.alias: t.name for t in TARGETS.values()}
+
+
+def get_target(name: str) -> Target:
+    """The target called `name` (full name or alias)."""
+    full = _ALIASES.get(name, name)
+    if full not in TARGETS:
+        known = ", ".join(f"{t.alias} ({t.name})" if t.alias != t.name else t.name for t in TARGETS.values())
+        raise UserError(f"unknown target {name!r}; use one of: {known}")
+    return TARGETS[full]

@@ -1,0 +1,108 @@
+"""Latency and peak memory of an artifact, measured in a fresh process.
+
+A fresh process per measurement keeps the peak RSS honest (nothing else loaded in it) and
+keeps one contender's caches and threads away from another's.
+
+Run directly: `python -m edgeformer.validate.bench ARTIFACT --threads 2 --iters 50`
+prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from edgeformer.errors import UserError
+
+
+def _rss_mb() -> float:
+    """Current resident set size of this process in MiB (Linux /proc, else peak)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def percentile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    i = min(len(xs) - 1, max(0, round(q / 100 * (len(xs) - 1))))
+    return xs[i]
+
+
+def _measure(path: Path, pte_override: Path | None, threads: int, warmup: int, iters: int) -> dict:
+    """Runs inside the worker process."""
+    import torch
+
+    from edgeformer.artifact import load_artifact
+    from edgeformer.runtime import Program
+
+    art = load_artifact(path)
+    pte = pte_override.read_bytes() if pte_override else art.pte
+    shape = art.manifest.inputs[0]["shape"]
+    vocab = art.manifest.tokenizer["vocab_size"]
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab, shape, generator=g)
+    mask = torch.ones(shape, dtype=torch.long)
+    rss_before = _rss_mb()
+    prog = Program(pte, threads)
+    for _ in range(warmup):
+        prog(ids, mask)
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        prog(ids, mask)
+        times.append((time.perf_counter() - t0) * 1e3)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return dict(
+        latency_ms_p50=statistics.median(times),
+        latency_ms_p90=percentile(times, 90),
+        latency_ms_min=min(times),
+        iters=iters,
+        warmup=warmup,
+        threads=threads,
+        peak_rss_mb=peak,
+        runtime_baseline_rss_mb=rss_before,
+        model_memory_mb=peak - rss_before,
+    )
+
+
+def measure(path: Path, threads: int, warmup: int = 10, iters: int = 50, timeout: float = 600) -> dict:
+    """Measure the artifact at `path` in a fresh Python process; returns the JSON dict."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    cmd = [sys.executable, "-m", "edgeformer.validate.bench", str(path), "--threads", str(threads),
+           "--warmup", str(warmup), "--iters", str(iters)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UserError(f"benchmark of {path} failed: {last}")
+    return json.loads(lines[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("artifact", type=Path)
+    p.add_argument("--pte", type=Path, default=None, help="bench this .pte instead (same inputs)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--iters", type=int, default=50)
+    a = p.parse_args(argv)
+    try:
+        result = _measure(a.artifact, a.pte, a.threads, a.warmup, a.iters)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

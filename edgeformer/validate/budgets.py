@@ -1,0 +1,52 @@
+"""Check measured numbers against a target's budgets, saying plainly which failed."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from edgeformer.targets import Budgets
+
+NOT_ON_DEVICE = "not measured on device"
+
+
+@dataclass
+class BudgetCheck:
+    name: str
+    limit: float | None
+    measured: float | None
+    unit: str
+    passed: bool | None  # None: not checked (no limit, or not measured where it counts)
+    where: str  # "host", "artifact", or NOT_ON_DEVICE
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        op = ">=" if self.name == "min_sqnr_db" else "<="
+        m = "n/a" if self.measured is None else f"{self.measured:.2f}"
+        return f"{self.name}: measured {m} {self.unit}, budget {op} {self.limit} {self.unit}"
+
+
+def check_budgets(budgets: Budgets, pte_bytes: int, sqnr_db: float, bench: dict | None, where: str) -> list[BudgetCheck]:
+    """`bench` is None when latency/memory cannot be measured for the target here."""
+
+    def upper(name, limit, value, unit, at):
+        if limit is None or value is None:
+            return BudgetCheck(name, limit, value, unit, None, at)
+        return BudgetCheck(name, limit, round(value, 3), unit, value <= limit, at)
+
+    size_mb = pte_bytes / 2**20
+    sqnr = BudgetCheck(
+        "min_sqnr_db", budgets.min_sqnr_db, round(sqnr_db, 2), "dB",
+        None if budgets.min_sqnr_db is None else sqnr_db >= budgets.min_sqnr_db, "artifact",
+    )
+    lat = mem = None
+    at = NOT_ON_DEVICE
+    if bench is not None:
+        lat, mem, at = bench["latency_ms_p50"], bench["peak_rss_mb"], where
+    return [
+        upper("max_pte_mb", budgets.max_pte_mb, size_mb, "MiB", "artifact"),
+        upper("max_latency_ms_p50", budgets.max_latency_ms_p50, lat, "ms", at),
+        upper("max_peak_memory_mb", budgets.max_peak_memory_mb, mem, "MiB", at),
+        sqnr,
+    ]

@@ -86,7 +86,8 @@ def build(
     else:
         report.print_tables([report.budgets_table(m)])
         verdict = "all budgets met" if m.passed else "[red]budgets failed (kept with --no-enforce)[/]"
-        err.print(soft_wrap=True, *[f"wrote {result.path} ({m.pte['bytes'] / 2**20:.1f} MiB .pte, SQNR {m.numerics['sqnr_db']} dB): {verdict}"])
+        size = m.pte["bytes"] / 2**20
+        err.print(f"wrote {result.path} ({size:.1f} MiB .pte, SQNR {m.numerics['sqnr_db']} dB): {verdict}", soft_wrap=True)
     if not m.passed:
         raise typer.Exit(BudgetError.exit_code)
 

@@ -26,7 +26,7 @@ class Predictor:
             probs = out.softmax(-1)
             i = int(probs.argmax())
             r.update(label=self.labels[i] if i < len(self.labels) else str(i), score=float(probs[i]),
-                     probs={lab: float(p) for lab, p in zip(self.labels, probs.tolist())})
+                     probs={lab: float(p) for lab, p in zip(self.labels, probs.tolist(), strict=True)})
         else:
             r["embedding"] = [round(x, 6) for x in out.tolist()]
         return r

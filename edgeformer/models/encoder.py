@@ -138,7 +138,7 @@ class Encoder(nn.Module):
         self.ln_emb = LayerNorm(shape.hidden, eps=shape.eps)
         self.layers = nn.ModuleList(
             Layer(shape.hidden, h, shape.head_dim, f, shape.activation, shape.eps)
-            for h, f in zip(shape.num_heads, shape.ffn)
+            for h, f in zip(shape.num_heads, shape.ffn, strict=True)
         )
         self.head = head
         self.normalize = normalize

@@ -130,9 +130,9 @@ def read_config(path: Path) -> dict:
     """The folder's config.json, or a UserError saying what is missing."""
     cfg_file = path / "config.json"
     if not path.is_dir():
-        raise UserError(f"model {str(path)!r} is not a folder or a bundled name; pass a Hugging Face model folder or one of the bundled names (see `edgeformer models`)")
+        raise UserError(f"model {str(path)!r} is not a folder; pass a Hugging Face model folder or a bundled name (`edgeformer models`)")
     if not cfg_file.is_file():
-        raise UserError(f"{str(path)!r} is not a model folder: no config.json; pass the folder that holds config.json and model.safetensors")
+        raise UserError(f"{str(path)!r} is not a model folder: no config.json; pass the folder holding config.json and model.safetensors")
     try:
         return json.loads(cfg_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -154,7 +154,7 @@ def load_hf_folder(path: Path) -> HFModel:
         raise UserError(f"{path} has no model.safetensors{hint}; edgeformer reads weights only from safetensors")
     tokenizer_file = path / "tokenizer.json"
     if not tokenizer_file.is_file():
-        raise UserError(f"{path} has no tokenizer.json; save the fast tokenizer with AutoTokenizer.from_pretrained(...).save_pretrained({str(path)!r})")
+        raise UserError(f"{path} has no tokenizer.json; save it with AutoTokenizer.from_pretrained(...).save_pretrained({str(path)!r})")
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import transformers
@@ -215,7 +215,7 @@ def to_encoder(hf: HFModel) -> Encoder:
         enc.word.weight.copy_(word.weight)
         enc.pos.copy_(pos)
     _copy_ln(enc.ln_emb, ln_emb)
-    for dst, src in zip(enc.layers, layers):
+    for dst, src in zip(enc.layers, layers, strict=True):
         with torch.no_grad():
             dst.attn.qkv.weight.copy_(torch.cat([src["q"].weight, src["k"].weight, src["v"].weight]))
             dst.attn.qkv.bias.copy_(torch.cat([src["q"].bias, src["k"].bias, src["v"].bias]))

@@ -18,7 +18,9 @@ EMBEDDING_SCHEMES: dict[str, str] = {
     "int8": "8-bit per-row weights",
     "int4": "4-bit groupwise weights",
 }
-GROUP_SIZES = (16, 32, 64, 128, 256)
+# XNNPACK delegates 4-bit groupwise linears only for group sizes that are multiples of 32
+# (backends/xnnpack/operators/node_visitor.py).
+GROUP_SIZES = (32, 64, 128, 256)
 MAX_THREADS = 64
 
 

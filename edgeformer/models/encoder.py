@@ -152,7 +152,8 @@ class Encoder(nn.Module):
         for layer in self.layers:
             x = layer(x, mask_add)
         if self.head is not None:
-            return self.head(x[:, 0])
+            # First token by a static slice: x[:, 0] is select_copy, outside the delegate.
+            return self.head(x[:, :1].reshape(b, -1))
         # Masked mean pooling as a bmm: [B, 1, S] @ [B, S, H] -> [B, 1, H].
         summed = torch.bmm(mask, x)
         count = mean_last(mask) * s  # [B, 1, 1]

@@ -1,0 +1,52 @@
+"""Lowering to XNNPACK: .pte vs the exported program, and what stays outside the delegate."""
+
+import pytest
+import torch
+
+from edgeformer.models import load_model
+from edgeformer.recipe import Recipe
+from edgeformer.runtime import Program
+from edgeformer.targets import xnnpack
+from edgeformer.transforms.quantize import quantize_model
+from edgeformer.validate.numerics import sqnr_db
+
+
+def _lower(folder, recipe):
+    enc = quantize_model(load_model(str(folder)).encoder, recipe)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(4, enc.shape.vocab_size, (1, 16), generator=g)
+    mask = torch.ones(1, 16, dtype=torch.long)
+    mask[0, 11:] = 0
+    ep = torch.export.export(enc, (ids, mask))
+    lowered = xnnpack.lower(ep, recipe)
+    return ep, lowered, (ids, mask)
+
+
+@pytest.mark.parametrize("quant,emb,outside_gather", [
+    ("fp32", "fp32", "aten_embedding_default"),
+    ("int8", "int8", "quantized_decomposed_embedding_byte_default"),
+    ("8da4w", "int4", "quantized_decomposed_embedding_4bit_default"),
+])
+def test_everything_but_gather_and_mask_cast_is_delegated(tiny_bert, quant, emb, outside_gather):
+    _, lowered, _ = _lower(tiny_bert, Recipe(quant=quant, embedding_quant=emb, group_size=32))
+    d = lowered.delegation
+    assert d.backend == "XnnpackBackend"
+    assert d.delegated_subgraphs == 1
+    # Exactly two ops run outside XNNPACK: the embedding gather and the int64 -> float mask cast.
+    assert d.non_delegated_ops == {outside_gather: 1, "dim_order_ops__to_dim_order_copy_default": 1}
+
+
+@pytest.mark.parametrize("quant,emb,tol", [("fp32", "fp32", 1e-5), ("int8", "int8", 5e-3), ("8da4w", "int4", 5e-3)])
+def test_pte_matches_exported_program(tiny_bert, quant, emb, tol):
+    ep, lowered, inputs = _lower(tiny_bert, Recipe(quant=quant, embedding_quant=emb, group_size=32))
+    expected = ep.module()(*inputs)
+    actual = Program(lowered.pte, threads=1)(*inputs)
+    torch.testing.assert_close(actual, expected, atol=tol, rtol=tol)
+    if quant != "fp32":
+        assert sqnr_db(expected, actual) > 40  # lowering adds little on top of quantization
+
+
+def test_classifier_lowers_and_matches(tiny_bert_cls):
+    ep, lowered, inputs = _lower(tiny_bert_cls, Recipe(quant="fp32", embedding_quant="fp32"))
+    torch.testing.assert_close(Program(lowered.pte, 1)(*inputs), ep.module()(*inputs), atol=1e-5, rtol=1e-5)
+    assert lowered.delegation.delegated_subgraphs == 1

@@ -1,0 +1,42 @@
+"""torchao quantization: quantized vs float by SQNR, and bad group sizes."""
+
+import pytest
+import torch
+
+from edgeformer.errors import UserError
+from edgeformer.models import load_model
+from edgeformer.recipe import Recipe
+from edgeformer.transforms.quantize import quantize_model
+from edgeformer.validate.numerics import sqnr_db
+
+
+def _run(folder, recipe):
+    loaded = load_model(str(folder))
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(4, loaded.encoder.shape.vocab_size, (4, 16), generator=g)
+    mask = torch.ones(4, 16, dtype=torch.long)
+    with torch.no_grad():
+        ref = loaded.encoder(ids, mask)
+        q = quantize_model(loaded.encoder, recipe)(ids, mask)
+    return ref, q, loaded.encoder
+
+
+def test_int8_is_close_to_float(tiny_bert):
+    ref, q, _ = _run(tiny_bert, Recipe(quant="int8", embedding_quant="int8"))
+    assert sqnr_db(ref, q) >= 25  # tiny model; MiniLM measures ~25 dB (slow test)
+
+
+def test_fp32_recipe_is_exact(tiny_bert):
+    ref, q, _ = _run(tiny_bert, Recipe(quant="fp32", embedding_quant="fp32"))
+    assert torch.equal(ref, q)
+
+
+def test_8da4w_quantizes_and_loses_more_than_int8(tiny_bert):
+    ref, q4, _ = _run(tiny_bert, Recipe(quant="8da4w", group_size=32, embedding_quant="fp32"))
+    _, q8, _ = _run(tiny_bert, Recipe(quant="int8", embedding_quant="fp32"))
+    assert 5 < sqnr_db(ref, q4) < sqnr_db(ref, q8)
+
+
+def test_group_size_must_divide_features(tiny_bert):
+    with pytest.raises(UserError, match=r"--group-size 64 must divide in_features=32 .*try one of \[32\]"):
+        _run(tiny_bert, Recipe(quant="8da4w", group_size=64))

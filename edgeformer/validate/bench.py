@@ -22,13 +22,31 @@ from pathlib import Path
 from edgeformer.errors import UserError
 
 
-def _rss_mb() -> float:
-    """Current resident set size of this process in MiB (Linux /proc, else peak)."""
+def _proc_status_mb(field: str) -> float | None:
     try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024  # kB
     except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        pass
+    return None
+
+
+def rss_mb() -> float:
+    """Resident set size now, MiB."""
+    now = _proc_status_mb("VmRSS")
+    return now if now is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process image, MiB.
+
+    VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across execve, so a worker
+    spawned by a big process (the build, pytest) would report its parent's peak.
+    """
+    peak = _proc_status_mb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def percentile(xs: list[float], q: float) -> float:
@@ -39,7 +57,9 @@ def percentile(xs: list[float], q: float) -> float:
 
 def _measure(path: Path, pte_override: Path | None, threads: int, warmup: int, iters: int) -> dict:
     """Runs inside the worker process."""
+    import executorch.kernels.quantized  # noqa: F401  import the runtime before the baseline
     import torch
+    from executorch.runtime import Runtime  # noqa: F401
 
     from edgeformer.artifact import load_artifact
     from edgeformer.runtime import Program
@@ -51,7 +71,7 @@ def _measure(path: Path, pte_override: Path | None, threads: int, warmup: int, i
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, vocab, shape, generator=g)
     mask = torch.ones(shape, dtype=torch.long)
-    rss_before = _rss_mb()
+    rss_before = rss_mb()
     prog = Program(pte, threads)
     for _ in range(warmup):
         prog(ids, mask)
@@ -60,7 +80,7 @@ def _measure(path: Path, pte_override: Path | None, threads: int, warmup: int, i
         t0 = time.perf_counter()
         prog(ids, mask)
         times.append((time.perf_counter() - t0) * 1e3)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     return dict(
         latency_ms_p50=statistics.median(times),
         latency_ms_p90=percentile(times, 90),

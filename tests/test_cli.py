@@ -1,0 +1,83 @@
+"""The CLI as a user runs it: tables or --json, one-line errors, non-zero exits, no traceback."""
+
+import json
+
+import pytest
+from conftest import SEQ, run_cli
+
+
+def test_targets_json(capsys):
+    code, out, _ = run_cli(["targets", "--json"], capsys)
+    assert code == 0
+    t = json.loads(out)
+    assert set(t) == {"host", "rpi5", "android", "server-cuda"}
+    assert t["rpi5"]["budgets"]["max_latency_ms_p50"] == 50 and t["host"]["recipe"]["quant"] == "int8"
+
+
+def test_targets_table(capsys):
+    code, out, _ = run_cli(["targets"], capsys)
+    assert code == 0 and "rpi5-arm64-xnnpack" in out and "SQNR >= 20.0 dB" in out
+
+
+def test_build_inspect_run_bench(tiny_bert_cls, tmp_path, capsys, monkeypatch):
+    out_dir = str(tmp_path / "a")
+    code, out, err = run_cli(["build", str(tiny_bert_cls), "--target", "host", "-o", out_dir, "--seq-len", str(SEQ),
+                              "--quant", "fp32", "--bench-iters", "3", "--json"], capsys)
+    assert code == 0, err
+    built = json.loads(out)
+    assert built["passed"] and built["manifest"]["recipe"]["quant"] == "fp32"
+    assert "✓ lower (xnnpack)" in err
+
+    code, out, _ = run_cli(["inspect", out_dir, "--json"], capsys)
+    info = json.loads(out)
+    assert code == 0 and info["manifest"]["delegation"]["delegated_subgraphs"] == 1
+    assert sum(info["size"].values()) == info["manifest"]["pte"]["bytes"]
+    code, out, _ = run_cli(["inspect", out_dir], capsys)
+    assert code == 0 and "what ran where" in out and "size of model.pte" in out
+
+    code, out, _ = run_cli(["run", out_dir, "love this product", "bad box", "--json"], capsys)
+    res = json.loads(out)["results"]
+    assert code == 0 and [r["text"] for r in res] == ["love this product", "bad box"]
+    assert all(r["label"] in ("negative", "positive") and abs(sum(r["probs"].values()) - 1) < 1e-5 for r in res)
+
+    code, out, _ = run_cli(["run", out_dir], capsys, stdin="great tea\n\nnot good\n", monkeypatch=monkeypatch)
+    assert code == 0 and len(out.strip().splitlines()) == 2
+
+    code, out, _ = run_cli(["bench", out_dir, "--iters", "5", "--warmup", "1", "--json"], capsys)
+    b = json.loads(out)
+    assert code == 0 and b["iters"] == 5 and b["latency_ms_p50"] > 0 and b["peak_rss_mb"] > 0
+
+
+def test_run_truncates_or_refuses(built_fp32, capsys):
+    long = " ".join(["coffee"] * 40)
+    code, out, err = run_cli(["run", str(built_fp32.path), long], capsys)
+    assert code == 0 and "truncated to 16" in err and "(32 dims)" in out
+    code, _, err = run_cli(["run", str(built_fp32.path), long, "--no-truncate"], capsys)
+    assert code == 2 and "more than the exported sequence length 16" in err
+
+
+@pytest.mark.parametrize("args,code,msg", [
+    (["build", "minilm", "--target", "pi", "-o", "x"], 2, "unknown target 'pi'; use one of: host"),
+    (["build", "minilm", "--quant", "int3", "-o", "x"], 2, "--quant 'int3' is not a known scheme; use one of: fp32, int8, 8da4w"),
+    (["build", "./does-not-exist", "-o", "x"], 2, "neither a folder nor a bundled name"),
+    (["run", "./does-not-exist", "hi"], 2, "is not a folder"),
+    (["inspect", "."], 2, "has no manifest.json"),
+])
+def test_bad_input_is_one_line_and_nonzero(args, code, msg, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    got, out, err = run_cli(args, capsys)
+    assert got == code and msg in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_empty_text_is_refused(built_fp32, capsys):
+    code, _, err = run_cli(["run", str(built_fp32.path), "  "], capsys)
+    assert code == 2 and "input text is empty" in err
+
+
+def test_budget_failure_exits_3_and_names_the_budget(tiny_bert, tmp_path, capsys):
+    code, out, err = run_cli(["build", str(tiny_bert), "-o", str(tmp_path / "x"), "--seq-len", str(SEQ),
+                              "--bench-iters", "0", "--min-sqnr", "500"], capsys)
+    assert code == 3 and "min_sqnr_db: measured" in err and "artifact not written" in err
+    assert "FAIL" in out and not (tmp_path / "x").exists()

@@ -77,8 +77,11 @@ def build(
                 dump=dump, stage=timed_stage(done),
             )
     except BudgetError as e:
-        if e.result is not None and not as_json:
-            report.print_tables([report.budgets_table(e.result.manifest)])
+        if e.result is not None:  # still show every budget, as a table or as JSON for scripts
+            if as_json:
+                _emit(dict(path=None, passed=False, manifest=json.loads(e.result.manifest.to_json())))
+            else:
+                report.print_tables([report.budgets_table(e.result.manifest)])
         raise
     m = result.manifest
     if as_json:

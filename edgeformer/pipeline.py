@@ -134,7 +134,7 @@ def build(
             manifest.measurements = dict(measured_on=_host_fingerprint(), **bench)
         else:
             manifest.measurements = dict(measured_on=None, reason=_why_not_measured(tgt, bench_iters))
-        checks = check_budgets(budgets, len(lowered.pte), numerics["sqnr_db"], bench, "host")
+        checks = check_budgets(budgets, len(lowered.pte), numerics, bench, "host")
         manifest.budgets = [c.to_dict() for c in checks]
         (tmp / art.MANIFEST).write_text(manifest.to_json())
         result = BuildResult(path=None, manifest=manifest, exported=exported, lowered=lowered.program)

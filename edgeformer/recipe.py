@@ -10,7 +10,7 @@ from edgeformer.errors import UserError
 QUANT_SCHEMES: dict[str, str] = {
     "fp32": "no quantization",
     "int8": "8-bit dynamic per-token activations, 8-bit per-channel symmetric weights",
-    "8da4w": "8-bit dynamic per-token activations, 4-bit groupwise asymmetric weights",
+    "8da4w": "8-bit dynamic per-token activations, 4-bit groupwise symmetric weights",
 }
 # Quantization of the token-embedding table (weight-only; runs as a quantized gather).
 EMBEDDING_SCHEMES: dict[str, str] = {

@@ -132,6 +132,9 @@ class Encoder(nn.Module):
     def __init__(self, shape: EncoderShape, head: nn.Module | None = None, normalize: bool = True):
         super().__init__()
         self.shape = shape
+        # No padding_idx (it only affects gradients): with it, aten.embedding carries an
+        # argument that ExecuTorch's quantized-embedding fusion pattern does not match, and
+        # a torchao dequantize_affine is left with no out-variant.
         self.word = nn.Embedding(shape.vocab_size, shape.hidden)
         # Position + token-type-0 rows summed once; sliced to the sequence length in forward.
         self.pos = nn.Parameter(torch.zeros(shape.max_positions, shape.hidden))

@@ -159,6 +159,8 @@ def load_hf_folder(path: Path) -> HFModel:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import transformers
 
+    transformers.utils.logging.disable_progress_bar()  # edgeformer reports its own stages
+
     archs = cfg.get("architectures") or []
     is_classifier = any(a.endswith("ForSequenceClassification") for a in archs)
     auto = transformers.AutoModelForSequenceClassification if is_classifier else transformers.AutoModel

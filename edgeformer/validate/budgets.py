@@ -22,24 +22,23 @@ class BudgetCheck:
         return asdict(self)
 
     def describe(self) -> str:
-        op = ">=" if self.name == "min_sqnr_db" else "<="
+        op = ">=" if self.name.startswith("min_") else "<="
         m = "n/a" if self.measured is None else f"{self.measured:.2f}"
         return f"{self.name}: measured {m} {self.unit}, budget {op} {self.limit} {self.unit}"
 
 
-def check_budgets(budgets: Budgets, pte_bytes: int, sqnr_db: float, bench: dict | None, where: str) -> list[BudgetCheck]:
-    """`bench` is None when latency/memory cannot be measured for the target here."""
+def check_budgets(budgets: Budgets, pte_bytes: int, numerics: dict, bench: dict | None, where: str) -> list[BudgetCheck]:
+    """`numerics` is check_numerics' dict; `bench` is None when latency/memory are not measured here."""
 
     def upper(name, limit, value, unit, at):
         if limit is None or value is None:
             return BudgetCheck(name, limit, value, unit, None, at)
         return BudgetCheck(name, limit, round(value, 3), unit, value <= limit, at)
 
+    def lower(name, limit, value):
+        return BudgetCheck(name, limit, round(value, 2), "dB", None if limit is None else value >= limit, "artifact")
+
     size_mb = pte_bytes / 2**20
-    sqnr = BudgetCheck(
-        "min_sqnr_db", budgets.min_sqnr_db, round(sqnr_db, 2), "dB",
-        None if budgets.min_sqnr_db is None else sqnr_db >= budgets.min_sqnr_db, "artifact",
-    )
     lat = mem = None
     at = NOT_ON_DEVICE
     if bench is not None:
@@ -48,5 +47,6 @@ def check_budgets(budgets: Budgets, pte_bytes: int, sqnr_db: float, bench: dict 
         upper("max_pte_mb", budgets.max_pte_mb, size_mb, "MiB", "artifact"),
         upper("max_latency_ms_p50", budgets.max_latency_ms_p50, lat, "ms", at),
         upper("max_peak_memory_mb", budgets.max_peak_memory_mb, mem, "MiB", at),
-        sqnr,
+        lower("min_sqnr_db", budgets.min_sqnr_db, numerics["sqnr_db"]),
+        lower("min_lowering_sqnr_db", budgets.min_lowering_sqnr_db, numerics["sqnr_db_vs_exported"]),
     ]

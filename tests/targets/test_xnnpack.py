@@ -50,3 +50,24 @@ def test_classifier_lowers_and_matches(tiny_bert_cls):
     ep, lowered, inputs = _lower(tiny_bert_cls, Recipe(quant="fp32", embedding_quant="fp32"))
     torch.testing.assert_close(Program(lowered.pte, 1)(*inputs), ep.module()(*inputs), atol=1e-5, rtol=1e-5)
     assert lowered.delegation.delegated_subgraphs == 1
+
+
+def test_4bit_weights_lower_correctly_on_skewed_rows():
+    """Regression: asymmetric 4-bit groups lowered to 2 dB vs the exported program in
+    ExecuTorch 1.5.1's XNNPACK. The 8da4w config must be one XNNPACK gets right."""
+    from edgeformer.transforms.quantize import linear_config
+
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(128, 64))
+    with torch.no_grad():
+        m[0].weight.add_(torch.rand(64, 1) * 0.2)  # skewed rows: asymmetric zero points far from 0
+    x = torch.randn(1, 8, 128)
+    from torchao.quantization import quantize_
+    from torchao.utils import unwrap_tensor_subclass
+
+    quantize_(m, linear_config("8da4w", 32))
+    unwrap_tensor_subclass(m)
+    ep = torch.export.export(m, (x,))
+    lowered = xnnpack.lower(ep, Recipe(quant="8da4w"))
+    assert lowered.delegation.non_delegated_ops == {}
+    assert sqnr_db(ep.module()(x), Program(lowered.pte, 1)(x)) > 40

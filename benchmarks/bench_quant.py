@@ -1,0 +1,210 @@
+"""MiniLM, batch 1, sequence 128, 2 threads: eager PyTorch vs edgeformer `.pte` builds.
+
+Contenders, each timed in its own fresh process (warm-up excluded, median of many runs),
+in interleaved rounds so machine noise hits all of them alike; the table reports the
+median over rounds:
+
+  eager-fp32        the Hugging Face model in PyTorch eager (what a user starts from)
+  plain-int8        the Hugging Face model exported as is, torchao int8, XNNPACK
+                    (the "plain flow" edgeformer improves on)
+  edgeformer-fp32 / -int8 / -8da4w   `edgeformer build minilm --quant ...`
+
+SQNR is each output vs the eager fp32 model on the same sample texts.
+
+    python benchmarks/bench_quant.py [--rounds 3] [--iters 100] [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SEQ, THREADS = 128, 2
+
+
+def minilm_gflop(seq: int = SEQ, hidden: int = 384, ffn: int = 1536, layers: int = 6) -> float:
+    """Multiply-adds x 2 of the encoder layers (projections, FFN, attention matmuls)."""
+    per_layer = seq * hidden * (4 * hidden + 2 * ffn) + 2 * seq * seq * hidden
+    return 2 * per_layer * layers / 1e9
+
+
+def worker_eager(iters: int, warmup: int) -> dict:
+    """Runs in its own process: the Hugging Face model in eager fp32."""
+    import torch
+
+    torch.set_num_threads(THREADS)
+    from edgeformer.models import load_model
+
+    hf = load_model("minilm").hf
+    ids = torch.randint(0, 30522, (1, SEQ), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(1, SEQ, dtype=torch.long)
+    times = []
+    with torch.no_grad():
+        for i in range(warmup + iters):
+            t0 = time.perf_counter()
+            hf.reference(input_ids=ids, attention_mask=mask)
+            if i >= warmup:
+                times.append((time.perf_counter() - t0) * 1e3)
+    return dict(latency_ms_p50=statistics.median(times))
+
+
+def build_plain_int8(out: Path) -> Path:
+    """The plain flow: export the Hugging Face model itself (mean pooling added), int8, XNNPACK."""
+    import shutil
+
+    import torch
+
+    from edgeformer.artifact import MANIFEST
+    from edgeformer.models import load_model
+    from edgeformer.models.hf import reference_forward
+    from edgeformer.recipe import Recipe
+    from edgeformer.targets import xnnpack
+    from edgeformer.transforms.quantize import quantize_model
+
+    loaded = load_model("minilm")
+
+    class Pooled(torch.nn.Module):
+        def __init__(self, hf):
+            super().__init__()
+            self.model = hf.reference
+            self.hf = hf
+
+        def forward(self, ids, mask):
+            return reference_forward(self.hf, ids, mask)
+
+    from torchao.quantization import quantize_
+    from torchao.utils import unwrap_tensor_subclass
+
+    from edgeformer.transforms.quantize import embedding_config
+
+    # padding_idx only affects gradients; with it set, aten.embedding carries an argument that
+    # ExecuTorch's quantized-embedding fusion pattern does not match.
+    loaded.hf.reference.embeddings.word_embeddings.padding_idx = None
+    m = quantize_model(Pooled(loaded.hf), Recipe(quant="int8", embedding_quant="fp32"))
+    # Only the word table: the position/type lookups do not match ExecuTorch's quantized
+    # embedding fusion and would leave a dequantize_affine without an out-variant.
+    quantize_(m, embedding_config("int8", 32), filter_fn=lambda mod, fqn: fqn.endswith("word_embeddings"))
+    unwrap_tensor_subclass(m)
+    ids = torch.randint(0, 30522, (1, SEQ))
+    ep = torch.export.export(m, (ids, torch.ones(1, SEQ, dtype=torch.long)))
+    lowered = xnnpack.lower(ep, Recipe())
+    # Reuse an edgeformer artifact's manifest and tokenizer; bench it with --pte.
+    shutil.copytree(out.parent / "edgeformer-int8", out)
+    (out / "plain.pte").write_bytes(lowered.pte)
+    manifest = json.loads((out / MANIFEST).read_text())
+    manifest["delegation"] = lowered.delegation.to_dict()
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    return out / "plain.pte"
+
+
+def run_worker(cmd: list[str]) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS)}
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if p.returncode or not lines:
+        raise SystemExit(f"worker failed: {' '.join(cmd)}\n{p.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def plain_sqnr(pte: Path) -> float:
+    import torch
+
+    from edgeformer.models import load_model
+    from edgeformer.models.hf import reference_forward
+    from edgeformer.runtime import Program
+    from edgeformer.tokenize import TextEncoder
+    from edgeformer.validate.numerics import SAMPLE_TEXTS, sqnr_db
+
+    loaded = load_model("minilm")
+    te = TextEncoder(loaded.hf.tokenizer_file, SEQ, 0)
+    prog = Program(pte.read_bytes(), THREADS)
+    outs, refs = [], []
+    for e in map(te.encode, SAMPLE_TEXTS):
+        outs.append(prog(e.input_ids, e.attention_mask))
+        refs.append(reference_forward(loaded.hf, e.input_ids, e.attention_mask))
+    return sqnr_db(torch.cat(refs), torch.cat(outs))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--iters", type=int, default=100)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--worker", choices=["eager"], help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker == "eager":
+        print(json.dumps(worker_eager(a.iters, a.warmup)))
+        return
+
+    import edgeformer
+
+    work = Path(tempfile.mkdtemp(prefix="edgeformer-bench-"))
+    rows: dict[str, dict] = {}
+    for quant, emb in (("fp32", "fp32"), ("int8", "int8"), ("8da4w", "int8")):
+        name = f"edgeformer-{quant}"
+        print(f"building {name} …", file=sys.stderr, flush=True)
+        r = edgeformer.build("minilm", "host", work / name, quant=quant, embedding_quant=emb, enforce=False, bench_iters=0)
+        m = r.manifest
+        rows[name] = dict(bytes=m.pte["bytes"], sqnr_db=m.numerics["sqnr_db"], outside=m.delegation["non_delegated_nodes"],
+                          cmd=[sys.executable, "-m", "edgeformer.validate.bench", str(r.path)])
+    print("building plain-int8 …", file=sys.stderr, flush=True)
+    plain = build_plain_int8(work / "plain-int8")
+    pm = json.loads((plain.parent / "manifest.json").read_text())
+    rows["plain-int8"] = dict(bytes=plain.stat().st_size, sqnr_db=round(plain_sqnr(plain), 2),
+                              outside=pm["delegation"]["non_delegated_nodes"],
+                              cmd=[sys.executable, "-m", "edgeformer.validate.bench", str(plain.parent), "--pte", str(plain)])
+    rows["eager-fp32"] = dict(bytes=None, sqnr_db=None, outside=None,
+                              cmd=[sys.executable, str(Path(__file__).resolve()), "--worker", "eager"])
+
+    order = ["eager-fp32", "plain-int8", "edgeformer-fp32", "edgeformer-int8", "edgeformer-8da4w"]
+    samples: dict[str, list[float]] = {k: [] for k in order}
+    for rnd in range(a.rounds):
+        for name in order:
+            extra = ["--iters", str(a.iters), "--warmup", str(a.warmup)]
+            if name != "eager-fp32":
+                extra += ["--threads", str(THREADS)]
+            samples[name].append(run_worker(rows[name]["cmd"] + extra)["latency_ms_p50"])
+            print(f"round {rnd + 1}: {name} {samples[name][-1]:.2f} ms", file=sys.stderr, flush=True)
+
+    eager = statistics.median(samples["eager-fp32"])
+    fp32_bytes = rows["edgeformer-fp32"]["bytes"]
+    gflop = minilm_gflop()
+    lines = [
+        f"MiniLM (all-MiniLM-L6-v2), batch 1, seq {SEQ}, {THREADS} threads; median of {a.rounds} rounds x {a.iters} runs "
+        f"({a.warmup} warm-up), each contender in its own process. {_cpu()}",
+        "",
+        "| contender | p50 ms | vs eager | GFLOP/s | .pte MiB | fp32 .pte / size | SQNR vs eager dB | ops outside delegate |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in order:
+        r, p50 = rows[name], statistics.median(samples[name])
+        size = "-" if r["bytes"] is None else f"{r['bytes'] / 2**20:.1f}"
+        shrink = "-" if r["bytes"] is None else f"{fp32_bytes / r['bytes']:.2f}x"
+        sq = "(reference)" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f}"
+        outside = "-" if r["outside"] is None else str(r["outside"])
+        lines.append(f"| {name} | {p50:.2f} | {eager / p50:.2f}x | {gflop / p50 * 1e3:.0f} | {size} | {shrink} | {sq} | {outside} |")
+    table = "\n".join(lines) + "\n"
+    print(table)
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "quant.md").write_text(table)
+    (a.out / "quant.json").write_text(json.dumps(dict(samples_ms=samples, rows={k: {kk: vv for kk, vv in v.items() if kk != "cmd"}
+                                                                                    for k, v in rows.items()}), indent=2))
+
+
+def _cpu() -> str:
+    from edgeformer.pipeline import _cpu_model
+
+    return f"CPU: {_cpu_model()}, {os.cpu_count()} cores."
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""The real bundled MiniLM, end to end (about a minute per build). Marked slow."""
+
+import pytest
+import torch
+
+import edgeformer
+from edgeformer.artifact import load_artifact
+from edgeformer.predict import Predictor
+
+pytestmark = pytest.mark.slow
+
+TEXTS = ["the coffee was stale and bitter", "Great tea, I would buy it again.", "The box arrived crushed."]
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory):
+    root = tmp_path_factory.mktemp("minilm")
+    int8 = edgeformer.build("minilm", "host", root / "int8", bench_iters=20)
+    fp32 = edgeformer.build("minilm", "host", root / "fp32", quant="fp32", embedding_quant="fp32", bench_iters=0)
+    return dict(int8=int8, fp32=fp32)
+
+
+def test_default_host_build_meets_every_budget(builds):
+    m = builds["int8"].manifest
+    assert m.passed, m.failed_budgets()
+    assert all(b["passed"] is True for b in m.budgets)  # host measures everything
+    assert m.recipe == dict(quant="int8", group_size=32, embedding_quant="int8", seq_len=128, threads=2)
+    assert m.numerics["sqnr_db"] >= 20
+
+
+def test_only_gather_and_mask_cast_stay_outside_xnnpack(builds):
+    d = builds["int8"].manifest.delegation
+    assert d["delegated_subgraphs"] == 1
+    assert d["non_delegated_ops"] == {"quantized_decomposed_embedding_byte_default": 1,
+                                      "dim_order_ops__to_dim_order_copy_default": 1}
+
+
+def test_int8_is_at_least_3_5x_smaller_than_fp32(builds):
+    assert builds["fp32"].manifest.pte["bytes"] / builds["int8"].manifest.pte["bytes"] >= 3.5
+    assert builds["fp32"].manifest.numerics["sqnr_db"] >= 60
+
+
+def test_pte_matches_sentence_transformers(builds):
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(builds["fp32"].manifest.model["path"], device="cpu")
+    ref = torch.tensor(st.encode(TEXTS, normalize_embeddings=True))
+    for name, min_cos in (("fp32", 0.99999), ("int8", 0.99)):
+        pred = Predictor(load_artifact(builds[name].path))
+        ours = torch.tensor([pred(t)["embedding"] for t in TEXTS])
+        cos = torch.nn.functional.cosine_similarity(ours, ref)
+        assert cos.min() >= min_cos, (name, cos)

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Create .venv and install edgeformer with its pinned toolchain (idempotent).
+# The toolchain is installed first, pinned exactly: a range would pull a multi-GB CUDA torch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored: it is neither" || true
+.venv/bin/python -m pip install -q torch==2.13.0 executorch==1.5.1 torchao==0.18.0 2>&1 | grep -v "is ignored: it is neither" || true
+.venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v "is ignored: it is neither" || true
+.venv/bin/python -c "import torch, executorch, torchao, edgeformer; print('edgeformer ready: torch', torch.__version__)"

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Fresh machine -> the whole test suite (fast tests, then the slow ones on the real MiniLM).
+# Extra arguments go to pytest, e.g. `bash tools/test.sh -m "not slow"`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/setup.sh
+.venv/bin/ruff check edgeformer tests benchmarks
+exec .venv/bin/python -m pytest -q "$@"

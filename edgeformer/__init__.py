@@ -4,6 +4,9 @@
     >>> result = edgeformer.build("minilm", target="host", out="out/minilm-host")
     >>> result.manifest.numerics["sqnr_db"] > 20
     True
+    >>> edgeformer.Predictor(edgeformer.load_artifact(result.path))("hello")["embedding"][:2]
+    [...]
+    >>> edgeformer.measure(result.path, threads=2)["latency_ms_p50"]
 
 Names are imported on first use, so running an artifact does not load the compiler
 (transformers, torchao, the exporter).
@@ -24,6 +27,8 @@ _LAZY = {
     "UserError": "edgeformer.errors",
     "BuildResult": "edgeformer.pipeline",
     "build": "edgeformer.pipeline",
+    "Predictor": "edgeformer.predict",
+    "measure": "edgeformer.validate.bench",
     "Recipe": "edgeformer.recipe",
     "TARGETS": "edgeformer.targets",
     "get_target": "edgeformer.targets",

@@ -89,3 +89,12 @@ def test_budget_failure_with_json_still_reports_every_budget(tiny_bert, tmp_path
     got = json.loads(out)
     assert code == 3 and got["passed"] is False and got["path"] is None
     assert [b["name"] for b in got["manifest"]["budgets"] if b["passed"] is False] == ["min_sqnr_db"]
+
+
+def test_python_api_mirrors_the_cli(built_fp32):
+    import edgeformer
+
+    art = edgeformer.load_artifact(built_fp32.path)
+    r = edgeformer.Predictor(art)("great tea")
+    assert len(r["embedding"]) == 32 and not r["truncated"]
+    assert sorted(edgeformer.__all__) == edgeformer.__all__ and "build" in edgeformer.__all__

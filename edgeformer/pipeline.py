@@ -14,10 +14,11 @@
 from __future__ import annotations
 
 import importlib
+import os
 import platform
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from importlib.metadata import version
@@ -174,8 +175,6 @@ def _versions() -> dict:
 
 
 def _host_fingerprint() -> dict:
-    import os
-
     return dict(kind="host", machine=platform.machine(), processor=_cpu_model(), cores=os.cpu_count(),
                 system=platform.platform())
 
@@ -227,7 +226,6 @@ def _manifest(loaded: LoadedModel, tgt: Target, recipe: Recipe, lowered, text: T
 
 def timed_stage(report: Callable[[str, float], None]) -> Stage:
     """A `stage` factory that reports each stage's name and seconds when it ends."""
-    from contextlib import contextmanager
 
     @contextmanager
     def _stage(name: str):

@@ -26,14 +26,16 @@ def sha256_bytes(data: bytes) -> str:
 
 
 @contextmanager
-def staging(out: Path):
+def staging(out: Path, marker: str = MANIFEST):
     """A temporary folder beside `out`; the caller calls `commit(tmp, out)` to publish it.
 
+    An existing `out` is replaced only if it holds `marker` (it is one of ours) or is empty.
     Whatever happens inside, the temporary folder is gone afterwards.
     """
     out = out.resolve()
-    if out.exists() and not (out / MANIFEST).is_file() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"output {str(out)!r} exists and is not an edgeformer artifact; choose another -o or remove it")
+    if out.exists() and not (out / marker).is_file() and (not out.is_dir() or any(out.iterdir())):
+        kind = "an edgeformer artifact" if marker == MANIFEST else f"a model folder (no {marker})"
+        raise UserError(f"output {str(out)!r} exists and is not {kind}; choose another -o or remove it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:

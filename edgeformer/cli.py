@@ -59,6 +59,8 @@ def build(
     threads: int = typer.Option(None, "--threads", help="CPU threads at run time (default: the target's)."),
     min_sqnr: float = typer.Option(None, "--min-sqnr", help="Override the target's numerics budget (dB)."),
     enforce: bool = typer.Option(True, "--enforce/--no-enforce", help="Fail and write nothing when a budget fails."),
+    eval_data: str = typer.Option(None, "--eval-data", help="Measure task accuracy on this data (e.g. fine-foods:validation)."),
+    max_accuracy_drop: float = typer.Option(None, "--max-accuracy-drop", help="Accuracy points the .pte may lose vs fp32."),
     bench_iters: int = typer.Option(50, "--bench-iters", help="Timed runs for the latency budget (0 skips)."),
     dump: Path = typer.Option(None, "--dump", help="Write the graph after each stage into this folder."),
     as_json: bool = JSON,
@@ -74,6 +76,7 @@ def build(
             result = edgeformer.build(
                 model, target, out, quant=quant, group_size=group_size, embedding_quant=embedding_quant,
                 seq_len=seq_len, threads=threads, min_sqnr_db=min_sqnr, enforce=enforce, bench_iters=bench_iters,
+                eval_data=eval_data, max_accuracy_drop=max_accuracy_drop,
                 dump=dump, stage=timed_stage(done),
             )
     except BudgetError as e:
@@ -93,6 +96,64 @@ def build(
         err.print(f"wrote {result.path} ({size:.1f} MiB .pte, SQNR {m.numerics['sqnr_db']} dB): {verdict}", soft_wrap=True)
     if not m.passed:
         raise typer.Exit(BudgetError.exit_code)
+
+
+@app.command()
+def finetune(
+    model: str = typer.Argument(..., help="A bundled name or a Hugging Face encoder folder."),
+    data: str = typer.Option(..., "--data", help="fine-foods, or a .csv/.jsonl file (validation is carved from it)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Hugging Face folder to write (usable by `edgeformer build`)."),
+    epochs: int = typer.Option(2, "--epochs"),
+    lr: float = typer.Option(1e-4, "--lr"),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    max_len: int = typer.Option(128, "--max-len", help="Truncate training texts to this many tokens."),
+    seed: int = typer.Option(0, "--seed"),
+    restart: bool = typer.Option(False, "--restart", help="Discard an interrupted run's checkpoint and start over."),
+    text_column: str = typer.Option("text", "--text-column"),
+    label_column: str = typer.Option("label", "--label-column"),
+    threads: int = typer.Option(2, "--threads"),
+    as_json: bool = JSON,
+):
+    """Fine-tune an encoder + classification head on CPU; resumes an interrupted run."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from edgeformer.train.finetune import finetune as run_finetune
+
+    with Progress(TextColumn("finetune"), BarColumn(), TextColumn("{task.completed}/{task.total} loss {task.fields[loss]}"),
+                  TimeRemainingColumn(), console=err) as bar:
+        task = bar.add_task("train", total=None, loss="-")
+
+        def step(done: int, total: int, loss: float) -> None:
+            bar.update(task, completed=done, total=total, loss=f"{loss:.3f}")
+
+        report = run_finetune(model, data, out, epochs=epochs, lr=lr, batch_size=batch_size, max_len=max_len, seed=seed,
+                              restart=restart, text_column=text_column, label_column=label_column, threads=threads,
+                              progress=step)
+    if as_json:
+        _emit({k: v for k, v in report.items() if k != "loss_curve"})
+    else:
+        err.print(f"wrote {out}: {report['steps']} steps in {report['seconds']:.0f}s, "
+                  f"validation accuracy by epoch {report['validation_accuracy']}", soft_wrap=True)
+
+
+@app.command(name="eval")
+def eval_(
+    target: str = typer.Argument(..., help="An artifact folder (runs its .pte), or a model folder / bundled name (eager fp32)."),
+    data: str = typer.Option(..., "--data", help="fine-foods[:test|:validation|:train] or a .csv/.jsonl file."),
+    text_column: str = typer.Option("text", "--text-column"),
+    label_column: str = typer.Option("label", "--label-column"),
+    threads: int = typer.Option(None, "--threads"),
+    as_json: bool = JSON,
+):
+    """Accuracy, macro-F1, agreement with the fp32 model, and throughput on labelled data."""
+    from edgeformer.validate.accuracy import evaluate
+
+    with err.status("evaluating…"):
+        r = evaluate(target, data, text_column=text_column, label_column=label_column, threads=threads)
+    if as_json:
+        _emit(r)
+    else:
+        report.print_tables([report.eval_table(r)])
 
 
 @app.command()

@@ -72,13 +72,17 @@ def build(
     threads: int | None = None,
     min_sqnr_db: float | None = None,
     enforce: bool = True,
+    eval_data: str | None = None,
+    max_accuracy_drop: float | None = None,
     bench_iters: int = 50,
     dump: str | Path | None = None,
     stage: Stage | None = None,
 ) -> BuildResult:
     """Compile `model` for `target` into an artifact folder `out`.
 
-    Recipe fields left as None take the target's defaults. With `enforce`, a missed budget
+    Recipe fields left as None take the target's defaults. `eval_data` (a data spec, e.g.
+    "fine-foods:validation") measures task accuracy of the `.pte` vs the fp32 model and checks
+    the accuracy-drop budget. With `enforce`, a missed budget
     raises `BudgetError` (carrying the result) and nothing is written.
 
     Example:
@@ -91,6 +95,8 @@ def build(
         quant=quant, group_size=group_size, embedding_quant=embedding_quant, seq_len=seq_len, threads=threads
     )
     budgets = tgt.budgets if min_sqnr_db is None else replace(tgt.budgets, min_sqnr_db=min_sqnr_db)
+    if max_accuracy_drop is not None:
+        budgets = replace(budgets, max_accuracy_drop=max_accuracy_drop)
     backend = importlib.import_module(BACKENDS[tgt.backend])
     stage = stage or (lambda name: nullcontext())
     out = Path(out)
@@ -127,15 +133,22 @@ def build(
                 is_logits=loaded.hf.task == "classifier",
             )
         manifest = _manifest(loaded, tgt, recipe, lowered, text, numerics)
+        (tmp / art.MANIFEST).write_text(manifest.to_json())  # bench and eval load the staged artifact
         bench = None
         if tgt.measure_here and bench_iters > 0:
-            (tmp / art.MANIFEST).write_text(manifest.to_json())  # the bench worker loads the artifact
             with stage("measure latency and memory"):
                 bench = measure(tmp, recipe.threads, iters=bench_iters)
             manifest.measurements = dict(measured_on=_host_fingerprint(), **bench)
         else:
             manifest.measurements = dict(measured_on=None, reason=_why_not_measured(tgt, bench_iters))
-        checks = check_budgets(budgets, len(lowered.pte), numerics, bench, "host")
+        accuracy = None
+        if eval_data is not None:
+            from edgeformer.validate.accuracy import evaluate
+
+            with stage(f"evaluate on {eval_data}"):
+                accuracy = evaluate(str(tmp), eval_data, threads=recipe.threads)
+            manifest.accuracy = accuracy
+        checks = check_budgets(budgets, len(lowered.pte), numerics, bench, "host", accuracy)
         manifest.budgets = [c.to_dict() for c in checks]
         (tmp / art.MANIFEST).write_text(manifest.to_json())
         result = BuildResult(path=None, manifest=manifest, exported=exported, lowered=lowered.program)

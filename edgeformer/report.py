@@ -74,6 +74,15 @@ def inspect_tables(manifest: Manifest, size: dict[str, int]) -> list[Table]:
     return [info, where, sizes, budgets_table(manifest)]
 
 
+def eval_table(r: dict) -> Table:
+    t = Table(title=f"eval {r['target']} on {r['data']} ({r['examples']} examples, {r['runtime']})")
+    for col in ("accuracy", "macro-F1", "fp32 accuracy", "drop (points)", "agreement", "examples/s"):
+        t.add_column(col, justify="right")
+    t.add_row(f"{r['accuracy']:.4f}", f"{r['macro_f1']:.4f}", str(r.get("reference_accuracy", "-")),
+              str(r.get("accuracy_drop_points", "-")), str(r.get("agreement", "-")), f"{r['throughput_per_s']:.0f}")
+    return t
+
+
 def bench_table(path: str, r: dict) -> Table:
     t = Table(title=f"bench {path} ({r['threads']} threads, {r['iters']} runs after {r['warmup']} warm-up)")
     for col in ("p50", "p90", "min", "peak RSS", "model memory"):

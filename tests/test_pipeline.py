@@ -27,7 +27,9 @@ def test_artifact_folder_and_manifest(built_fp32):
     assert m.delegation["coverage"] > 0.95
     assert sum(m.size.values()) == m.pte["bytes"]
     names = [b["name"] for b in m.budgets]
-    assert names == ["max_pte_mb", "max_latency_ms_p50", "max_peak_memory_mb", "min_sqnr_db", "min_lowering_sqnr_db"]
+    assert names == ["max_pte_mb", "max_latency_ms_p50", "max_peak_memory_mb", "min_sqnr_db", "min_lowering_sqnr_db",
+                     "max_accuracy_drop"]
+    assert m.budgets[-1]["passed"] is None and m.budgets[-1]["where"] == "no eval data"
     assert m.measurements["measured_on"] is None  # bench_iters=0
 
 

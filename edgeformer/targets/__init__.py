@@ -24,6 +24,8 @@ class Budgets:
     # values mean a backend bug, not a quantization trade-off. int8 MiniLM measures ~26 dB
     # (XNNPACK's dynamic-quant rounding differs from torchao's reference), fp32 ~118 dB.
     min_lowering_sqnr_db: float | None = 20.0
+    # Task accuracy lost vs the fp32 model, in points; checked when build gets eval data.
+    max_accuracy_drop: float | None = 1.0
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -27,8 +27,10 @@ class BudgetCheck:
         return f"{self.name}: measured {m} {self.unit}, budget {op} {self.limit} {self.unit}"
 
 
-def check_budgets(budgets: Budgets, pte_bytes: int, numerics: dict, bench: dict | None, where: str) -> list[BudgetCheck]:
-    """`numerics` is check_numerics' dict; `bench` is None when latency/memory are not measured here."""
+def check_budgets(budgets: Budgets, pte_bytes: int, numerics: dict, bench: dict | None, where: str,
+                  accuracy: dict | None = None) -> list[BudgetCheck]:
+    """`numerics` is check_numerics' dict; `bench` is None when latency/memory are not measured
+    here; `accuracy` is validate.accuracy.evaluate's dict when build was given eval data."""
 
     def upper(name, limit, value, unit, at):
         if limit is None or value is None:
@@ -49,4 +51,6 @@ def check_budgets(budgets: Budgets, pte_bytes: int, numerics: dict, bench: dict 
         upper("max_peak_memory_mb", budgets.max_peak_memory_mb, mem, "MiB", at),
         lower("min_sqnr_db", budgets.min_sqnr_db, numerics["sqnr_db"]),
         lower("min_lowering_sqnr_db", budgets.min_lowering_sqnr_db, numerics["sqnr_db_vs_exported"]),
+        upper("max_accuracy_drop", budgets.max_accuracy_drop, accuracy and accuracy["accuracy_drop_points"], "points",
+              "artifact" if accuracy else "no eval data"),
     ]

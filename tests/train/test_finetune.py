@@ -1,0 +1,82 @@
+"""finetune on a tiny model: loss goes down, the folder builds, and resume == uninterrupted."""
+
+import json
+
+import pytest
+import torch
+from conftest import make_tiny
+from safetensors.torch import load_file
+
+import edgeformer
+from edgeformer.errors import UserError
+from edgeformer.train import finetune as ft
+
+POS = ["love this product", "great tea", "would buy again", "great coffee", "love the granola nuts"]
+NEG = ["not good", "bad box arrived broken", "stale and bitter coffee", "shipping took forever", "bad tea"]
+
+
+@pytest.fixture(scope="module")
+def data_csv(tmp_path_factory):
+    f = tmp_path_factory.mktemp("data") / "reviews.csv"
+    rows = [f"{t},positive" for t in POS] + [f"{t},negative" for t in NEG]
+    f.write_text("text,label\n" + "\n".join(rows * 4) + "\n")
+    return f
+
+
+def _run(model, data, out, **kw):
+    return ft.finetune(str(model), str(data), out, epochs=6, lr=3e-3, batch_size=4, max_len=16, seed=0, **kw)
+
+
+def test_loss_goes_down_and_the_folder_builds(tmp_path, data_csv):
+    base = make_tiny(tmp_path / "base", "bert", "embedder")
+    r = _run(base, data_csv, tmp_path / "tuned")
+    first, last = sum(r["loss_curve"][:5]) / 5, sum(r["loss_curve"][-5:]) / 5
+    assert last < first * 0.5, (first, last)
+    assert r["validation_accuracy"][-1] == 1.0  # 5 held-out rows of a separable toy set
+    assert r["labels"] == ["negative", "positive"] and r["train_examples"] == 35 and r["validation_examples"] == 5
+    assert json.loads((tmp_path / "tuned" / "finetune.json").read_text())["steps"] == r["steps"] == 54
+    assert not (tmp_path / ".tuned.ckpt").exists()  # checkpoint removed once done
+    built = edgeformer.build(str(tmp_path / "tuned"), "host", tmp_path / "art", seq_len=16, bench_iters=0, min_sqnr_db=0)
+    assert built.manifest.model["task"] == "classifier" and built.manifest.model["labels"] == ["negative", "positive"]
+
+
+def test_interrupted_run_resumes_to_the_same_model(tmp_path, data_csv, monkeypatch):
+    base = make_tiny(tmp_path / "base", "bert", "embedder")
+    _run(base, data_csv, tmp_path / "straight")
+    monkeypatch.setattr(ft, "CHECKPOINT_EVERY", 3)
+
+    def interrupt(step, total, loss):
+        if step == 14:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(base, data_csv, tmp_path / "resumed", progress=interrupt)
+    assert not (tmp_path / "resumed").exists() and (tmp_path / ".resumed.ckpt" / "progress.json").is_file()
+    r = _run(base, data_csv, tmp_path / "resumed")
+    assert r["steps"] == 54
+    a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_of_another_run_is_not_mixed_in(tmp_path, data_csv, monkeypatch):
+    base = make_tiny(tmp_path / "base", "bert", "embedder")
+    monkeypatch.setattr(ft, "CHECKPOINT_EVERY", 3)
+
+    def interrupt(step, total, loss):
+        if step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(base, data_csv, tmp_path / "m", progress=interrupt)
+    with pytest.raises(UserError, match="interrupted run with other settings; pass --restart"):
+        ft.finetune(str(base), str(data_csv), tmp_path / "m", epochs=1, lr=3e-3, batch_size=4, max_len=16)
+    r = ft.finetune(str(base), str(data_csv), tmp_path / "m", epochs=1, lr=3e-3, batch_size=4, max_len=16, restart=True)
+    assert r["steps"] == 9
+
+
+def test_single_label_data_is_refused(tmp_path):
+    base = make_tiny(tmp_path / "base", "bert", "embedder")
+    f = tmp_path / "one.csv"
+    f.write_text("text,label\n" + "\n".join(f"text {i},pos" for i in range(16)) + "\n")
+    with pytest.raises(UserError, match=r"has 1 label\(s\) \['pos'\]; a classifier needs at least 2"):
+        _run(base, f, tmp_path / "x")

@@ -98,3 +98,20 @@ def test_python_api_mirrors_the_cli(built_fp32):
     r = edgeformer.Predictor(art)("great tea")
     assert len(r["embedding"]) == 32 and not r["truncated"]
     assert sorted(edgeformer.__all__) == edgeformer.__all__ and "build" in edgeformer.__all__
+
+
+def test_eval_json_on_an_artifact(built_int8_cls, tmp_path, capsys):
+    f = tmp_path / "e.csv"
+    f.write_text("text,label\ngreat tea,positive\nbad box,negative\nlove this product,positive\n")
+    code, out, err = run_cli(["eval", str(built_int8_cls.path), "--data", str(f), "--json"], capsys)
+    r = json.loads(out)
+    assert code == 0, err
+    assert r["runtime"] == "executorch" and r["examples"] == 3 and 0 <= r["accuracy"] <= 1 and "agreement" in r
+    code, out, _ = run_cli(["eval", str(built_int8_cls.path), "--data", str(f)], capsys)
+    assert code == 0 and "macro-F1" in out
+
+
+def test_finetune_bad_data_is_one_line(tiny_bert, tmp_path, capsys):
+    code, _, err = run_cli(["finetune", str(tiny_bert), "--data", "nope.csv", "-o", str(tmp_path / "m")], capsys)
+    assert code == 2 and "neither a file nor a built-in data set" in err and "Traceback" not in err
+    assert not (tmp_path / "m").exists()

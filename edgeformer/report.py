@@ -53,6 +53,10 @@ def inspect_tables(manifest: Manifest, size: dict[str, int]) -> list[Table]:
     info.add_row("inputs", ", ".join(f"{i['name']} {i['dtype']}{i['shape']}" for i in manifest.inputs))
     info.add_row("outputs", ", ".join(f"{o['name']} {o['dtype']}{o['shape']}" for o in manifest.outputs))
     info.add_row("numerics", f"SQNR {n['sqnr_db']} dB vs fp32 reference; max |err| {n['max_abs_err_vs_exported']:.2e} vs exported")
+    if manifest.accuracy:
+        a = manifest.accuracy
+        info.add_row("accuracy", f"{a['accuracy']:.4f} on {a['data']} ({a['examples']} examples); "
+                                 f"drop {a.get('accuracy_drop_points', '-')} points, agreement {a.get('agreement', '-')}")
     info.add_row("toolchain", ", ".join(f"{k} {v}" for k, v in manifest.toolchain.items()))
 
     where = Table(title=f"what ran where ({d['backend']})")

@@ -42,6 +42,11 @@ def test_build_records_accuracy_and_enforces_the_drop(tiny_bert_cls, eval_csv, t
     r = edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "a", quant="fp32", embedding_quant="fp32", seq_len=SEQ,
                          bench_iters=0, eval_data=str(eval_csv))
     assert r.manifest.accuracy["accuracy_drop_points"] == 0.0 and r.manifest.accuracy["agreement"] == 1.0
+    from edgeformer.report import inspect_tables
+    from edgeformer.validate.size import size_breakdown
+
+    info = inspect_tables(r.manifest, size_breakdown((r.path / "model.pte").read_bytes()))[0]
+    assert "accuracy" in info.columns[0]._cells
     check = r.manifest.budgets[-1]
     assert check["name"] == "max_accuracy_drop" and check["passed"] is True and check["where"] == "artifact"
     # A budget no model can meet (a negative drop = more accurate than fp32 by 100 points) must fail the build.

@@ -23,6 +23,16 @@ def data_csv(tmp_path_factory):
     return f
 
 
+def interrupt_at(stop: int):
+    """A progress callback that stops training like Ctrl-C after step `stop`."""
+
+    def progress(step, total, loss):
+        if step == stop:
+            raise KeyboardInterrupt
+
+    return progress
+
+
 def _run(model, data, out, **kw):
     return ft.finetune(str(model), str(data), out, epochs=6, lr=3e-3, batch_size=4, max_len=16, seed=0, **kw)
 
@@ -44,13 +54,8 @@ def test_interrupted_run_resumes_to_the_same_model(tmp_path, data_csv, monkeypat
     base = make_tiny(tmp_path / "base", "bert", "embedder")
     _run(base, data_csv, tmp_path / "straight")
     monkeypatch.setattr(ft, "CHECKPOINT_EVERY", 3)
-
-    def interrupt(step, total, loss):
-        if step == 14:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        _run(base, data_csv, tmp_path / "resumed", progress=interrupt)
+        _run(base, data_csv, tmp_path / "resumed", progress=interrupt_at(14))
     assert not (tmp_path / "resumed").exists() and (tmp_path / ".resumed.ckpt" / "progress.json").is_file()
     r = _run(base, data_csv, tmp_path / "resumed")
     assert r["steps"] == 54
@@ -61,13 +66,8 @@ def test_interrupted_run_resumes_to_the_same_model(tmp_path, data_csv, monkeypat
 def test_checkpoint_of_another_run_is_not_mixed_in(tmp_path, data_csv, monkeypatch):
     base = make_tiny(tmp_path / "base", "bert", "embedder")
     monkeypatch.setattr(ft, "CHECKPOINT_EVERY", 3)
-
-    def interrupt(step, total, loss):
-        if step == 4:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        _run(base, data_csv, tmp_path / "m", progress=interrupt)
+        _run(base, data_csv, tmp_path / "m", progress=interrupt_at(4))
     with pytest.raises(UserError, match="interrupted run with other settings; pass --restart"):
         ft.finetune(str(base), str(data_csv), tmp_path / "m", epochs=1, lr=3e-3, batch_size=4, max_len=16)
     r = ft.finetune(str(base), str(data_csv), tmp_path / "m", epochs=1, lr=3e-3, batch_size=4, max_len=16, restart=True)

@@ -91,6 +91,9 @@ def finetune(
         torch.set_num_threads(threads)
     name, path = resolve(model)
     read_config(path)
+    if not Path(data).is_file() and data.rsplit(":", 1)[-1] in ("test", "validation"):
+        raise UserError(f"--data {data!r}: finetune trains on the train split (validation is carved from it); "
+                        f"pass {data.rsplit(':', 1)[0]!r}")
     train_all = load_data(data if ":" in data or Path(data).is_file() else f"{data}:train", text_column, label_column)
     if train_all.name.endswith(":train"):
         train, val = train_all, load_data(train_all.name.rsplit(":", 1)[0] + ":validation", text_column, label_column)

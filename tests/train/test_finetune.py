@@ -80,3 +80,9 @@ def test_single_label_data_is_refused(tmp_path):
     f.write_text("text,label\n" + "\n".join(f"text {i},pos" for i in range(16)) + "\n")
     with pytest.raises(UserError, match=r"has 1 label\(s\) \['pos'\]; a classifier needs at least 2"):
         _run(base, f, tmp_path / "x")
+
+
+@pytest.mark.parametrize("spec", ["fine-foods:test", "fine-foods:validation"])
+def test_training_on_held_out_splits_is_refused(tmp_path, spec):
+    with pytest.raises(UserError, match=r"finetune trains on the train split .*; pass 'fine-foods'"):
+        ft.finetune("minilm", spec, tmp_path / "x")

@@ -28,6 +28,7 @@ import torch
 from torch.export import ExportedProgram
 
 from edgeformer import artifact as art
+from edgeformer.data import load_data
 from edgeformer.errors import BudgetError, UserError
 from edgeformer.manifest import Manifest
 from edgeformer.models import LoadedModel, load_model
@@ -107,6 +108,8 @@ def build(
         _check_seq_len(loaded, recipe)
         text = TextEncoder(loaded.hf.tokenizer_file, recipe.seq_len, _pad_id(loaded))
         samples = [(e.input_ids, e.attention_mask) for e in map(text.encode, SAMPLE_TEXTS)]
+        if eval_data is not None:
+            load_data(eval_data)  # a bad spec fails now, not after minutes of lowering
 
     # Phase 2: eager transforms
     with stage(f"quantize ({recipe.quant}, embedding {recipe.embedding_quant})"):

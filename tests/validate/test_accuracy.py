@@ -54,3 +54,15 @@ def test_build_records_accuracy_and_enforces_the_drop(tiny_bert_cls, eval_csv, t
         edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "b", quant="fp32", embedding_quant="fp32", seq_len=SEQ,
                          bench_iters=0, eval_data=str(eval_csv), max_accuracy_drop=-100)
     assert not (tmp_path / "b").exists()
+
+
+def test_bad_eval_data_fails_before_lowering(tiny_bert_cls, tmp_path, monkeypatch):
+    from edgeformer.targets import xnnpack
+
+    def never(*a, **k):
+        raise AssertionError("lowering ran before the eval data was checked")
+
+    monkeypatch.setattr(xnnpack, "lower", never)
+    with pytest.raises(UserError, match="neither a file nor a built-in data set"):
+        edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "a", seq_len=SEQ, bench_iters=0, eval_data="typo.csv")
+    assert not (tmp_path / "a").exists()

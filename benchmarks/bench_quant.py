@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -105,13 +104,10 @@ def build_plain_int8(out: Path) -> Path:
     return out / "plain.pte"
 
 
-def run_worker(cmd: list[str]) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS)}
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
-    if p.returncode or not lines:
-        raise SystemExit(f"worker failed: {' '.join(cmd)}\n{p.stderr[-2000:]}")
-    return json.loads(lines[-1])
+def run_worker(args: list[str]) -> dict:
+    from edgeformer.validate.bench import run_json_worker
+
+    return run_json_worker(args, THREADS, f"worker {' '.join(args)}", cwd=ROOT)
 
 
 def plain_sqnr(pte: Path) -> float:
@@ -155,15 +151,15 @@ def main() -> None:
         r = edgeformer.build("minilm", "host", work / name, quant=quant, embedding_quant=emb, enforce=False, bench_iters=0)
         m = r.manifest
         rows[name] = dict(bytes=m.pte["bytes"], sqnr_db=m.numerics["sqnr_db"], outside=m.delegation["non_delegated_nodes"],
-                          cmd=[sys.executable, "-m", "edgeformer.validate.bench", str(r.path)])
+                          cmd=["-m", "edgeformer.validate.bench", str(r.path)])
     print("building plain-int8 …", file=sys.stderr, flush=True)
     plain = build_plain_int8(work / "plain-int8")
     pm = json.loads((plain.parent / "manifest.json").read_text())
     rows["plain-int8"] = dict(bytes=plain.stat().st_size, sqnr_db=round(plain_sqnr(plain), 2),
                               outside=pm["delegation"]["non_delegated_nodes"],
-                              cmd=[sys.executable, "-m", "edgeformer.validate.bench", str(plain.parent), "--pte", str(plain)])
+                              cmd=["-m", "edgeformer.validate.bench", str(plain.parent), "--pte", str(plain)])
     rows["eager-fp32"] = dict(bytes=None, sqnr_db=None, outside=None,
-                              cmd=[sys.executable, str(Path(__file__).resolve()), "--worker", "eager"])
+                              cmd=[str(Path(__file__).resolve()), "--worker", "eager"])
 
     order = ["eager-fp32", "plain-int8", "edgeformer-fp32", "edgeformer-int8", "edgeformer-8da4w"]
     samples: dict[str, list[float]] = {k: [] for k in order}

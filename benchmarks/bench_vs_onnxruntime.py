@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -120,12 +119,9 @@ def ort_accuracy(path: Path, model: str) -> float:
 
 
 def run_worker(args: list[str]) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS)}
-    p = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=ROOT)
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
-    if p.returncode or not lines:
-        raise SystemExit(f"worker failed: {args}\n{p.stderr[-2000:]}")
-    return json.loads(lines[-1])
+    from edgeformer.validate.bench import run_json_worker
+
+    return run_json_worker(args, THREADS, f"worker {' '.join(args)}", cwd=ROOT)
 
 
 def plot(rows: dict, out: Path) -> None:

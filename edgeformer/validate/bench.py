@@ -94,17 +94,25 @@ def _measure(path: Path, pte_override: Path | None, threads: int, warmup: int, i
     )
 
 
-def measure(path: Path, threads: int, warmup: int = 10, iters: int = 50, timeout: float = 600) -> dict:
-    """Measure the artifact at `path` in a fresh Python process; returns the JSON dict."""
+def run_json_worker(args: list[str], threads: int, what: str, timeout: float = 600, cwd: Path | None = None) -> dict:
+    """Run `python ARGS` in a fresh process with `threads` threads; its last JSON line on stdout.
+
+    Every timed contender goes through here (`measure`, benchmarks/), so each is measured
+    alike: own process, same thread settings.
+    """
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, "-m", "edgeformer.validate.bench", str(path), "--threads", str(threads),
-           "--warmup", str(warmup), "--iters", str(iters)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise UserError(f"benchmark of {path} failed: {last}")
+        raise UserError(f"{what} failed: {last}")
     return json.loads(lines[-1])
+
+
+def measure(path: Path, threads: int, warmup: int = 10, iters: int = 50, timeout: float = 600) -> dict:
+    """Measure the artifact at `path` in a fresh Python process; returns the JSON dict."""
+    args = ["-m", "edgeformer.validate.bench", str(path), "--threads", str(threads), "--warmup", str(warmup), "--iters", str(iters)]
+    return run_json_worker(args, threads, f"benchmark of {path}", timeout)
 
 
 def main(argv: list[str] | None = None) -> int:

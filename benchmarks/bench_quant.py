@@ -120,7 +120,7 @@ def plain_sqnr(pte: Path) -> float:
     from edgeformer.validate.numerics import SAMPLE_TEXTS, sqnr_db
 
     loaded = load_model("minilm")
-    te = TextEncoder(loaded.hf.tokenizer_file, SEQ, 0)
+    te = TextEncoder(loaded.hf.tokenizer_file, SEQ, loaded.pad_id)
     prog = Program(pte.read_bytes(), THREADS)
     outs, refs = [], []
     for e in map(te.encode, SAMPLE_TEXTS):

@@ -107,7 +107,7 @@ def ort_accuracy(path: Path, model: str) -> float:
 
     loaded = load_model(model)
     labels = loaded.hf.labels
-    te = TextEncoder(loaded.hf.tokenizer_file, SEQ, 0)
+    te = TextEncoder(loaded.hf.tokenizer_file, SEQ, loaded.pad_id)
     test = load_data("fine-foods:test")
     s = ort_session(path)
     right = 0

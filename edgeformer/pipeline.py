@@ -106,7 +106,7 @@ def build(
     with stage("load model"):
         loaded = load_model(model)
         _check_seq_len(loaded, recipe)
-        text = TextEncoder(loaded.hf.tokenizer_file, recipe.seq_len, _pad_id(loaded))
+        text = TextEncoder(loaded.hf.tokenizer_file, recipe.seq_len, loaded.pad_id)
         samples = [(e.input_ids, e.attention_mask) for e in map(text.encode, SAMPLE_TEXTS)]
         if eval_data is not None:
             load_data(eval_data)  # a bad spec fails now, not after minutes of lowering
@@ -171,10 +171,6 @@ def _check_seq_len(loaded: LoadedModel, recipe: Recipe) -> None:
     limit = loaded.encoder.shape.max_positions
     if recipe.seq_len > limit:
         raise UserError(f"--seq-len {recipe.seq_len} exceeds the model's {limit} positions; use --seq-len {limit} or less")
-
-
-def _pad_id(loaded: LoadedModel) -> int:
-    return int(getattr(loaded.hf.reference.config, "pad_token_id", None) or 0)
 
 
 def _dump(dump: str | Path | None, name: str, ep: ExportedProgram) -> None:

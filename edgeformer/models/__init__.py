@@ -35,6 +35,11 @@ class LoadedModel:
     encoder: Encoder
     source: dict  # name, path, sha256, architecture, task
 
+    @property
+    def pad_id(self) -> int:
+        """The token id that pads inputs to the exported length."""
+        return int(getattr(self.hf.reference.config, "pad_token_id", None) or 0)
+
 
 def resolve(model: str) -> tuple[str, Path]:
     """(display name, folder) for a bundled name or a path."""

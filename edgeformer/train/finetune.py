@@ -28,13 +28,13 @@ from edgeformer.models.hf import read_config
 CHECKPOINT_EVERY = 50
 
 
-def batches(tok, texts: list[str], labels: list[int] | None, batch_size: int, max_len: int, order: list[int]):
+def batches(tok, texts: list[str], labels: list[int] | None, batch_size: int, max_len: int, order: list[int], pad_id: int):
     """Dynamically padded batches: (input_ids, attention_mask, labels or None)."""
     for i in range(0, len(order), batch_size):
         idx = order[i : i + batch_size]
         enc = tok.encode_batch([texts[j] for j in idx])
         n = max(len(e.ids) for e in enc)
-        ids = torch.tensor([e.ids + [0] * (n - len(e.ids)) for e in enc])
+        ids = torch.tensor([e.ids + [pad_id] * (n - len(e.ids)) for e in enc])
         mask = torch.tensor([[1] * len(e.ids) + [0] * (n - len(e.ids)) for e in enc])
         y = None if labels is None else torch.tensor([labels[j] for j in idx])
         yield ids, mask, y
@@ -53,7 +53,8 @@ def make_tokenizer(tokenizer_file: Path, max_len: int):
 def predict_eager(model, tok, texts: list[str], max_len: int, batch_size: int = 64) -> list[int]:
     model.eval()
     preds = []
-    for ids, mask, _ in batches(tok, texts, None, batch_size, max_len, list(range(len(texts)))):
+    pad_id = int(model.config.pad_token_id or 0)
+    for ids, mask, _ in batches(tok, texts, None, batch_size, max_len, list(range(len(texts))), pad_id):
         preds += model(input_ids=ids, attention_mask=mask).logits.argmax(-1).tolist()
     return preds
 
@@ -120,6 +121,7 @@ def finetune(
         str(path), num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id,
         dtype=torch.float32, use_safetensors=True)
     tok = make_tokenizer(path / "tokenizer.json", max_len)
+    pad_id = int(hf.config.pad_token_id or 0)
     y = [label2id[lab] for lab in train.labels]
     steps_per_epoch = math.ceil(len(train) / batch_size)
     total = steps_per_epoch * epochs
@@ -142,7 +144,7 @@ def finetune(
         random.Random(seed * 1000 + epoch).shuffle(order)
         hf.train()
         skip = step0 if epoch == epoch0 else 0
-        for step, (ids, mask, yb) in enumerate(batches(tok, train.texts, y, batch_size, max_len, order)):
+        for step, (ids, mask, yb) in enumerate(batches(tok, train.texts, y, batch_size, max_len, order, pad_id)):
             if step < skip:
                 continue
             loss = torch.nn.functional.cross_entropy(hf(input_ids=ids, attention_mask=mask).logits, yb)

@@ -69,7 +69,7 @@ class Runner:
             self.seq_len = seq_len or min(128, self.loaded.encoder.shape.max_positions)
             from edgeformer.tokenize import TextEncoder
 
-            self.text = TextEncoder(self.loaded.hf.tokenizer_file, self.seq_len, int(self.loaded.hf.reference.config.pad_token_id or 0))
+            self.text = TextEncoder(self.loaded.hf.tokenizer_file, self.seq_len, self.loaded.pad_id)
 
     @torch.no_grad()
     def outputs(self, texts: list[str]) -> torch.Tensor:

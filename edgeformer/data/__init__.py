@@ -9,6 +9,7 @@ validation never see test. For a file, no split means the whole file; `:train` a
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import os
 import random
@@ -36,13 +37,8 @@ class Dataset:
         return sorted(set(self.labels))
 
 
-def _builtin():
-    from edgeformer.data import fine_foods
-
-    return {"fine-foods": fine_foods.fetch}
-
-
-BUILTIN_NAMES = ("fine-foods",)
+# Built-in data sets: name -> module with `fetch(cache_dir) -> {"train": path, "test": path}`.
+BUILTIN: dict[str, str] = {"fine-foods": "edgeformer.data.fine_foods"}
 
 
 def cache_dir() -> Path:
@@ -52,9 +48,9 @@ def cache_dir() -> Path:
 
 def load_data(spec: str, text_column: str = "text", label_column: str = "label") -> Dataset:
     """The examples named by `spec` (see module docstring)."""
-    name, split = _parse(spec)
-    if name in BUILTIN_NAMES:
-        files = _builtin()[name](cache_dir() / name)
+    name, split = parse_spec(spec)
+    if name in BUILTIN:
+        files = importlib.import_module(BUILTIN[name]).fetch(cache_dir() / name)
         split = split or "test"
         if split == "test":
             return _renamed(read_file(files["test"], "text", "label"), f"{name}:test")
@@ -67,15 +63,25 @@ def load_data(spec: str, text_column: str = "text", label_column: str = "label")
     return data
 
 
-def _parse(spec: str) -> tuple[str, str | None]:
+def training_splits(spec: str, text_column: str = "text", label_column: str = "label") -> tuple[Dataset, Dataset]:
+    """(train, validation) to train on: a built-in set's train split and the validation carved
+    from it, or a file carved the same way. Held-out splits are refused."""
+    name, split = parse_spec(spec)
+    if split in ("test", "validation"):
+        raise UserError(f"--data {spec!r}: finetune trains on the train split (validation is carved from it); pass {name!r}")
+    return load_data(f"{name}:train", text_column, label_column), load_data(f"{name}:validation", text_column, label_column)
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """(name or path, split or None) of a data spec; UserError for an unknown one."""
     if Path(spec).is_file() or ":" not in spec:
         name, split = spec, None
     else:
         name, split = spec.rsplit(":", 1)
         if split not in SPLITS:
             raise UserError(f"data spec {spec!r}: unknown split {split!r}; use one of {', '.join(SPLITS)}")
-    if name not in BUILTIN_NAMES and not Path(name).is_file():
-        raise UserError(f"data {name!r} is neither a file nor a built-in data set; built-in: {', '.join(BUILTIN_NAMES)}")
+    if name not in BUILTIN and not Path(name).is_file():
+        raise UserError(f"data {name!r} is neither a file nor a built-in data set; built-in: {', '.join(BUILTIN)}")
     return name, split
 
 

@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 
 from edgeformer.artifact import commit, staging
-from edgeformer.data import carve, load_data
+from edgeformer.data import training_splits
 from edgeformer.errors import UserError
 from edgeformer.models import folder_sha256, resolve
 from edgeformer.models.hf import read_config
+from edgeformer.validate.accuracy import accuracy
 
 CHECKPOINT_EVERY = 50
 
@@ -92,14 +93,7 @@ def finetune(
         torch.set_num_threads(threads)
     name, path = resolve(model)
     read_config(path)
-    if not Path(data).is_file() and data.rsplit(":", 1)[-1] in ("test", "validation"):
-        raise UserError(f"--data {data!r}: finetune trains on the train split (validation is carved from it); "
-                        f"pass {data.rsplit(':', 1)[0]!r}")
-    train_all = load_data(data if ":" in data or Path(data).is_file() else f"{data}:train", text_column, label_column)
-    if train_all.name.endswith(":train"):
-        train, val = train_all, load_data(train_all.name.rsplit(":", 1)[0] + ":validation", text_column, label_column)
-    else:  # a plain file: carve the seeded split here
-        train, val = carve(train_all, "train"), carve(train_all, "validation")
+    train, val = training_splits(data, text_column, label_column)
     labels = train.label_names
     if len(labels) < 2:
         raise UserError(f"training data {data!r} has {len(labels)} label(s) {labels}; a classifier needs at least 2")
@@ -162,7 +156,7 @@ def finetune(
                 _save_checkpoint(ckpt, config, hf, opt, sched, epoch, step + 1, log)
             if max_steps is not None and done >= max_steps:
                 break
-        acc = _accuracy(predict_eager(hf, tok, val.texts, max_len), [label2id[v] for v in val.labels])
+        acc = accuracy(predict_eager(hf, tok, val.texts, max_len), [label2id[v] for v in val.labels])
         log["val_accuracy"].append(round(acc, 4))
         log["seconds"] = time.perf_counter() - t0
         _save_checkpoint(ckpt, config, hf, opt, sched, epoch + 1, 0, log)
@@ -179,10 +173,6 @@ def finetune(
         commit(tmp, out)
     shutil.rmtree(ckpt, ignore_errors=True)
     return report
-
-
-def _accuracy(pred: list[int], gold: list[int]) -> float:
-    return sum(p == g for p, g in zip(pred, gold, strict=True)) / max(1, len(gold))
 
 
 def _save_checkpoint(ckpt: Path, config: dict, hf, opt, sched, epoch: int, step: int, log: dict) -> None:

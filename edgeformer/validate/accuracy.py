@@ -14,8 +14,13 @@ from pathlib import Path
 
 import torch
 
-from edgeformer.data import Dataset, load_data
+from edgeformer.data import BUILTIN, Dataset, load_data, parse_spec
 from edgeformer.errors import UserError
+
+
+def accuracy(pred: list[int], gold: list[int]) -> float:
+    """Share of `pred` equal to `gold` (also agreement, with gold = another model's predictions)."""
+    return sum(p == g for p, g in zip(pred, gold, strict=True)) / max(1, len(gold))
 
 
 def macro_f1(pred: list[int], gold: list[int], n: int) -> float:
@@ -99,19 +104,19 @@ def evaluate(target: str, data: str, *, text_column: str = "text", label_column:
     result = dict(target=str(target), data=ds.name, examples=len(ds), task=run.task,
                   runtime="executorch" if run.is_artifact else "eager-fp32",
                   throughput_per_s=round(len(ds) / seconds, 1))
-    result.update(_score(run, ds, out, data, text_column, label_column))
+    scores, pred = _score(run, ds, out, data, text_column, label_column)
+    result.update(scores)
     if reference and run.is_artifact:
         ref = Runner(run.source, threads, seq_len=run.seq_len)
-        ref_out = ref.outputs(ds.texts)
-        ref_scores = _score(ref, ds, ref_out, data, text_column, label_column)
+        ref_scores, ref_pred = _score(ref, ds, ref.outputs(ds.texts), data, text_column, label_column)
         result["reference_accuracy"] = ref_scores["accuracy"]
         result["accuracy_drop_points"] = round((ref_scores["accuracy"] - result["accuracy"]) * 100, 2)
-        result["agreement"] = round(sum(a == b for a, b in zip(result.pop("_pred"), ref_scores["_pred"], strict=True)) / len(ds), 4)
-    result.pop("_pred", None)
+        result["agreement"] = round(accuracy(pred, ref_pred), 4)
     return result
 
 
-def _score(run: Runner, ds: Dataset, out: torch.Tensor, data: str, text_column: str, label_column: str) -> dict:
+def _score(run: Runner, ds: Dataset, out: torch.Tensor, data: str, text_column: str, label_column: str) -> tuple[dict, list[int]]:
+    """({accuracy, macro_f1}, predicted class indices)."""
     if run.task == "classifier":
         labels = run.labels
         unknown = sorted(set(ds.labels) - set(labels))
@@ -121,18 +126,17 @@ def _score(run: Runner, ds: Dataset, out: torch.Tensor, data: str, text_column: 
         pred = out.argmax(-1).tolist()
     else:  # embedder: a probe trained on the train split's embeddings of the same runner
         labels = ds.label_names
-        train = load_data(_train_spec(data), text_column, label_column)
+        train = load_data(_probe_train_spec(data), text_column, label_column)
         labels = sorted(set(labels) | set(train.label_names))
         probe = train_probe(run.outputs(train.texts), torch.tensor([labels.index(lab) for lab in train.labels]), len(labels))
         gold = [labels.index(lab) for lab in ds.labels]
         with torch.no_grad():
             pred = probe(out).argmax(-1).tolist()
-    acc = sum(p == g for p, g in zip(pred, gold, strict=True)) / len(gold)
-    return dict(accuracy=round(acc, 4), macro_f1=round(macro_f1(pred, gold, len(labels)), 4), _pred=pred)
+    return dict(accuracy=round(accuracy(pred, gold), 4), macro_f1=round(macro_f1(pred, gold, len(labels)), 4)), pred
 
 
-def _train_spec(data: str) -> str:
-    name = data.rsplit(":", 1)[0] if ":" in data and not Path(data).is_file() else data
-    if not Path(name).is_file():
+def _probe_train_spec(data: str) -> str:
+    name, _ = parse_spec(data)
+    if name in BUILTIN:
         return f"{name}:train"
     raise UserError("an embedder's probe needs a training split: use a built-in data set (e.g. fine-foods:test)")

@@ -4,9 +4,10 @@
     >>> result = edgeformer.build("minilm", target="host", out="out/minilm-host")
     >>> result.manifest.numerics["sqnr_db"] > 20
     True
-    >>> edgeformer.Predictor(edgeformer.load_artifact(result.path))("hello")["embedding"][:2]
-    [...]
-    >>> edgeformer.measure(result.path, threads=2)["latency_ms_p50"]
+    >>> len(edgeformer.Predictor(edgeformer.load_artifact(result.path))("hello")["embedding"])
+    384
+    >>> edgeformer.measure(result.path, threads=2)["latency_ms_p50"] < 10
+    True
 
 Names are imported on first use, so running an artifact does not load the compiler
 (transformers, torchao, the exporter).

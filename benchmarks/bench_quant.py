@@ -22,7 +22,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,26 +32,6 @@ def minilm_gflop(seq: int = SEQ, hidden: int = 384, ffn: int = 1536, layers: int
     """Multiply-adds x 2 of the encoder layers (projections, FFN, attention matmuls)."""
     per_layer = seq * hidden * (4 * hidden + 2 * ffn) + 2 * seq * seq * hidden
     return 2 * per_layer * layers / 1e9
-
-
-def worker_eager(iters: int, warmup: int) -> dict:
-    """Runs in its own process: the Hugging Face model in eager fp32."""
-    import torch
-
-    torch.set_num_threads(THREADS)
-    from edgeformer.models import load_model
-
-    hf = load_model("minilm").hf
-    ids = torch.randint(0, 30522, (1, SEQ), generator=torch.Generator().manual_seed(0))
-    mask = torch.ones(1, SEQ, dtype=torch.long)
-    times = []
-    with torch.no_grad():
-        for i in range(warmup + iters):
-            t0 = time.perf_counter()
-            hf.reference(input_ids=ids, attention_mask=mask)
-            if i >= warmup:
-                times.append((time.perf_counter() - t0) * 1e3)
-    return dict(latency_ms_p50=statistics.median(times))
 
 
 def build_plain_int8(out: Path) -> Path:
@@ -135,11 +114,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    ap.add_argument("--worker", choices=["eager"], help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.worker == "eager":
-        print(json.dumps(worker_eager(a.iters, a.warmup)))
-        return
 
     import edgeformer
 
@@ -159,7 +134,8 @@ def main() -> None:
                               outside=pm["delegation"]["non_delegated_nodes"],
                               cmd=["-m", "edgeformer.validate.bench", str(plain.parent), "--pte", str(plain)])
     rows["eager-fp32"] = dict(bytes=None, sqnr_db=None, outside=None,
-                              cmd=[str(Path(__file__).resolve()), "--worker", "eager"])
+                              # the eager worker of the ONNX Runtime benchmark: same inputs, own process
+                              cmd=[str(Path(__file__).with_name("bench_vs_onnxruntime.py")), "--worker", "eager", "--path", "minilm"])
 
     order = ["eager-fp32", "plain-int8", "edgeformer-fp32", "edgeformer-int8", "edgeformer-8da4w"]
     samples: dict[str, list[float]] = {k: [] for k in order}

@@ -147,13 +147,22 @@ class Encoder(nn.Module):
         self.normalize = normalize
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        x, mask, mask_add = self.embed(input_ids, attention_mask)
+        for layer in self.layers:
+            x = layer(x, mask_add)
+        return self.pool(x, mask)
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(embedded tokens [B, S, H], mask [B, 1, S] float, additive mask [B, 1, 1, S])."""
         b, s = input_ids.shape
         # reshape, not [:, None]: unsqueeze_copy stays outside the XNNPACK delegate.
         mask = attention_mask.to(torch.float32).reshape(b, 1, s)
         mask_add = ((1.0 - mask) * torch.finfo(torch.float32).min).reshape(b, 1, 1, s)
-        x = self.ln_emb(self.word(input_ids) + self.pos[:s])
-        for layer in self.layers:
-            x = layer(x, mask_add)
+        return self.ln_emb(self.word(input_ids) + self.pos[:s]), mask, mask_add
+
+    def pool(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The model's output from the last hidden states: logits, or the pooled embedding."""
+        b, s = x.shape[0], x.shape[1]
         if self.head is not None:
             # First token by a static slice: x[:, 0] is select_copy, outside the delegate.
             return self.head(x[:, :1].reshape(b, -1))

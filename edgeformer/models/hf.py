@@ -23,6 +23,7 @@ from edgeformer.models.encoder import (
     Head,
     fold_attention_scale,
 )
+from edgeformer.transforms.prune import CONFIG_KEY, shrink_to_config
 
 
 @dataclass
@@ -33,6 +34,8 @@ class Family:
     layers: Callable[[nn.Module], list[dict[str, nn.Module]]]
     head: Callable[[nn.Module], list[nn.Module]]  # classifier modules, first token in
     config_get: Callable[[object], dict]
+    stack: Callable[[nn.Module], nn.ModuleList]  # the base model's list of layers
+    layers_key: str  # the config field that counts layers
 
 
 def _bert_like_embeddings(offset: Callable[[object], int]):
@@ -93,6 +96,8 @@ FAMILIES: dict[str, Family] = {
         layers=_bert_layers,
         head=lambda m: [m.bert.pooler.dense, Activation("tanh"), m.classifier],
         config_get=_bert_config,
+        stack=lambda base: base.encoder.layer,
+        layers_key="num_hidden_layers",
     ),
     "roberta": Family(
         # RoBERTa numbers positions from padding_idx + 1 (fairseq's make_positions).
@@ -100,12 +105,16 @@ FAMILIES: dict[str, Family] = {
         layers=_bert_layers,
         head=lambda m: [m.classifier.dense, Activation("tanh"), m.classifier.out_proj],
         config_get=_bert_config,
+        stack=lambda base: base.encoder.layer,
+        layers_key="num_hidden_layers",
     ),
     "distilbert": Family(
         embeddings=_bert_like_embeddings(lambda c: 0),
         layers=_distilbert_layers,
         head=lambda m: [m.pre_classifier, Activation("relu"), m.classifier],
         config_get=_distilbert_config,
+        stack=lambda base: base.transformer.layer,
+        layers_key="n_layers",
     ),
 }
 FAMILIES["xlm-roberta"] = FAMILIES["roberta"]
@@ -165,7 +174,10 @@ def load_hf_folder(path: Path) -> HFModel:
     is_classifier = any(a.endswith("ForSequenceClassification") for a in archs)
     auto = transformers.AutoModelForSequenceClassification if is_classifier else transformers.AutoModel
     try:
-        model = auto.from_pretrained(str(path), dtype=torch.float32, use_safetensors=True)
+        if CONFIG_KEY in cfg:
+            model = _load_pruned(path, auto, model_type, cfg)
+        else:
+            model = auto.from_pretrained(str(path), dtype=torch.float32, use_safetensors=True)
     except Exception as e:  # transformers raises many types for a broken folder
         raise UserError(f"could not load {path} with transformers: {str(e).splitlines()[0]}") from None
     model.eval()
@@ -174,6 +186,23 @@ def load_hf_folder(path: Path) -> HFModel:
         id2label = model.config.id2label
         labels = [str(id2label[i]) for i in range(model.config.num_labels)]
     return HFModel(path, model_type, "classifier" if is_classifier else "embedder", model, labels, tokenizer_file)
+
+
+def _load_pruned(path: Path, auto, model_type: str, cfg: dict) -> nn.Module:
+    """A checkpoint written by `edgeformer prune`: per-layer sizes come from its config."""
+    import transformers
+    from safetensors.torch import load_file
+
+    config = transformers.AutoConfig.from_pretrained(str(path))
+    model = auto.from_config(config)
+    c = FAMILIES[model_type].config_get(config)
+    shrink_to_config(model, model_type, cfg[CONFIG_KEY], c["hidden"] // c["heads"], c["hidden"])
+    state = load_file(str(path / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise ValueError(f"weights do not match the pruned config: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return model.float()
 
 
 def _copy_linear(dst: nn.Linear, src: nn.Linear) -> None:

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 import edgeformer
 from edgeformer.errors import UserError
 from edgeformer.train import finetune as ft
+from edgeformer.train import loop
 
 POS = ["love this product", "great tea", "would buy again", "great coffee", "love the granola nuts"]
 NEG = ["not good", "bad box arrived broken", "stale and bitter coffee", "shipping took forever", "bad tea"]
@@ -53,7 +54,7 @@ def test_loss_goes_down_and_the_folder_builds(tmp_path, data_csv):
 def test_interrupted_run_resumes_to_the_same_model(tmp_path, data_csv, monkeypatch):
     base = make_tiny(tmp_path / "base", "bert", "embedder")
     _run(base, data_csv, tmp_path / "straight")
-    monkeypatch.setattr(ft, "CHECKPOINT_EVERY", 3)
+    monkeypatch.setattr(loop, "CHECKPOINT_EVERY", 3)
     with pytest.raises(KeyboardInterrupt):
         _run(base, data_csv, tmp_path / "resumed", progress=interrupt_at(14))
     assert not (tmp_path / "resumed").exists() and (tmp_path / ".resumed.ckpt" / "progress.json").is_file()
@@ -65,7 +66,7 @@ def test_interrupted_run_resumes_to_the_same_model(tmp_path, data_csv, monkeypat
 
 def test_checkpoint_of_another_run_is_not_mixed_in(tmp_path, data_csv, monkeypatch):
     base = make_tiny(tmp_path / "base", "bert", "embedder")
-    monkeypatch.setattr(ft, "CHECKPOINT_EVERY", 3)
+    monkeypatch.setattr(loop, "CHECKPOINT_EVERY", 3)
     with pytest.raises(KeyboardInterrupt):
         _run(base, data_csv, tmp_path / "m", progress=interrupt_at(4))
     with pytest.raises(UserError, match="interrupted run with other settings; pass --restart"):

@@ -136,6 +136,46 @@ def finetune(
                   f"validation accuracy by epoch {report['validation_accuracy']}", soft_wrap=True)
 
 
+@app.command()
+def prune(
+    model: str = typer.Argument(..., help="A fine-tuned classifier: a Hugging Face folder (see `edgeformer finetune`)."),
+    data: str = typer.Option(None, "--data", help="Its task data: fine-foods or a .csv/.jsonl (train and validation splits are used)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the pruned model (loads with `edgeformer build`)."),
+    heads: float = typer.Option(None, "--heads", help="Share of attention heads to remove, in [0, 1), by Taylor importance."),
+    ffn: float = typer.Option(None, "--ffn", help="Share of FFN neurons to remove, in [0, 1), by Taylor importance."),
+    layers: int = typer.Option(0, "--layers", help="Whole layers to remove, the least useful on validation first."),
+    max_accuracy_drop: float = typer.Option(None, "--max-accuracy-drop",
+                                            help="Accuracy-driven search: remove while validation accuracy stays within this many points."),
+    target_flops: float = typer.Option(None, "--target-flops", help="Stop the search at this share of the original FLOPs (e.g. 0.5)."),
+    drop_empty_layers: bool = typer.Option(False, "--drop-empty-layers", help="Remove a layer whose heads all go, instead of refusing."),
+    distill_epochs: int = typer.Option(2, "--distill-epochs", help="Epochs of distillation from the unpruned model (0 skips)."),
+    lr: float = typer.Option(1e-4, "--lr", help="Distillation learning rate."),
+    seed: int = typer.Option(0, "--seed"),
+    restart: bool = typer.Option(False, "--restart", help="Discard an interrupted run's state and start over."),
+    text_column: str = typer.Option("text", "--text-column"),
+    label_column: str = typer.Option("label", "--label-column"),
+    threads: int = typer.Option(2, "--threads"),
+    as_json: bool = JSON,
+):
+    """Remove heads, FFN neurons and layers physically, chosen by accuracy; distill; save a smaller model."""
+    from edgeformer.train.prune import prune as run_prune
+
+    if data is None:
+        raise UserError("pruning is data-driven: pass --data (the task's data, e.g. fine-foods or a .csv/.jsonl file)")
+    with report.stage_progress(err) as progress:
+        r = run_prune(model, data, out, heads=heads, ffn=ffn, layers=layers, max_accuracy_drop=max_accuracy_drop,
+                      target_flops=target_flops, drop_empty_layers=drop_empty_layers, distill_epochs=distill_epochs, lr=lr,
+                      seed=seed, restart=restart, text_column=text_column, label_column=label_column, threads=threads,
+                      progress=progress)
+    if as_json:
+        _emit(r)
+    else:
+        report.print_tables(report.prune_tables(r))
+        f = r["flops_per_sequence"]
+        err.print(f"wrote {out}: encoder FLOPs x{f['ratio']:.2f} ({f['before'] / f['after']:.2f}x fewer), "
+                  f"validation accuracy {r['validation_accuracy']}", soft_wrap=True)
+
+
 @app.command(name="eval")
 def eval_(
     target: str = typer.Argument(..., help="An artifact folder (runs its .pte), or a model folder / bundled name (eager fp32)."),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from rich.console import Console
 from rich.table import Table
 
@@ -100,3 +102,37 @@ def print_tables(tables: list[Table]) -> None:
     console = Console()
     for t in tables:
         console.print(t)
+
+
+def prune_tables(r: dict) -> list[Table]:
+    plan = Table(title=f"what prune removed ({r['mode']} mode)")
+    for col in ("layer", "heads kept", "FFN kept", "removed heads"):
+        plan.add_column(col)
+    for row in r["plan"]:
+        if row["removed"]:
+            plan.add_row(str(row["layer"]), "[red]layer removed[/]", "", "")
+        else:
+            plan.add_row(str(row["layer"]), row["heads"], row["ffn"], ", ".join(map(str, row["removed_heads"])) or "-")
+    traj = Table(title="search trajectory (validation)")
+    for col in ("step", "removed", "FLOPs", "accuracy", "loss"):
+        traj.add_column(col, justify="right" if col != "removed" else "left")
+    for p in r["trajectory"]:
+        traj.add_row(str(p["step"]), p["removed"], f"x{p['flops_ratio']:.3f}", f"{p['val_accuracy']:.4f}", f"{p['val_loss']:.4f}")
+    return [plan, traj]
+
+
+@contextmanager
+def stage_progress(console: Console):
+    """A progress bar per stage with an estimate of the time left; yields `progress(stage, done, total, info)`."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=console) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: float, total: float | None, info: str) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total, info="")
+            bar.update(tasks[stage], completed=done, total=total, info=info)
+
+        yield progress

@@ -1,0 +1,248 @@
+"""`edgeformer prune`: choose what to remove, cut it out, distill, save a smaller model.
+
+1. choose: by accuracy (`max_accuracy_drop`: the AxFormer-style greedy search on the
+   validation split) or by ratio (`heads`, `ffn`, `layers`), see `train.search`;
+2. cut: `transforms.prune.apply_plan` removes the weights physically;
+3. recover: distillation from the unpruned model (its logits, softened, plus the labels) on
+   the train split, with `train.loop` (resumable);
+4. save: a Hugging Face folder whose config records the per-layer sizes, plus `prune.json`.
+
+Interruption loses no finished work: the search state after every accepted step, the
+teacher's logits and the distillation checkpoints live in `.<out>.ckpt/` beside the output.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from edgeformer.artifact import commit, staging
+from edgeformer.data import training_splits
+from edgeformer.errors import UserError
+from edgeformer.models import folder_sha256, load_model
+from edgeformer.models.hf import to_encoder
+from edgeformer.train import loop, search
+from edgeformer.train.finetune import predict_eager
+from edgeformer.train.loop import make_tokenizer
+from edgeformer.transforms.prune import Plan, apply_plan, check_ratio
+from edgeformer.validate.accuracy import accuracy
+
+Progress = Callable[[str, float, float | None, str], None]  # (stage, done, total, info)
+
+
+def prune(
+    model: str,
+    data: str,
+    out: str | Path,
+    *,
+    heads: float | None = None,
+    ffn: float | None = None,
+    layers: int = 0,
+    max_accuracy_drop: float | None = None,
+    target_flops: float | None = None,
+    drop_empty_layers: bool = False,
+    distill_epochs: int = 2,
+    lr: float = 1e-4,
+    batch_size: int = 16,
+    temperature: float = 2.0,
+    alpha: float = 0.5,
+    max_len: int = 128,
+    score_examples: int = 256,
+    seed: int = 0,
+    restart: bool = False,
+    text_column: str = "text",
+    label_column: str = "label",
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Prune `model` (a fine-tuned classifier) for `data`; write the smaller model to `out`."""
+    mode = _check_args(heads, ffn, layers, max_accuracy_drop, target_flops, distill_epochs)
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    loaded = load_model(model)
+    if loaded.hf.task != "classifier":
+        raise UserError(f"prune needs a classifier (task accuracy decides what goes); {model!r} is an embedder: "
+                        f"fine-tune it first with `edgeformer finetune {model} --data {data} -o DIR`")
+    train, val = training_splits(data, text_column, label_column)
+    labels = loaded.hf.labels
+    unknown = sorted(set(train.labels) - set(labels))
+    if unknown:
+        raise UserError(f"data labels {unknown} are not in the model's head {labels}; prune with the data it was fine-tuned on")
+    y = [labels.index(v) for v in train.labels]
+    val_y = [labels.index(v) for v in val.labels]
+    tok = make_tokenizer(loaded.hf.tokenizer_file, max_len)
+    pad = loaded.pad_id
+    order = list(range(len(train)))
+    random.Random(seed).shuffle(order)
+    pick = order[:score_examples]
+    score_batches = search.make_batches(tok, [train.texts[i] for i in pick], [y[i] for i in pick], pad, batch_size=32)
+    val_batches = search.make_batches(tok, val.texts, val_y, pad, batch_size=50)
+
+    shape = loaded.encoder.shape
+    plan = Plan.full(list(shape.num_heads), list(shape.ffn), shape.head_dim, shape.hidden)
+    reference, model_type = loaded.hf.reference, loaded.hf.model_type
+
+    def cut(p: Plan) -> torch.nn.Module:
+        return apply_plan(copy.deepcopy(reference), model_type, p)
+
+    def build_encoder(p: Plan):
+        hf = copy.copy(loaded.hf)
+        hf.reference = cut(p)
+        return to_encoder(hf)
+
+    out = Path(out)
+    ckpt = out.resolve().parent / f".{out.name}.ckpt"
+    config = dict(model=loaded.source["name"], model_sha256=folder_sha256(Path(loaded.source["path"])), data=train.name,
+                  mode=mode, heads=heads, ffn=ffn, layers=layers, max_accuracy_drop=max_accuracy_drop,
+                  target_flops=target_flops, drop_empty_layers=drop_empty_layers, max_len=max_len,
+                  score_examples=score_examples, seed=seed)
+    if restart:
+        shutil.rmtree(ckpt, ignore_errors=True)
+    t0 = time.perf_counter()
+    state = _load_search(ckpt, config)
+    if state and state["done"]:
+        plan, trajectory = Plan.from_dict(state["plan"]), state["trajectory"]
+    else:
+        if progress:
+            progress("search", 0, None, "scoring")
+
+        def on_step(p: Plan, traj: list[dict]) -> None:
+            _save_search(ckpt, config, p, traj, done=False)
+            if progress:
+                last = traj[-1]
+                progress("search", 1 - last["flops_ratio"], None if target_flops is None else 1 - target_flops,
+                         f"{last['removed']}: FLOPs x{last['flops_ratio']:.2f}, val {last['val_accuracy']:.3f}")
+
+        if mode == "accuracy":
+            start = Plan.from_dict(state["plan"]) if state else plan
+            plan, trajectory = search.search(build_encoder, start, val_batches, score_batches, max_drop_points=max_accuracy_drop,
+                                             seq_len=max_len, target_flops=target_flops,
+                                             trajectory=state["trajectory"] if state else None, on_step=on_step)
+        else:
+            plan = search.by_ratio(build_encoder, plan, val_batches, score_batches, heads=heads or 0.0, ffn=ffn or 0.0,
+                                   layers=layers, drop_empty_layers=drop_empty_layers)
+            ev = search.Evaluator(build_encoder(plan), val_batches)
+            base = search.Evaluator(build_encoder(Plan.from_dict(_full_dict(plan))), val_batches)
+            trajectory = [_point(0, "nothing", 1.0, *base.score()),
+                          _point(1, f"ratios heads={heads or 0} ffn={ffn or 0} layers={layers}",
+                                 plan.flops(max_len) / plan.original_flops(max_len), *ev.score())]
+        _save_search(ckpt, config, plan, trajectory, done=True)
+    search_seconds = time.perf_counter() - t0
+
+    student = cut(plan)
+    distill_log = None
+    if distill_epochs > 0:
+        teacher = _teacher_logits(ckpt, reference, tok, train.texts, pad)
+        yt = torch.tensor(y)
+
+        def loss_fn(m, ids, mask, idx):
+            s = m(input_ids=ids, attention_mask=mask).logits
+            kd = F.kl_div(F.log_softmax(s / temperature, -1), F.log_softmax(teacher[idx] / temperature, -1),
+                          log_target=True, reduction="batchmean") * temperature**2
+            return alpha * kd + (1 - alpha) * F.cross_entropy(s, yt[idx])
+
+        def step(done: int, total: int, loss: float) -> None:
+            if progress:
+                progress("distill", done, total, f"loss {loss:.3f}")
+
+        torch.manual_seed(seed)
+        distill_log = loop.train(student, loss_fn, tok=tok, texts=train.texts, pad_id=pad, epochs=distill_epochs, lr=lr,
+                                 batch_size=batch_size, seed=seed, ckpt=ckpt / "distill", config=dict(config, plan=plan.to_dict()),
+                                 validate=lambda m: accuracy(predict_eager(m, tok, val.texts, max_len), val_y), progress=step)
+
+    final_val = distill_log["val_accuracy"][-1] if distill_log else trajectory[-1]["val_accuracy"]
+    report = dict(
+        config, plan=plan.summary(), trajectory=trajectory,
+        flops_per_sequence=dict(seq_len=max_len, before=plan.original_flops(max_len), after=plan.flops(max_len),
+                                ratio=round(plan.flops(max_len) / plan.original_flops(max_len), 4)),
+        params=dict(before=sum(p.numel() for p in reference.parameters()), after=sum(p.numel() for p in student.parameters())),
+        validation_accuracy=dict(unpruned=trajectory[0]["val_accuracy"], pruned=trajectory[-1]["val_accuracy"],
+                                 distilled=final_val if distill_log else None),
+        distill=None if distill_log is None else dict(epochs=distill_epochs, steps=distill_log["steps"],
+                                                      seconds=round(distill_log["seconds"], 1),
+                                                      val_accuracy_by_epoch=distill_log["val_accuracy"]),
+        search_seconds=round(search_seconds, 1),
+    )
+    with staging(out, marker="config.json") as tmp:
+        student.save_pretrained(tmp, safe_serialization=True)
+        shutil.copy(loaded.hf.tokenizer_file, tmp / "tokenizer.json")
+        (tmp / "prune.json").write_text(json.dumps(report, indent=2) + "\n")
+        commit(tmp, out)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return report
+
+
+def _check_args(heads, ffn, layers, max_accuracy_drop, target_flops, distill_epochs) -> str:
+    ratio = heads is not None or ffn is not None or layers
+    for name, v in (("heads", heads), ("ffn", ffn)):
+        if v is not None:
+            check_ratio(name, v)
+    if layers < 0:
+        raise UserError(f"--layers {layers}: the number of whole layers to remove must be >= 0")
+    if max_accuracy_drop is not None and max_accuracy_drop < 0:
+        raise UserError(f"--max-accuracy-drop {max_accuracy_drop}: accuracy points the search may lose; must be >= 0")
+    if target_flops is not None and not 0 < target_flops < 1:
+        raise UserError(f"--target-flops {target_flops}: the share of the original FLOPs to stop at, in (0, 1); e.g. 0.5")
+    if distill_epochs < 0:
+        raise UserError(f"--distill-epochs {distill_epochs}: must be >= 0 (0 skips distillation)")
+    if ratio and max_accuracy_drop is not None:
+        raise UserError("pass either ratios (--heads/--ffn/--layers) or --max-accuracy-drop for the accuracy-driven search, not both")
+    if not ratio and max_accuracy_drop is None:
+        raise UserError("say what to remove: --heads/--ffn ratios and --layers N, or --max-accuracy-drop POINTS "
+                        "for the accuracy-driven search")
+    if target_flops is not None and max_accuracy_drop is None:
+        raise UserError("--target-flops stops the accuracy-driven search; pass it with --max-accuracy-drop")
+    return "ratio" if ratio else "accuracy"
+
+
+def _point(step: int, removed: str, flops_ratio: float, acc: float, loss: float) -> dict:
+    return dict(step=step, removed=removed, flops_ratio=round(flops_ratio, 4), val_accuracy=round(acc, 4), val_loss=round(loss, 4))
+
+
+def _full_dict(plan: Plan) -> dict:
+    o = plan.original
+    return Plan.full(o["heads"], o["ffn"], plan.head_dim, plan.hidden).to_dict()
+
+
+@torch.no_grad()
+def _teacher_logits(ckpt: Path, reference, tok, texts: list[str], pad: int) -> torch.Tensor:
+    """The unpruned model's logits for every training text (cached in the checkpoint)."""
+    from safetensors.torch import load_file, save_file
+
+    f = ckpt / "teacher.safetensors"
+    if f.is_file():
+        return load_file(str(f))["logits"]
+    reference.eval()
+    logits = torch.zeros(len(texts), reference.config.num_labels)
+    for ids, mask, idx in loop.batches(tok, texts, 64, list(range(len(texts))), pad):
+        logits[idx] = reference(input_ids=ids, attention_mask=mask).logits
+    ckpt.mkdir(parents=True, exist_ok=True)
+    save_file({"logits": logits}, str(f.with_suffix(".tmp")))
+    f.with_suffix(".tmp").rename(f)
+    return logits
+
+
+def _save_search(ckpt: Path, config: dict, plan: Plan, trajectory: list[dict], done: bool) -> None:
+    ckpt.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt / "search.json.tmp"
+    tmp.write_text(json.dumps(dict(config=config, plan=plan.to_dict(), trajectory=trajectory, done=done)))
+    tmp.rename(ckpt / "search.json")
+
+
+def _load_search(ckpt: Path, config: dict) -> dict | None:
+    f = ckpt / "search.json"
+    if not f.is_file():
+        return None
+    state = json.loads(f.read_text())
+    if state["config"] != config:
+        raise UserError(f"{ckpt} holds an interrupted prune with other settings; pass --restart to discard it")
+    return state

@@ -9,7 +9,7 @@
   re-scores, proposes removing the least important chunk of heads, of FFN neurons, or a
   whole layer, for every layer, measures each on validation, and takes the one that costs
   the least validation loss per FLOP saved (or gains), as long as validation accuracy stays
-  within the budget.
+  within the budget; several at once while they hold together.
 - `by_ratio`: remove whole layers by measured validation loss, then given shares of the
   remaining heads and neurons by Taylor score, re-scoring in rounds.
 """
@@ -159,9 +159,14 @@ def search(
     target_flops: float | None = None,
     trajectory: list[dict] | None = None,
     on_step: Callable[[Plan, list[dict]], None] | None = None,
+    max_batch: int = 8,
 ) -> tuple[Plan, list[dict]]:
     """Greedy, accuracy-driven removal until no candidate keeps validation accuracy within
-    `max_drop_points` of the start (or `target_flops`, a share of the original, is reached)."""
+    `max_drop_points` of the start (or `target_flops`, a share of the original, is reached).
+
+    Each round measures every candidate alone, then takes the best-ranked ones that fit the
+    budget together (up to `max_batch`, measured together, halved until they hold), so the
+    many free removals early on do not each cost a round."""
     trajectory = list(trajectory or [])
     o = plan.original
     head_chunk = max(1, round(o["heads"][0] / 6))
@@ -178,24 +183,60 @@ def search(
         if target_flops is not None and plan.flops(seq_len) <= target_flops * full:
             break
         heads, neurons = taylor_scores(enc, score_batches)
-        best = None
+        passing = []
         for c in candidates(plan, heads, neurons, head_chunk, ffn_chunk):
             pos = plan.kept_layers.index(c.layer)
             a, lo = ev.score(pos, heads=c.local if c.kind == "heads" else (), neurons=c.local if c.kind == "ffn" else (),
                              skip=c.kind == "layer")
-            saved = (plan.flops(seq_len) - c.plan.flops(seq_len)) / full
-            rank = (lo - loss) / saved
-            if a >= floor and (best is None or rank < best[0]):
-                best = (rank, c, a, lo)
-        if best is None:
+            if a >= floor:
+                saved = (plan.flops(seq_len) - c.plan.flops(seq_len)) / full
+                passing.append(((lo - loss) / saved, c, a, lo))
+        if not passing:
             break
-        _, c, a, lo = best
-        plan = c.plan
-        trajectory.append(dict(step=len(trajectory), removed=c.describe(), flops_ratio=round(plan.flops(seq_len) / full, 4),
-                               val_accuracy=round(a, 4), val_loss=round(lo, 4)))
+        passing.sort(key=lambda t: t[0])
+        step = _combine(build_encoder, plan, [t[1] for t in passing], val, floor, max_batch)
+        if step is None:  # no combination holds: the single best, measured alone
+            _, c, a, lo = passing[0]
+            step = ([c], c.plan, a, lo)
+        taken, plan, a, lo = step
+        trajectory.append(dict(step=len(trajectory), removed="; ".join(c.describe() for c in taken),
+                               flops_ratio=round(plan.flops(seq_len) / full, 4), val_accuracy=round(a, 4), val_loss=round(lo, 4)))
         if on_step:
             on_step(plan, trajectory)
     return plan, trajectory
+
+
+def _combine(build_encoder, plan: Plan, ranked: list[Candidate], val: list[Batch], floor: float, max_batch: int):
+    """Take the best-ranked candidates that do not overlap (at most one per layer and kind, a
+    layer removal alone in its layer) together, measured together; halve until they hold.
+    Returns (taken, plan, accuracy, loss) or None if only single candidates hold."""
+    batch: list[Candidate] = []
+    for c in ranked:
+        clash = any(b.layer == c.layer and (b.kind == c.kind or "layer" in (b.kind, c.kind)) for b in batch)
+        dropped = sum(b.kind == "layer" for b in batch) + (c.kind == "layer")
+        clash = clash or dropped >= len(plan.kept_layers)  # keep a layer
+        if not clash:
+            batch.append(c)
+        if len(batch) == max_batch:
+            break
+    while len(batch) > 1:
+        combined = plan
+        for c in batch:
+            combined = combined.without(c.layer, whole=c.kind == "layer", **_units(plan, c))
+        a, lo = Evaluator(build_encoder(combined), val).score()
+        if a >= floor:
+            return batch, combined, a, lo
+        batch = batch[: len(batch) // 2]
+    return None
+
+
+def _units(plan: Plan, c: Candidate) -> dict:
+    lp = plan.layers[c.layer]
+    if c.kind == "heads":
+        return dict(heads=[lp.heads[i] for i in c.local])
+    if c.kind == "ffn":
+        return dict(neurons=[lp.neurons[i] for i in c.local])
+    return {}
 
 
 def by_ratio(

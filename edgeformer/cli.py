@@ -62,6 +62,9 @@ def build(
     eval_data: str = typer.Option(None, "--eval-data", help="Measure task accuracy on this data (e.g. fine-foods:validation)."),
     max_accuracy_drop: float = typer.Option(None, "--max-accuracy-drop", help="Accuracy points the .pte may lose vs fp32."),
     bench_iters: int = typer.Option(50, "--bench-iters", help="Timed runs for the latency budget (0 skips)."),
+    prune: str = typer.Option(None, "--prune", help="auto (accuracy-driven, within --max-accuracy-drop) or heads=R,ffn=R,layers=N; "
+                                                    "the pruned model goes to OUT.pruned/."),
+    prune_data: str = typer.Option(None, "--prune-data", help="Task data for --prune (default: the data set of --eval-data)."),
     dump: Path = typer.Option(None, "--dump", help="Write the graph after each stage into this folder."),
     as_json: bool = JSON,
 ):
@@ -76,7 +79,7 @@ def build(
             result = edgeformer.build(
                 model, target, out, quant=quant, group_size=group_size, embedding_quant=embedding_quant,
                 seq_len=seq_len, threads=threads, min_sqnr_db=min_sqnr, enforce=enforce, bench_iters=bench_iters,
-                eval_data=eval_data, max_accuracy_drop=max_accuracy_drop,
+                eval_data=eval_data, max_accuracy_drop=max_accuracy_drop, prune=prune, prune_data=prune_data,
                 dump=dump, stage=timed_stage(done),
             )
     except BudgetError as e:

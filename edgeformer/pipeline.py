@@ -76,6 +76,8 @@ def build(
     eval_data: str | None = None,
     max_accuracy_drop: float | None = None,
     bench_iters: int = 50,
+    prune: str | None = None,
+    prune_data: str | None = None,
     dump: str | Path | None = None,
     stage: Stage | None = None,
 ) -> BuildResult:
@@ -85,6 +87,10 @@ def build(
     "fine-foods:validation") measures task accuracy of the `.pte` vs the fp32 model and checks
     the accuracy-drop budget. With `enforce`, a missed budget
     raises `BudgetError` (carrying the result) and nothing is written.
+
+    `prune` ("auto", or ratios like "heads=0.5,ffn=0.5,layers=1") first runs `edgeformer
+    prune` on `prune_data` (default: the data set of `eval_data`) into `<out>.pruned/` and
+    builds that; the accuracy drop is then measured against the unpruned model.
 
     Example:
         >>> r = edgeformer.build("minilm", target="host", out="out/minilm-host")
@@ -101,6 +107,14 @@ def build(
     backend = importlib.import_module(BACKENDS[tgt.backend])
     stage = stage or (lambda name: nullcontext())
     out = Path(out)
+
+    # Phase 0: compress (structured pruning, with distillation)
+    unpruned = None
+    if prune is not None:
+        from edgeformer.train.prune import prune_for_build
+
+        with stage(f"prune ({prune})"):
+            unpruned, model = model, prune_for_build(model, prune, prune_data, eval_data, out, budgets.max_accuracy_drop)
 
     # Phase 1: load
     with stage("load model"):
@@ -136,6 +150,8 @@ def build(
                 is_logits=loaded.hf.task == "classifier",
             )
         manifest = _manifest(loaded, tgt, recipe, lowered, text, numerics)
+        if unpruned is not None:
+            manifest.model["pruning"] = _pruning_summary(Path(model), unpruned)
         (tmp / art.MANIFEST).write_text(manifest.to_json())  # bench and eval load the staged artifact
         bench = None
         if tgt.measure_here and bench_iters > 0:
@@ -150,6 +166,10 @@ def build(
 
             with stage(f"evaluate on {eval_data}"):
                 accuracy = evaluate(str(tmp), eval_data, threads=recipe.threads)
+                if unpruned is not None:  # the drop that counts is against the model before pruning
+                    base = evaluate(unpruned, eval_data, threads=recipe.threads)["accuracy"]
+                    accuracy.update(unpruned_accuracy=base, accuracy_drop_vs_pruned_fp32=accuracy["accuracy_drop_points"],
+                                    accuracy_drop_points=round((base - accuracy["accuracy"]) * 100, 2))
             manifest.accuracy = accuracy
         checks = check_budgets(budgets, len(lowered.pte), numerics, bench, "host", accuracy)
         manifest.budgets = [c.to_dict() for c in checks]
@@ -165,6 +185,14 @@ def build(
         art.commit(tmp, out)
     result.path = out.resolve()
     return result
+
+
+def _pruning_summary(pruned: Path, unpruned: str) -> dict:
+    import json
+
+    r = json.loads((pruned / "prune.json").read_text())
+    return dict(unpruned=unpruned, mode=r["mode"], flops_ratio=r["flops_per_sequence"]["ratio"], plan=r["plan"],
+                validation_accuracy=r["validation_accuracy"])
 
 
 def _check_seq_len(loaded: LoadedModel, recipe: Recipe) -> None:

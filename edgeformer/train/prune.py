@@ -181,6 +181,41 @@ def prune(
     return report
 
 
+def parse_spec(spec: str) -> dict:
+    """`auto` or `heads=R,ffn=R,layers=N` (any subset) -> prune() keyword arguments."""
+    if spec == "auto":
+        return {}
+    out: dict = {}
+    for part in spec.split(","):
+        key, _, value = part.partition("=")
+        try:
+            if key in ("heads", "ffn"):
+                out[key] = float(value)
+            elif key == "layers":
+                out[key] = int(value)
+            else:
+                raise ValueError
+        except ValueError:
+            raise UserError(f"--prune {spec!r}: {part!r} is not understood; use auto, or heads=R,ffn=R,layers=N "
+                            "(e.g. heads=0.5,ffn=0.5)") from None
+    return out
+
+
+def prune_for_build(model: str, spec: str, data: str | None, eval_data: str | None, out: Path, max_drop: float) -> str:
+    """Prune `model` into `<out>.pruned/` for `edgeformer build --prune SPEC`; returns that folder."""
+    from edgeformer.data import parse_spec as parse_data
+
+    kwargs = parse_spec(spec)
+    if data is None and eval_data is None:
+        raise UserError(f"--prune {spec} is data-driven: pass --prune-data (e.g. fine-foods) or --eval-data")
+    data = data or parse_data(eval_data)[0]
+    if not kwargs:
+        kwargs = dict(max_accuracy_drop=max_drop)
+    folder = out.parent / f"{out.name}.pruned"
+    prune(model, data, folder, **kwargs)
+    return str(folder)
+
+
 def _check_args(heads, ffn, layers, max_accuracy_drop, target_flops, distill_epochs) -> str:
     ratio = heads is not None or ffn is not None or layers
     for name, v in (("heads", heads), ("ffn", ffn)):

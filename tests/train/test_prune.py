@@ -157,3 +157,31 @@ def test_cli_refuses_an_embedder_and_missing_data(tmp_path, data_csv, capsys):
     code, _, err = run_cli(["prune", str(emb), "--heads", "0.5", "-o", str(tmp_path / "o")], capsys)
     assert code == 2 and "pass --data" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_build_with_prune_builds_the_pruned_model_and_measures_the_drop_against_the_unpruned(tuned, data_csv, tmp_path):
+    out = tmp_path / "art"
+    r = edgeformer.build(str(tuned), "host", out, prune="heads=0.5,ffn=0.25", prune_data=str(data_csv),
+                         eval_data=f"{data_csv}:validation", max_accuracy_drop=100, seq_len=16, bench_iters=0, min_sqnr_db=0)
+    m = r.manifest
+    assert sum(m.model["heads"]) == 4
+    assert sum(m.model["ffn"]) == 96 and m.model["path"] == str((tmp_path / "art.pruned").resolve())
+    assert m.model["pruning"]["unpruned"] == str(tuned) and m.model["pruning"]["flops_ratio"] < 0.8
+    acc = m.accuracy
+    assert acc["accuracy_drop_points"] == pytest.approx((acc["unpruned_accuracy"] - acc["accuracy"]) * 100, abs=0.01)
+    assert "accuracy_drop_vs_pruned_fp32" in acc
+
+
+@pytest.mark.parametrize("spec, data, message", [
+    ("heads=half", "csv", r"--prune 'heads=half': 'heads=half' is not understood; use auto, or heads=R,ffn=R,layers=N"),
+    ("depth=2", "csv", r"'depth=2' is not understood"),
+    ("auto", None, r"--prune auto is data-driven: pass --prune-data"),
+])
+def test_build_prune_bad_input(tuned, data_csv, tmp_path, capsys, spec, data, message):
+    args = ["build", str(tuned), "-o", str(tmp_path / "a"), "--prune", spec, "--seq-len", "16", "--bench-iters", "0"]
+    code, _, err = run_cli(args + (["--prune-data", str(data_csv)] if data else []), capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    import re
+
+    assert re.search(message, err), err
+    assert not (tmp_path / "a").exists()

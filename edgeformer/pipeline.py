@@ -1,5 +1,6 @@
 """The build pipeline, readable in one place.
 
+    Phase 0  compress   optional: structured pruning + distillation (`edgeformer prune`)
     Phase 1  load       bundled name or Hugging Face folder -> reference model + Encoder
     Phase 2  transform  eager rewrites before export (torchao quantization)
     Phase 3  export     torch.export at the recipe's static shape

@@ -20,10 +20,17 @@ def fine_foods():
         pytest.skip(f"fine-foods could not be fetched here: {e}")
 
 
-def test_short_finetune_then_int8_build_keeps_accuracy(tmp_path):
-    report = finetune("minilm", "fine-foods", tmp_path / "m", epochs=1, max_steps=120, threads=2)
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tuned") / "m"
+    report = finetune("minilm", "fine-foods", out, epochs=1, max_steps=120, threads=2)
+    return out, report
+
+
+def test_short_finetune_then_int8_build_keeps_accuracy(tuned, tmp_path):
+    model, report = tuned
     assert report["steps"] == 120 and report["validation_accuracy"][-1] > MAJORITY + 0.05
-    r = edgeformer.build(str(tmp_path / "m"), "host", tmp_path / "a", bench_iters=0,
+    r = edgeformer.build(str(model), "host", tmp_path / "a", bench_iters=0,
                          eval_data="fine-foods:validation", max_accuracy_drop=2.0)
     acc = r.manifest.accuracy
     assert acc["examples"] == 500 and acc["agreement"] >= 0.97 and acc["accuracy"] > MAJORITY + 0.05
@@ -35,3 +42,16 @@ def test_embedder_probe_beats_the_majority_class(tmp_path):
     res = evaluate(str(r.path), "fine-foods:validation", reference=False)
     assert res["task"] == "embedder" and res["examples"] == 500
     assert res["accuracy"] > 0.72  # NOTES.md: a frozen-MiniLM probe reaches ~0.78 on test
+
+
+def test_ratio_prune_halves_the_flops_and_the_pruned_model_lowers_exactly(tuned, tmp_path):
+    from edgeformer.train.prune import prune
+
+    model, _ = tuned
+    r = prune(str(model), "fine-foods", tmp_path / "p", heads=0.5, ffn=0.5, distill_epochs=0, threads=2)
+    assert r["flops_per_sequence"]["ratio"] == pytest.approx(0.5, abs=0.02)
+    assert r["params"]["after"] < r["params"]["before"] - 5_000_000  # weights really gone, not zeroed
+    assert r["validation_accuracy"]["pruned"] > MAJORITY - 0.05  # not distilled: a sanity floor only
+    b = edgeformer.build(str(tmp_path / "p"), "host", tmp_path / "a", bench_iters=0, min_sqnr_db=0)
+    assert b.manifest.numerics["sqnr_db_vs_exported"] > 25 and b.manifest.delegation["delegated_subgraphs"] == 1
+    assert sum(b.manifest.model["heads"]) == 36 and sum(b.manifest.model["ffn"]) == 4608

@@ -126,7 +126,8 @@ def prune(
             start = Plan.from_dict(state["plan"]) if state else plan
             plan, trajectory = search.search(build_encoder, start, val_batches, score_batches, max_drop_points=max_accuracy_drop,
                                              seq_len=max_len, target_flops=target_flops,
-                                             trajectory=state["trajectory"] if state else None, on_step=on_step)
+                                             trajectory=state["trajectory"] if state else None, on_step=on_step,
+                                             on_candidate=progress and (lambda i, n: progress("round", i, n, "measuring candidates")))
         else:
             plan = search.by_ratio(build_encoder, plan, val_batches, score_batches, heads=heads or 0.0, ffn=ffn or 0.0,
                                    layers=layers, drop_empty_layers=drop_empty_layers)

@@ -159,6 +159,7 @@ def search(
     target_flops: float | None = None,
     trajectory: list[dict] | None = None,
     on_step: Callable[[Plan, list[dict]], None] | None = None,
+    on_candidate: Callable[[int, int], None] | None = None,
     max_batch: int = 8,
 ) -> tuple[Plan, list[dict]]:
     """Greedy, accuracy-driven removal until no candidate keeps validation accuracy within
@@ -184,7 +185,10 @@ def search(
             break
         heads, neurons = taylor_scores(enc, score_batches)
         passing = []
-        for c in candidates(plan, heads, neurons, head_chunk, ffn_chunk):
+        cands = candidates(plan, heads, neurons, head_chunk, ffn_chunk)
+        for i, c in enumerate(cands):
+            if on_candidate:
+                on_candidate(i, len(cands))
             pos = plan.kept_layers.index(c.layer)
             a, lo = ev.score(pos, heads=c.local if c.kind == "heads" else (), neurons=c.local if c.kind == "ffn" else (),
                              skip=c.kind == "layer")

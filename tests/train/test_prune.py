@@ -185,3 +185,11 @@ def test_build_prune_bad_input(tuned, data_csv, tmp_path, capsys, spec, data, me
 
     assert re.search(message, err), err
     assert not (tmp_path / "a").exists()
+
+
+def test_an_architecture_prune_does_not_know_is_named(tmp_path, data_csv):
+    folder = tmp_path / "llama"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    with pytest.raises(UserError, match=r"architecture 'llama' .* is not supported; supported: bert, camembert, distilbert"):
+        pr.prune(str(folder), str(data_csv), tmp_path / "o", heads=0.5, **FAST)

@@ -193,3 +193,16 @@ def test_an_architecture_prune_does_not_know_is_named(tmp_path, data_csv):
     (folder / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
     with pytest.raises(UserError, match=r"architecture 'llama' .* is not supported; supported: bert, camembert, distilbert"):
         pr.prune(str(folder), str(data_csv), tmp_path / "o", heads=0.5, **FAST)
+
+
+def test_cli_prune_prints_what_went_and_json(tuned, data_csv, tmp_path, capsys):
+    args = ["prune", str(tuned), "--data", str(data_csv), "--heads", "0.5", "--layers", "1", "--distill-epochs", "1"]
+    code, out, err = run_cli(args + ["-o", str(tmp_path / "a")], capsys)
+    assert code == 0, err
+    assert "layer removed" in out and "heads kept" in out and "wrote" in err and "fewer" in err
+    code, out, _ = run_cli(args + ["-o", str(tmp_path / "b"), "--json"], capsys)
+    r = json.loads(out)
+    assert code == 0 and r["mode"] == "ratio" and sum(row["removed"] for row in r["plan"]) == 1
+    # one of two layers gone, half the heads of the other. At seq 128 a layer is
+    # 1/4 projections + 1/2 attention scores + 1/4 FFN; halving heads halves the first two: (1/8 + 1/4 + 1/4) / 2
+    assert r["flops_per_sequence"]["ratio"] == pytest.approx(0.3125, abs=1e-4)

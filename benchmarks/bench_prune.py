@@ -56,6 +56,7 @@ def plot(rows: dict, out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     pts = sorted(((r["p50"], r["accuracy"] * 100, n) for n, r in rows.items() if n.startswith("int8")), key=lambda t: t[0])
@@ -71,6 +72,9 @@ def plot(rows: dict, out: Path) -> None:
         ax.annotate(f"{name} (FLOPs x{r['flops_ratio']:.2f})", (r["p50"], r["accuracy"] * 100), textcoords="offset points",
                     xytext=(6, 6 if i % 2 == 0 else -12), fontsize=8)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(ScalarFormatter())
+    ax.set_xlim(right=max(r["p50"] for r in rows.values()) * 2.2)  # room for the slowest point's label
     ax.set_xlabel("latency p50, ms (batch 1, seq 128, 2 threads; log scale)")
     ax.set_ylabel("fine-foods test accuracy, %")
     ax.set_title("Pruned fine-tuned MiniLM: accuracy vs latency")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -99,7 +98,7 @@ def main() -> None:
         plot(json.loads((a.out / "prune.json").read_text()), a.out / "prune.png")
         return
 
-    from bench_vs_onnxruntime import export_onnx, ort_accuracy, run_worker
+    from bench_vs_onnxruntime import export_onnx, measure_rounds, ort_accuracy, round_ratio, save_results
 
     import edgeformer
     from edgeformer.validate.accuracy import evaluate
@@ -130,17 +129,10 @@ def main() -> None:
             accuracy=evaluate(str(r.path), "fine-foods:test", threads=THREADS, reference=False)["accuracy"],
             cmd=["-m", "edgeformer.validate.bench", str(r.path), "--threads", str(THREADS), *timing])
 
-    samples: dict[str, list[float]] = {k: [] for k in rows}
-    for rnd in range(a.rounds):
-        for name, r in rows.items():
-            samples[name].append(run_worker(r["cmd"])["latency_ms_p50"])
-            log(f"round {rnd + 1}: {name} {samples[name][-1]:.2f} ms")
-    for name in rows:
-        rows[name]["p50"] = statistics.median(samples[name])
+    samples = measure_rounds(rows, a.rounds)
 
     def ratio(base: str, name: str) -> float:
-        """Median over rounds of base/name, each round's pair measured back to back."""
-        return statistics.median(b / x for b, x in zip(samples[base], samples[name], strict=True))
+        return round_ratio(samples, base, name)
 
     from edgeformer.pipeline import _cpu_model
 
@@ -162,13 +154,7 @@ def main() -> None:
         lines.append(f"| {name} | x{r['flops_ratio']:.2f} | {heads} | {ffn} | {r['p50']:.2f} | "
                      f"{ratio('eager fp32 (unpruned)', name):.2f}x | {ratio('ort int8 (unpruned)', name):.2f}x | {size} | "
                      f"{r['accuracy']:.3f} | {(r['accuracy'] - eager['accuracy']) * 100:+.1f} |")
-    table = "\n".join(lines) + "\n"
-    print(table)
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "prune.md").write_text(table)
-    (a.out / "prune.json").write_text(json.dumps(
-        {k: {kk: vv for kk, vv in v.items() if kk != "cmd"} | {"samples_ms": samples[k]} for k, v in rows.items()}, indent=2))
-    plot(rows, a.out / "prune.png")
+    save_results(a.out, "prune", "\n".join(lines) + "\n", rows, samples, plot)
 
 
 if __name__ == "__main__":

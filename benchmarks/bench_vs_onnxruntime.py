@@ -124,6 +124,34 @@ def run_worker(args: list[str]) -> dict:
     return run_json_worker(args, THREADS, f"worker {' '.join(args)}", cwd=ROOT)
 
 
+def measure_rounds(rows: dict[str, dict], rounds: int) -> dict[str, list[float]]:
+    """Each contender's p50 per round, every run in its own fresh process, contenders
+    interleaved within a round; sets rows[name]["p50"] to the median over rounds."""
+    samples: dict[str, list[float]] = {k: [] for k in rows}
+    for rnd in range(rounds):
+        for name, r in rows.items():
+            samples[name].append(run_worker(r["cmd"])["latency_ms_p50"])
+            print(f"round {rnd + 1}: {name} {samples[name][-1]:.2f} ms", file=sys.stderr, flush=True)
+    for name in rows:
+        rows[name]["p50"] = statistics.median(samples[name])
+    return samples
+
+
+def round_ratio(samples: dict[str, list[float]], base: str, name: str) -> float:
+    """Median over rounds of base/name, each round's pair measured back to back."""
+    return statistics.median(b / x for b, x in zip(samples[base], samples[name], strict=True))
+
+
+def save_results(out: Path, stem: str, table: str, rows: dict, samples: dict, plot_fn) -> None:
+    """Print the table; write STEM.md, STEM.json (rows and raw samples) and STEM.png under `out`."""
+    print(table)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.md").write_text(table)
+    (out / f"{stem}.json").write_text(json.dumps(
+        {k: {kk: vv for kk, vv in v.items() if kk != "cmd"} | {"samples_ms": samples[k]} for k, v in rows.items()}, indent=2))
+    plot_fn(rows, out / f"{stem}.png")
+
+
 def plot(rows: dict, out: Path) -> None:
     import matplotlib
 
@@ -194,19 +222,11 @@ def main() -> None:
                                                                              reference=False)["accuracy"],
                           cmd=["-m", "edgeformer.validate.bench", str(r.path), "--threads", str(THREADS), *timing])
 
-    samples: dict[str, list[float]] = {k: [] for k in rows}
-    for rnd in range(a.rounds):
-        for name, r in rows.items():
-            samples[name].append(run_worker(r["cmd"])["latency_ms_p50"])
-            log(f"round {rnd + 1}: {name} {samples[name][-1]:.2f} ms")
-    for name in rows:
-        rows[name]["p50"] = statistics.median(samples[name])
-
+    samples = measure_rounds(rows, a.rounds)
     eager = rows["eager-fp32"]
 
     def ratio(base: str, name: str) -> float:
-        """Median over rounds of base/name, each round's pair measured back to back."""
-        return statistics.median(b / x for b, x in zip(samples[base], samples[name], strict=True))
+        return round_ratio(samples, base, name)
 
     from edgeformer.pipeline import _cpu_model
 
@@ -223,13 +243,7 @@ def main() -> None:
         size = "-" if r["bytes"] is None else f"{r['bytes'] / 2**20:.1f}"
         lines.append(f"| {name} | {r['p50']:.2f} | {ratio('eager-fp32', name):.2f}x | {ratio('ort-int8', name):.2f}x | {size} | "
                      f"{r['accuracy']:.3f} | {(r['accuracy'] - eager['accuracy']) * 100:+.1f} |")
-    table = "\n".join(lines) + "\n"
-    print(table)
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "vs_onnxruntime.md").write_text(table)
-    (a.out / "vs_onnxruntime.json").write_text(json.dumps(
-        {k: {kk: vv for kk, vv in v.items() if kk != "cmd"} | {"samples_ms": samples[k]} for k, v in rows.items()}, indent=2))
-    plot(rows, a.out / "vs_onnxruntime.png")
+    save_results(a.out, "vs_onnxruntime", "\n".join(lines) + "\n", rows, samples, plot)
 
 
 if __name__ == "__main__":

@@ -115,7 +115,8 @@ def build(
         from edgeformer.train.prune import prune_for_build
 
         with stage(f"prune ({prune})"):
-            unpruned, model = model, prune_for_build(model, prune, prune_data, eval_data, out, budgets.max_accuracy_drop)
+            unpruned = model
+            model, pruning = prune_for_build(model, prune, prune_data, eval_data, out, budgets.max_accuracy_drop)
 
     # Phase 1: load
     with stage("load model"):
@@ -152,7 +153,9 @@ def build(
             )
         manifest = _manifest(loaded, tgt, recipe, lowered, text, numerics)
         if unpruned is not None:
-            manifest.model["pruning"] = _pruning_summary(Path(model), unpruned)
+            manifest.model["pruning"] = dict(unpruned=unpruned, mode=pruning["mode"], plan=pruning["plan"],
+                                             flops_ratio=pruning["flops_per_sequence"]["ratio"],
+                                             validation_accuracy=pruning["validation_accuracy"])
         (tmp / art.MANIFEST).write_text(manifest.to_json())  # bench and eval load the staged artifact
         bench = None
         if tgt.measure_here and bench_iters > 0:
@@ -186,14 +189,6 @@ def build(
         art.commit(tmp, out)
     result.path = out.resolve()
     return result
-
-
-def _pruning_summary(pruned: Path, unpruned: str) -> dict:
-    import json
-
-    r = json.loads((pruned / "prune.json").read_text())
-    return dict(unpruned=unpruned, mode=r["mode"], flops_ratio=r["flops_per_sequence"]["ratio"], plan=r["plan"],
-                validation_accuracy=r["validation_accuracy"])
 
 
 def _check_seq_len(loaded: LoadedModel, recipe: Recipe) -> None:

@@ -63,6 +63,19 @@ def make_tiny(path: Path, arch: str = "bert", task: str = "embedder", seed: int 
     return path
 
 
+POS = ["love this product", "great tea", "would buy again", "great coffee", "love the granola nuts"]
+NEG = ["not good", "bad box arrived broken", "stale and bitter coffee", "shipping took forever", "bad tea"]
+
+
+@pytest.fixture(scope="session")
+def data_csv(tmp_path_factory) -> Path:
+    """A separable toy review set: 40 rows, 2 labels (35 train + 5 validation once carved)."""
+    f = tmp_path_factory.mktemp("data") / "reviews.csv"
+    rows = [f"{t},positive" for t in POS] + [f"{t},negative" for t in NEG]
+    f.write_text("text,label\n" + "\n".join(rows * 4) + "\n")
+    return f
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     return make_tiny(tmp_path_factory.mktemp("tiny-bert"), "bert", "embedder")

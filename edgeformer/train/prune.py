@@ -32,7 +32,7 @@ from edgeformer.models.hf import to_encoder
 from edgeformer.train import loop, search
 from edgeformer.train.finetune import predict_eager
 from edgeformer.train.loop import make_tokenizer
-from edgeformer.transforms.prune import Plan, apply_plan, check_ratio
+from edgeformer.transforms.prune import Plan, apply_plan
 from edgeformer.validate.accuracy import accuracy
 
 Progress = Callable[[str, float, float | None, str], None]  # (stage, done, total, info)
@@ -132,7 +132,7 @@ def prune(
             plan = search.by_ratio(build_encoder, plan, val_batches, score_batches, heads=heads or 0.0, ffn=ffn or 0.0,
                                    layers=layers, drop_empty_layers=drop_empty_layers)
             ev = search.Evaluator(build_encoder(plan), val_batches)
-            base = search.Evaluator(build_encoder(Plan.from_dict(_full_dict(plan))), val_batches)
+            base = search.Evaluator(loaded.encoder, val_batches)  # the unpruned model
             trajectory = [_point(0, "nothing", 1.0, *base.score()),
                           _point(1, f"ratios heads={heads or 0} ffn={ffn or 0} layers={layers}",
                                  plan.flops(max_len) / plan.original_flops(max_len), *ev.score())]
@@ -202,8 +202,10 @@ def parse_spec(spec: str) -> dict:
     return out
 
 
-def prune_for_build(model: str, spec: str, data: str | None, eval_data: str | None, out: Path, max_drop: float) -> str:
-    """Prune `model` into `<out>.pruned/` for `edgeformer build --prune SPEC`; returns that folder."""
+def prune_for_build(model: str, spec: str, data: str | None, eval_data: str | None, out: Path,
+                    max_drop: float) -> tuple[str, dict]:
+    """Prune `model` into `<out>.pruned/` for `edgeformer build --prune SPEC`; returns that folder and
+    prune's report."""
     from edgeformer.data import parse_spec as parse_data
 
     kwargs = parse_spec(spec)
@@ -213,15 +215,14 @@ def prune_for_build(model: str, spec: str, data: str | None, eval_data: str | No
     if not kwargs:
         kwargs = dict(max_accuracy_drop=max_drop)
     folder = out.parent / f"{out.name}.pruned"
-    prune(model, data, folder, **kwargs)
-    return str(folder)
+    return str(folder), prune(model, data, folder, **kwargs)
 
 
 def _check_args(heads, ffn, layers, max_accuracy_drop, target_flops, distill_epochs) -> str:
     ratio = heads is not None or ffn is not None or layers
     for name, v in (("heads", heads), ("ffn", ffn)):
-        if v is not None:
-            check_ratio(name, v)
+        if v is not None and not 0.0 <= v < 1.0:
+            raise UserError(f"--{name} {v}: a pruning ratio is the share to remove, in [0, 1); e.g. --{name} 0.5 removes half")
     if layers < 0:
         raise UserError(f"--layers {layers}: the number of whole layers to remove must be >= 0")
     if max_accuracy_drop is not None and max_accuracy_drop < 0:
@@ -242,11 +243,6 @@ def _check_args(heads, ffn, layers, max_accuracy_drop, target_flops, distill_epo
 
 def _point(step: int, removed: str, flops_ratio: float, acc: float, loss: float) -> dict:
     return dict(step=step, removed=removed, flops_ratio=round(flops_ratio, 4), val_accuracy=round(acc, 4), val_loss=round(loss, 4))
-
-
-def _full_dict(plan: Plan) -> dict:
-    o = plan.original
-    return Plan.full(o["heads"], o["ffn"], plan.head_dim, plan.hidden).to_dict()
 
 
 @torch.no_grad()

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from edgeformer.errors import UserError
 from edgeformer.models.encoder import Encoder
+from edgeformer.train.loop import batches
 from edgeformer.transforms.prune import Plan, mask_encoder
 
 
@@ -37,16 +38,10 @@ class Batch:
 
 def make_batches(tok, texts: list[str], y: list[int], pad_id: int, batch_size: int = 32) -> list[Batch]:
     """Length-sorted, padded batches (less padding, same results)."""
-    enc = tok.encode_batch(texts)
-    order = sorted(range(len(texts)), key=lambda i: len(enc[i].ids))
-    out = []
-    for i in range(0, len(order), batch_size):
-        idx = order[i : i + batch_size]
-        n = max(len(enc[j].ids) for j in idx)
-        ids = torch.tensor([enc[j].ids + [pad_id] * (n - len(enc[j].ids)) for j in idx])
-        mask = torch.tensor([[1] * len(enc[j].ids) + [0] * (n - len(enc[j].ids)) for j in idx])
-        out.append(Batch(ids, mask, torch.tensor([y[j] for j in idx])))
-    return out
+    lengths = [len(e.ids) for e in tok.encode_batch(texts)]
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    return [Batch(ids, mask, torch.tensor([y[j] for j in idx.tolist()]))
+            for ids, mask, idx in batches(tok, texts, batch_size, order, pad_id)]
 
 
 def taylor_scores(enc: Encoder, batches: list[Batch]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -119,7 +114,8 @@ class Evaluator:
 class Candidate:
     kind: str  # "heads" | "ffn" | "layer"
     layer: int  # original index
-    local: list[int]  # current indices within the layer
+    local: list[int]  # current indices within the layer (what the evaluator masks)
+    units: list[int]  # the same units, original indices (what the plan removes)
     plan: Plan
 
     def describe(self) -> str:
@@ -138,13 +134,15 @@ def candidates(plan: Plan, heads: list[torch.Tensor], neurons: list[torch.Tensor
         nh = min(head_chunk, len(lp.heads) - 1)
         if nh > 0:
             local = heads[pos].argsort()[:nh].tolist()
-            out.append(Candidate("heads", li, local, plan.without(li, heads=[lp.heads[i] for i in local])))
+            units = [lp.heads[i] for i in local]
+            out.append(Candidate("heads", li, local, units, plan.without(li, heads=units)))
         nf = min(ffn_chunk, len(lp.neurons) - ffn_chunk)
         if nf > 0:
             local = neurons[pos].argsort()[:nf].tolist()
-            out.append(Candidate("ffn", li, local, plan.without(li, neurons=[lp.neurons[i] for i in local])))
+            units = [lp.neurons[i] for i in local]
+            out.append(Candidate("ffn", li, local, units, plan.without(li, neurons=units)))
         if len(kept) > 1:
-            out.append(Candidate("layer", li, [], plan.without(li, whole=True)))
+            out.append(Candidate("layer", li, [], [], plan.without(li, whole=True)))
     return out
 
 
@@ -226,21 +224,13 @@ def _combine(build_encoder, plan: Plan, ranked: list[Candidate], val: list[Batch
     while len(batch) > 1:
         combined = plan
         for c in batch:
-            combined = combined.without(c.layer, whole=c.kind == "layer", **_units(plan, c))
+            combined = combined.without(c.layer, whole=c.kind == "layer", heads=c.units if c.kind == "heads" else (),
+                                        neurons=c.units if c.kind == "ffn" else ())
         a, lo = Evaluator(build_encoder(combined), val).score()
         if a >= floor:
             return batch, combined, a, lo
         batch = batch[: len(batch) // 2]
     return None
-
-
-def _units(plan: Plan, c: Candidate) -> dict:
-    lp = plan.layers[c.layer]
-    if c.kind == "heads":
-        return dict(heads=[lp.heads[i] for i in c.local])
-    if c.kind == "ffn":
-        return dict(neurons=[lp.neurons[i] for i in c.local])
-    return {}
 
 
 def by_ratio(
@@ -281,8 +271,7 @@ def by_ratio(
         take_h = round(want_heads * r / rounds) - removed_h
         take_f = round(want_ffn * r / rounds) - removed_f
         plan = _remove_lowest(plan, kept, hs, "heads", take_h, drop_empty_layers)
-        plan = _remove_lowest(plan, [i for i in kept if plan.layers[i] is not None], [s for i, s in zip(kept, ns, strict=True)
-                              if plan.layers[i] is not None], "neurons", take_f, False)
+        plan = _remove_lowest(plan, kept, ns, "neurons", take_f, False)
         removed_h += take_h
         removed_f += take_f
     if not plan.kept_layers:
@@ -291,11 +280,14 @@ def by_ratio(
 
 
 def _remove_lowest(plan: Plan, kept: list[int], scores: list[torch.Tensor], kind: str, n: int, drop_empty: bool) -> Plan:
-    """Remove the `n` lowest-scoring units (scores normalised per layer) across layers."""
+    """Remove the `n` lowest-scoring units (scores normalised per layer) across the layers
+    `kept` (those removed meanwhile are skipped)."""
     if n <= 0:
         return plan
     pool = []
     for li, s in zip(kept, scores, strict=True):
+        if plan.layers[li] is None:
+            continue
         s = s / (s.norm() + 1e-12)
         current = getattr(plan.layers[li], kind)
         pool += [(float(v), li, current[i]) for i, v in enumerate(s)]

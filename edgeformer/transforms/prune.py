@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from edgeformer.errors import UserError
-
 CONFIG_KEY = "edgeformer_pruning"
 
 
@@ -62,8 +60,9 @@ class Plan:
         if whole:
             layers[layer] = None
         else:
-            lp.heads = [h for h in lp.heads if h not in set(heads)]
-            lp.neurons = [n for n in lp.neurons if n not in set(neurons)]
+            drop_h, drop_n = set(heads), set(neurons)
+            lp.heads = [h for h in lp.heads if h not in drop_h]
+            lp.neurons = [n for n in lp.neurons if n not in drop_n]
         return Plan(layers, self.head_dim, self.hidden, self.original)
 
     def flops(self, seq_len: int) -> int:
@@ -190,9 +189,3 @@ def mask_encoder(enc: nn.Module, heads: dict[int, list[int]] | None = None, neur
             attn.out.weight[:, h * attn.head_dim : (h + 1) * attn.head_dim] = 0
     for li, ns in (neurons or {}).items():
         enc.layers[li].ffn_out.weight[:, list(ns)] = 0
-
-
-def check_ratio(name: str, value: float) -> float:
-    if not 0.0 <= value < 1.0:
-        raise UserError(f"--{name} {value}: a pruning ratio is the share to remove, in [0, 1); e.g. --{name} 0.5 removes half")
-    return value

@@ -12,17 +12,6 @@ from edgeformer.errors import UserError
 from edgeformer.train import finetune as ft
 from edgeformer.train import loop
 
-POS = ["love this product", "great tea", "would buy again", "great coffee", "love the granola nuts"]
-NEG = ["not good", "bad box arrived broken", "stale and bitter coffee", "shipping took forever", "bad tea"]
-
-
-@pytest.fixture(scope="module")
-def data_csv(tmp_path_factory):
-    f = tmp_path_factory.mktemp("data") / "reviews.csv"
-    rows = [f"{t},positive" for t in POS] + [f"{t},negative" for t in NEG]
-    f.write_text("text,label\n" + "\n".join(rows * 4) + "\n")
-    return f
-
 
 def interrupt_at(stop: int):
     """A progress callback that stops training like Ctrl-C after step `stop`."""

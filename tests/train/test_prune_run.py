@@ -15,17 +15,7 @@ from edgeformer.train import prune as pr
 from edgeformer.train import search
 from edgeformer.transforms.prune import Plan
 
-POS = ["love this product", "great tea", "would buy again", "great coffee", "love the granola nuts"]
-NEG = ["not good", "bad box arrived broken", "stale and bitter coffee", "shipping took forever", "bad tea"]
 FAST = dict(distill_epochs=1, lr=3e-3, batch_size=4, max_len=16)
-
-
-@pytest.fixture(scope="module")
-def data_csv(tmp_path_factory):
-    f = tmp_path_factory.mktemp("data") / "reviews.csv"
-    rows = [f"{t},positive" for t in POS] + [f"{t},negative" for t in NEG]
-    f.write_text("text,label\n" + "\n".join(rows * 4) + "\n")
-    return f
 
 
 @pytest.fixture(scope="module")

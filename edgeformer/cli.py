@@ -64,7 +64,10 @@ def build(
     bench_iters: int = typer.Option(50, "--bench-iters", help="Timed runs for the latency budget (0 skips)."),
     prune: str = typer.Option(None, "--prune", help="auto (accuracy-driven, within --max-accuracy-drop) or heads=R,ffn=R,layers=N; "
                                                     "the pruned model goes to OUT.pruned/."),
-    prune_data: str = typer.Option(None, "--prune-data", help="Task data for --prune (default: the data set of --eval-data)."),
+    attention: list[str] = typer.Option(None, "--attention", help="Attention kernels: full (default), sdpa, "
+                                        "window=W[:global=G][:layers=A-B], hard=topK[:layers=A-B|auto]; repeat or join with +."),
+    data: str = typer.Option(None, "--data", "--prune-data", help="Task data for --prune and hard=...:layers=auto "
+                                                                  "(default: the data set of --eval-data)."),
     dump: Path = typer.Option(None, "--dump", help="Write the graph after each stage into this folder."),
     as_json: bool = JSON,
 ):
@@ -79,7 +82,7 @@ def build(
             result = edgeformer.build(
                 model, target, out, quant=quant, group_size=group_size, embedding_quant=embedding_quant,
                 seq_len=seq_len, threads=threads, min_sqnr_db=min_sqnr, enforce=enforce, bench_iters=bench_iters,
-                eval_data=eval_data, max_accuracy_drop=max_accuracy_drop, prune=prune, prune_data=prune_data,
+                eval_data=eval_data, max_accuracy_drop=max_accuracy_drop, prune=prune, attention=attention, data=data,
                 dump=dump, stage=timed_stage(done),
             )
     except BudgetError as e:
@@ -200,16 +203,30 @@ def eval_(
 
 
 @app.command()
-def inspect(artifact: Path = typer.Argument(..., help="An artifact folder."), as_json: bool = JSON):
-    """What ran where (delegated vs not), size breakdown, numerics and budgets of an artifact."""
+def inspect(
+    artifact: Path = typer.Argument(..., help="An artifact folder."),
+    profile: bool = typer.Option(True, "--profile/--no-profile", help="Run the .pte with ETDump and show each part's share of time."),
+    iters: int = typer.Option(10, "--iters", help="Profiled runs (the median is shown)."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads (default: the artifact's recipe)."),
+    as_json: bool = JSON,
+):
+    """What ran where (delegated vs not) and its share of time, size breakdown, numerics and budgets."""
     from edgeformer.validate.size import size_breakdown
 
     a = edgeformer.load_artifact(artifact)
+    if iters < 1:
+        raise UserError(f"--iters {iters}: profile at least 1 run (or pass --no-profile)")
     size = size_breakdown(a.pte)
+    timing = None
+    if profile:
+        from edgeformer.validate.profile import profile as run_profile
+
+        with err.status(f"profiling {iters} runs with ETDump…"):
+            timing = run_profile(a.path, threads, iters)
     if as_json:
-        _emit(dict(path=str(a.path), size=size, manifest=json.loads(a.manifest.to_json())))
+        _emit(dict(path=str(a.path), size=size, profile=timing, manifest=json.loads(a.manifest.to_json())))
     else:
-        report.print_tables(report.inspect_tables(a.manifest, size))
+        report.print_tables(report.inspect_tables(a.manifest, size, timing))
 
 
 @app.command()

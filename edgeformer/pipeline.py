@@ -2,7 +2,8 @@
 
     Phase 0  compress   optional: structured pruning + distillation (`edgeformer prune`)
     Phase 1  load       bundled name or Hugging Face folder -> reference model + Encoder
-    Phase 2  transform  eager rewrites before export (torchao quantization)
+    Phase 2  transform  eager rewrites before export: the attention kernels (edge rewrite,
+                        sliding window, hard top-k), then torchao quantization
     Phase 3  export     torch.export at the recipe's static shape
     Phase 4  lower      the target's backend -> .pte bytes + what was delegated
     Phase 5  validate   .pte vs exported program and vs fp32 reference; size; latency and
@@ -14,6 +15,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 import os
 import platform
@@ -30,6 +32,7 @@ from torch.export import ExportedProgram
 
 from edgeformer import artifact as art
 from edgeformer.data import load_data
+from edgeformer.data import parse_spec as parse_data_spec
 from edgeformer.errors import BudgetError, UserError
 from edgeformer.manifest import Manifest
 from edgeformer.models import LoadedModel, load_model
@@ -38,6 +41,7 @@ from edgeformer.recipe import Recipe
 from edgeformer.runtime import Program
 from edgeformer.targets import Target, get_target
 from edgeformer.tokenize import TextEncoder
+from edgeformer.transforms.attention import apply_attention, layer_kinds, parse_attention
 from edgeformer.transforms.quantize import quantize_model
 from edgeformer.validate.bench import measure
 from edgeformer.validate.budgets import check_budgets
@@ -78,7 +82,8 @@ def build(
     max_accuracy_drop: float | None = None,
     bench_iters: int = 50,
     prune: str | None = None,
-    prune_data: str | None = None,
+    attention: str | list[str] | None = None,
+    data: str | None = None,
     dump: str | Path | None = None,
     stage: Stage | None = None,
 ) -> BuildResult:
@@ -90,8 +95,13 @@ def build(
     raises `BudgetError` (carrying the result) and nothing is written.
 
     `prune` ("auto", or ratios like "heads=0.5,ffn=0.5,layers=1") first runs `edgeformer
-    prune` on `prune_data` (default: the data set of `eval_data`) into `<out>.pruned/` and
-    builds that; the accuracy drop is then measured against the unpruned model.
+    prune` on `data` (task data; default: the data set of `eval_data`) into `<out>.pruned/`
+    and builds that; the accuracy drop is then measured against the unpruned model.
+
+    `attention` (e.g. "window=64", "hard=top8:layers=3-5"; see `transforms.attention`) sets
+    the attention kernels; hard attention with `layers=auto` picks layers on `data`'s
+    validation split. When it changes what the model computes, numerics compare the `.pte`
+    with the transformed fp32 model, and accuracy (with `eval_data`) with full attention.
 
     Example:
         >>> r = edgeformer.build("minilm", target="host", out="out/minilm-host")
@@ -108,6 +118,8 @@ def build(
     backend = importlib.import_module(BACKENDS[tgt.backend])
     stage = stage or (lambda name: nullcontext())
     out = Path(out)
+    attention_plan = parse_attention(attention)
+    data = data or (parse_data_spec(eval_data)[0] if eval_data else None)
 
     # Phase 0: compress (structured pruning, with distillation)
     unpruned = None
@@ -116,7 +128,7 @@ def build(
 
         with stage(f"prune ({prune})"):
             unpruned = model
-            model, pruning = prune_for_build(model, prune, prune_data, eval_data, out, budgets.max_accuracy_drop)
+            model, pruning = prune_for_build(model, prune, data, out, budgets.max_accuracy_drop)
 
     # Phase 1: load
     with stage("load model"):
@@ -128,6 +140,12 @@ def build(
             load_data(eval_data)  # a bad spec fails now, not after minutes of lowering
 
     # Phase 2: eager transforms
+    with stage(f"attention ({attention_plan.describe()})"):
+        attention_info = apply_attention(loaded.encoder, attention_plan, recipe.seq_len,
+                                         _hard_layer_chooser(loaded, attention_plan, data, recipe.seq_len))
+        reference = lambda i, m: reference_forward(loaded.hf, i, m)  # noqa: E731
+        if attention_plan.changes_outputs:  # the .pte should match the transformed model
+            reference = copy.deepcopy(loaded.encoder).eval()
     with stage(f"quantize ({recipe.quant}, embedding {recipe.embedding_quant})"):
         module = quantize_model(loaded.encoder, recipe)
 
@@ -147,11 +165,11 @@ def build(
         (tmp / art.TOKENIZER).write_bytes(loaded.hf.tokenizer_file.read_bytes())
         with stage("check numerics"):
             program = Program(lowered.pte, recipe.threads)
-            numerics = check_numerics(
-                program, exported, lambda i, m: reference_forward(loaded.hf, i, m), samples,
-                is_logits=loaded.hf.task == "classifier",
-            )
+            with torch.no_grad():
+                numerics = check_numerics(program, exported, reference, samples, is_logits=loaded.hf.task == "classifier")
+            numerics["reference"] = "fp32 with the attention transform" if attention_plan.changes_outputs else "fp32 Hugging Face"
         manifest = _manifest(loaded, tgt, recipe, lowered, text, numerics)
+        manifest.model["attention"] = dict(**attention_info, layers=layer_kinds(loaded.encoder))
         if unpruned is not None:
             manifest.model["pruning"] = dict(unpruned=unpruned, mode=pruning["mode"], plan=pruning["plan"],
                                              flops_ratio=pruning["flops_per_sequence"]["ratio"],
@@ -189,6 +207,22 @@ def build(
         art.commit(tmp, out)
     result.path = out.resolve()
     return result
+
+
+def _hard_layer_chooser(loaded: LoadedModel, plan, data: str | None, seq_len: int):
+    """`choose(candidates)` for hard attention's `layers=auto`, or None without task data."""
+    if plan.hard_layers != "auto" or data is None:
+        return None
+
+    def choose(candidates: list[int]) -> list[int]:
+        from edgeformer.train.hard_attention import choose_hard_layers
+
+        layers, report = choose_hard_layers(loaded.encoder, plan.top_k, data, loaded.hf.tokenizer_file, loaded.pad_id,
+                                            seq_len, loaded.hf.labels)
+        loaded.source["hard_attention_selection"] = report
+        return [i for i in layers if i in candidates]
+
+    return choose
 
 
 def _check_seq_len(loaded: LoadedModel, recipe: Recipe) -> None:

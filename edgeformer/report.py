@@ -46,7 +46,7 @@ def budgets_table(manifest: Manifest) -> Table:
     return t
 
 
-def inspect_tables(manifest: Manifest, size: dict[str, int]) -> list[Table]:
+def inspect_tables(manifest: Manifest, size: dict[str, int], timing: dict | None = None) -> list[Table]:
     m, d, n = manifest.model, manifest.delegation, manifest.numerics
     info = Table(title="artifact", show_header=False)
     info.add_row("model", f"{m['name']} ({m['architecture']}, {m['task']}, {m['params'] / 1e6:.1f} M params)")
@@ -54,6 +54,8 @@ def inspect_tables(manifest: Manifest, size: dict[str, int]) -> list[Table]:
     info.add_row("recipe", ", ".join(f"{k}={v}" for k, v in manifest.recipe.items()))
     info.add_row("inputs", ", ".join(f"{i['name']} {i['dtype']}{i['shape']}" for i in manifest.inputs))
     info.add_row("outputs", ", ".join(f"{o['name']} {o['dtype']}{o['shape']}" for o in manifest.outputs))
+    if m.get("attention"):
+        info.add_row("attention", ", ".join(f"{i}: {k}" for i, k in enumerate(m["attention"]["layers"])))
     info.add_row("numerics", f"SQNR {n['sqnr_db']} dB vs fp32 reference; max |err| {n['max_abs_err_vs_exported']:.2e} vs exported")
     if manifest.accuracy:
         a = manifest.accuracy
@@ -61,13 +63,27 @@ def inspect_tables(manifest: Manifest, size: dict[str, int]) -> list[Table]:
                                  f"drop {a.get('accuracy_drop_points', '-')} points, agreement {a.get('agreement', '-')}")
     info.add_row("toolchain", ", ".join(f"{k} {v}" for k, v in manifest.toolchain.items()))
 
-    where = Table(title=f"what ran where ({d['backend']})")
+    where = Table(title=f"what ran where ({d['backend']})" + (f", median of {timing['runs']} runs on this host" if timing else ""))
     where.add_column("part")
     where.add_column("nodes", justify="right")
-    where.add_row(f"delegated ({d['delegated_subgraphs']} subgraphs)", str(d["delegated_nodes"]))
+    if timing:
+        where.add_column("ms", justify="right")
+        where.add_column("time share", justify="right")
+    delegate = [f"{timing['delegate_ms']:.3f}", f"{timing['delegate_share']:.1%}"] if timing else []
+    where.add_row(f"delegated ({d['delegated_subgraphs']} subgraphs)", str(d["delegated_nodes"]), *delegate)
     for op, count in d["non_delegated_ops"].items():
-        where.add_row(f"[yellow]outside: {op}[/]", str(count))
+        where.add_row(f"[yellow]outside: {op}[/]", str(count), *_outside_time(op, timing))
+    if timing:
+        where.add_row("total (Method::execute)", "", f"{timing['total_ms']:.3f}", "100%")
     where.add_row("coverage", f"{d['coverage']:.1%}")
+    tables = [info, where]
+    if timing and timing["inside"]:
+        inside = Table(title="inside the delegate: time by operator kind (top 8)")
+        for col in ("operator", "count", "ms", "time share"):
+            inside.add_column(col, justify="left" if col == "operator" else "right")
+        for k in timing["inside"][:8]:
+            inside.add_row(k["kind"], str(k["count"]), f"{k['ms']:.3f}", f"{k['share']:.1%}")
+        tables.append(inside)
 
     sizes = Table(title="size of model.pte")
     sizes.add_column("part")
@@ -77,7 +93,19 @@ def inspect_tables(manifest: Manifest, size: dict[str, int]) -> list[Table]:
     for part, nbytes in sorted(size.items(), key=lambda kv: -kv[1]):
         sizes.add_row(part, _mb(nbytes), f"{nbytes / total:.1%}")
     sizes.add_row("total", _mb(total), "100%")
-    return [info, where, sizes, budgets_table(manifest)]
+    return [*tables, sizes, budgets_table(manifest)]
+
+
+def _outside_time(op: str, timing: dict | None) -> list[str]:
+    """[ms, share] of a non-delegated op from the profile (ETDump names kernels by their out variant)."""
+    if not timing:
+        return []
+    # delegation names aten_embedding_byte_default / dim_order_ops__to_dim_order_copy_default;
+    # ETDump names the kernel: embedding_byte.out / _to_dim_order_copy.out
+    hits = [o for o in timing["outside"] if o["op"].removesuffix(".out") in op]
+    if not hits:
+        return ["-", "-"]
+    return [f"{sum(o['ms'] for o in hits):.3f}", f"{sum(o['share'] for o in hits):.1%}"]
 
 
 def eval_table(r: dict) -> Table:

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgeformer.models.attention import Attention
+
 ACTIVATIONS = {
     "gelu": lambda x: F.gelu(x),
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
@@ -51,33 +53,6 @@ def mean_last(x: torch.Tensor) -> torch.Tensor:
     """
     n = x.shape[-1]
     return x.reshape(1, -1, n, 1).mean(dim=(2, 3), keepdim=True).reshape(*x.shape[:-1], 1)
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention with a fused QKV projection.
-
-    The 1/sqrt(head_dim) scale is folded into the query rows of `qkv` at load time.
-    """
-
-    def __init__(self, hidden: int, num_heads: int, head_dim: int):
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = head_dim
-        self.qkv = nn.Linear(hidden, 3 * num_heads * head_dim)
-        self.out = nn.Linear(num_heads * head_dim, hidden)
-
-    def forward(self, x: torch.Tensor, mask_add: torch.Tensor) -> torch.Tensor:
-        # 3-D bmm and static slices only: 4-D matmul decomposes into expand_copy and
-        # indexing into select_copy, neither of which XNNPACK 1.5.1 delegates.
-        b, s, _ = x.shape
-        h, d = self.num_heads, self.head_dim
-        qkv = self.qkv(x)  # [B, S, 3*H*D]
-        q = qkv[:, :, : h * d].reshape(b, s, h, d).permute(0, 2, 1, 3).reshape(b * h, s, d)
-        kt = qkv[:, :, h * d : 2 * h * d].reshape(b, s, h, d).permute(0, 2, 3, 1).reshape(b * h, d, s)
-        v = qkv[:, :, 2 * h * d :].reshape(b, s, h, d).permute(0, 2, 1, 3).reshape(b * h, s, d)
-        scores = torch.bmm(q, kt).reshape(b, h, s, s) + mask_add  # mask_add [B, 1, 1, S]
-        ctx = torch.bmm(scores.softmax(dim=-1).reshape(b * h, s, s), v)  # [B*H, S, D]
-        return self.out(ctx.reshape(b, h, s, d).permute(0, 2, 1, 3).reshape(b, s, h * d))
 
 
 class Layer(nn.Module):

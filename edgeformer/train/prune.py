@@ -202,16 +202,12 @@ def parse_spec(spec: str) -> dict:
     return out
 
 
-def prune_for_build(model: str, spec: str, data: str | None, eval_data: str | None, out: Path,
-                    max_drop: float) -> tuple[str, dict]:
+def prune_for_build(model: str, spec: str, data: str | None, out: Path, max_drop: float) -> tuple[str, dict]:
     """Prune `model` into `<out>.pruned/` for `edgeformer build --prune SPEC`; returns that folder and
     prune's report."""
-    from edgeformer.data import parse_spec as parse_data
-
     kwargs = parse_spec(spec)
-    if data is None and eval_data is None:
-        raise UserError(f"--prune {spec} is data-driven: pass --prune-data (e.g. fine-foods) or --eval-data")
-    data = data or parse_data(eval_data)[0]
+    if data is None:
+        raise UserError(f"--prune {spec} is data-driven: pass --data (e.g. fine-foods) or --eval-data")
     if not kwargs:
         kwargs = dict(max_accuracy_drop=max_drop)
     folder = out.parent / f"{out.name}.pruned"

@@ -151,7 +151,7 @@ def test_cli_refuses_an_embedder_and_missing_data(tmp_path, data_csv, capsys):
 
 def test_build_with_prune_builds_the_pruned_model_and_measures_the_drop_against_the_unpruned(tuned, data_csv, tmp_path):
     out = tmp_path / "art"
-    r = edgeformer.build(str(tuned), "host", out, prune="heads=0.5,ffn=0.25", prune_data=str(data_csv),
+    r = edgeformer.build(str(tuned), "host", out, prune="heads=0.5,ffn=0.25", data=str(data_csv),
                          eval_data=f"{data_csv}:validation", max_accuracy_drop=100, seq_len=16, bench_iters=0, min_sqnr_db=0)
     m = r.manifest
     assert sum(m.model["heads"]) == 4
@@ -165,7 +165,7 @@ def test_build_with_prune_builds_the_pruned_model_and_measures_the_drop_against_
 @pytest.mark.parametrize("spec, data, message", [
     ("heads=half", "csv", r"--prune 'heads=half': 'heads=half' is not understood; use auto, or heads=R,ffn=R,layers=N"),
     ("depth=2", "csv", r"'depth=2' is not understood"),
-    ("auto", None, r"--prune auto is data-driven: pass --prune-data"),
+    ("auto", None, r"--prune auto is data-driven: pass --data"),
 ])
 def test_build_prune_bad_input(tuned, data_csv, tmp_path, capsys, spec, data, message):
     args = ["build", str(tuned), "-o", str(tmp_path / "a"), "--prune", spec, "--seq-len", "16", "--bench-iters", "0"]

@@ -1,0 +1,165 @@
+"""Self-attention written for the edge: fully delegated, windowed in O(n·w), or top-k hard.
+
+Three kernels share one module (`Attention`), chosen per layer by `edgeformer.transforms.
+attention`:
+
+- full: `softmax(q·kᵀ + mask)·v` as 3-D `bmm`s and static slices, the ops XNNPACK 1.5.1
+  delegates. `F.scaled_dot_product_attention` is decomposed on export and its safe-softmax
+  masking (`eq/any/where/logical_not`) runs outside the delegate (shared/NOTES.md); `sdpa`
+  keeps that stock form for comparison.
+- window: sliding-window (local) attention, Longformer-style. Each query sees the keys less
+  than `window` positions away, plus `global_tokens` leading tokens that see and are seen by
+  every position. The sequence is cut into blocks of `window` queries, and each block scores
+  only its own and its two neighbouring key blocks, so work and memory grow as O(n·w), not
+  as a band mask over an n×n score matrix.
+- hard (AxFormer's selective hard attention): each query keeps only its `top_k` highest
+  scores. `topk`, `sort` and comparisons are not delegated by XNNPACK, so the k-th largest
+  score is found by k max-reductions, each knocking out the current maximum with a clamp
+  ramp (`clamp(1 + (s - max)·RAMP, 0, 1)` is 1 at the maximum and 0 more than 1/RAMP
+  below it). Scores within 1/RAMP of the k-th are kept as ties.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NEG = torch.finfo(torch.float32).min  # additive mask value of a padded key
+RAMP = 1e6  # slope of the max/threshold indicator: scores closer than 1e-6 count as ties
+KNOCKOUT = 1e9  # subtracted from scores already counted (finite, so NEG - KNOCKOUT stays finite)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused QKV projection.
+
+    The 1/sqrt(head_dim) scale is folded into the query rows of `qkv` at load time.
+    `kind` is "full" | "sdpa"; `window` (and `global_tokens`) and `top_k` are set by the
+    attention transform and are None/0 for plain full attention.
+    """
+
+    def __init__(self, hidden: int, num_heads: int, head_dim: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.qkv = nn.Linear(hidden, 3 * num_heads * head_dim)
+        self.out = nn.Linear(num_heads * head_dim, hidden)
+        self.kind = "full"
+        self.window: int | None = None
+        self.global_tokens = 0
+        self.top_k: int | None = None
+
+    def set_window(self, window: int | None, global_tokens: int = 0) -> None:
+        self.window, self.global_tokens = window, global_tokens if window else 0
+        if window:
+            # Relative position inside a block: query i of a block sees key j of [prev, own,
+            # next] block when |j - window - i| < window. The same [w, 3w] for every block.
+            i = torch.arange(window)[:, None]
+            j = torch.arange(3 * window)[None, :]
+            band = torch.where((j - window - i).abs() < window, 0.0, NEG)
+            self.register_buffer("band", band, persistent=False)
+        elif hasattr(self, "band"):
+            del self.band
+
+    def extra_repr(self) -> str:
+        parts = [f"heads={self.num_heads}, head_dim={self.head_dim}, kind={self.kind}"]
+        if self.window:
+            parts.append(f"window={self.window}, global_tokens={self.global_tokens}")
+        if self.top_k:
+            parts.append(f"top_k={self.top_k}")
+        return ", ".join(parts)
+
+    def forward(self, x: torch.Tensor, mask_add: torch.Tensor) -> torch.Tensor:
+        """x [B, S, hidden], mask_add [B, 1, 1, S] (0 for a token, NEG for padding)."""
+        # 3-D bmm and static slices only: 4-D matmul decomposes into expand_copy and
+        # indexing into select_copy, neither of which XNNPACK 1.5.1 delegates.
+        b, s, _ = x.shape
+        h, d = self.num_heads, self.head_dim
+        qkv = self.qkv(x)  # [B, S, 3*H*D]
+        q = qkv[:, :, : h * d].reshape(b, s, h, d).permute(0, 2, 1, 3).reshape(b * h, s, d)
+        k = qkv[:, :, h * d : 2 * h * d].reshape(b, s, h, d).permute(0, 2, 1, 3).reshape(b * h, s, d)
+        v = qkv[:, :, 2 * h * d :].reshape(b, s, h, d).permute(0, 2, 1, 3).reshape(b * h, s, d)
+        if self.kind == "sdpa":
+            ctx = F.scaled_dot_product_attention(q.reshape(b, h, s, d), k.reshape(b, h, s, d), v.reshape(b, h, s, d),
+                                                 attn_mask=mask_add, scale=1.0).reshape(b * h, s, d)
+        elif self.window:
+            ctx = self._windowed(q, k, v, mask_add, b)
+        else:
+            ctx = self._full(q, k, v, mask_add, b)
+        return self.out(ctx.reshape(b, h, s, d).permute(0, 2, 1, 3).reshape(b, s, h * d))
+
+    def _full(self, q, k, v, mask_add, b):
+        """[B*H, S, D] -> [B*H, S, D]; every query scores every key."""
+        bh, s, _ = q.shape
+        scores = torch.bmm(q, k.permute(0, 2, 1)).reshape(b, bh // b, s, -1) + mask_add
+        if self.top_k:
+            scores = keep_top_k(scores, self.top_k)
+        return torch.bmm(scores.softmax(dim=-1).reshape(bh, s, -1), v)
+
+    def _windowed(self, q, k, v, mask_add, b):
+        """[B*H, S, D] -> [B*H, S, D], scoring only keys less than `window` away (+ globals)."""
+        bh, s, d = q.shape
+        w, g = self.window, self.global_tokens
+        nb = -(-s // w)  # blocks of w queries
+        tail = nb * w - s
+        # Keys and values padded by one block before and after (and up to a whole block at the
+        # end): block i's keys are rows [i*w, i*w + 3w) of the padded tensor.
+        kb = _neighbour_blocks(_pad_rows(k, w, w + tail), nb, w)  # [B*H*nb, 3w, D]
+        vb = _neighbour_blocks(_pad_rows(v, w, w + tail), nb, w)
+        qb = _pad_rows(q, 0, tail).reshape(bh * nb, w, d)
+        # Key mask per block: padding, the out-of-sequence rows, and the global tokens (they
+        # are scored once, below, not twice).
+        key_add = mask_add.reshape(b, 1, s)
+        local_add = key_add[:, :, g:] if g else key_add
+        local_add = F.pad(local_add, (w + g, w + tail), value=NEG).reshape(b, nb * w + 2 * w, 1)
+        local_add = _neighbour_blocks(local_add, nb, w).reshape(b, 1, nb, 1, 3 * w)
+        scores = torch.bmm(qb, kb.permute(0, 2, 1)).reshape(b, bh // b, nb, w, 3 * w)
+        scores = (scores + (local_add + self.band)).reshape(b, bh // b * nb, w, 3 * w)
+        if g:
+            # Every query also scores the g global keys: [B*H, nb*w, g] beside its block's.
+            gk, gv = k[:, :g], v[:, :g]
+            g_scores = torch.bmm(_pad_rows(q, 0, tail), gk.permute(0, 2, 1)).reshape(b, bh // b, nb * w, g)
+            g_scores = (g_scores + mask_add[:, :, :, :g]).reshape(b, bh // b * nb, w, g)
+            scores = torch.cat([scores, g_scores], dim=-1)
+        if self.top_k:
+            scores = keep_top_k(scores, self.top_k)
+        probs = scores.softmax(dim=-1)
+        ctx = torch.bmm(probs[..., : 3 * w].reshape(bh * nb, w, 3 * w), vb).reshape(bh, nb * w, d)
+        if g:
+            ctx = ctx + torch.bmm(probs[..., 3 * w :].reshape(bh, nb * w, g), gv)
+            # The global queries see the whole sequence.
+            g_ctx = self._full(q[:, :g], k, v, mask_add, b)
+            ctx = torch.cat([g_ctx, ctx[:, g:s]], dim=1) if s > g else g_ctx
+        elif tail:
+            ctx = ctx[:, :s]
+        return ctx
+
+
+def _pad_rows(x: torch.Tensor, before: int, after: int) -> torch.Tensor:
+    """Zero rows before/after dim 1 of a [N, S, D] tensor (a no-op when both are 0)."""
+    return F.pad(x, (0, 0, before, after)) if before or after else x
+
+
+def _neighbour_blocks(x: torch.Tensor, nb: int, w: int) -> torch.Tensor:
+    """[N, nb*w + 2w, D] -> [N*nb, 3w, D]: block i gets rows [i*w, i*w + 3w).
+
+    Three static slices and a concatenation, all delegated; no unfold/as_strided.
+    """
+    n, _, d = x.shape
+    parts = [x[:, j * w : j * w + nb * w].reshape(n, nb, w, d) for j in range(3)]
+    return torch.cat(parts, dim=2).reshape(n * nb, 3 * w, d)
+
+
+def keep_top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Scores [4-D, keys last] with all but each query's k largest pushed to NEG-like values.
+
+    Only max.dim, clamp and arithmetic: every op is delegated by XNNPACK.
+    """
+    last = scores.dim() - 1  # XNNPACK's max reduction takes dim 2 or 3 of a 4-D tensor, not -1
+    rest = scores
+    for _ in range(k - 1):
+        top = rest.max(dim=last, keepdim=True).values
+        rest = rest - (1.0 + (rest - top) * RAMP).clamp(0.0, 1.0) * KNOCKOUT
+    kth = rest.max(dim=last, keepdim=True).values
+    keep = (1.0 + (scores - kth) * RAMP).clamp(0.0, 1.0)
+    return scores + (keep - 1.0) * KNOCKOUT

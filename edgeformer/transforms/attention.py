@@ -1,0 +1,209 @@
+"""The attention transform: which kernel each layer's attention runs (`--attention`).
+
+Specs, one or more (`--attention` may repeat, or join them with `+`):
+
+    full                              the edge rewrite, every op delegated (the default)
+    sdpa                              stock scaled_dot_product_attention + LayerNorm ops,
+                                      the form a plain export gets (for comparison)
+    window=W[:global=G][:layers=A-B]  sliding-window attention: keys less than W positions
+                                      away, plus G leading global tokens (default: 1, the
+                                      pooled [CLS] token, for classifiers; 0 for embedders)
+    hard=topK[:layers=A-B|auto]       selective hard attention: each query keeps its K best
+                                      keys, in the layers given or chosen by validation
+                                      accuracy (`auto`, the default; needs task data)
+
+Layers are 0-based: `3-5`, `0,2,4` or a mix (`0,3-5`). Kernels: `edgeformer.models.attention`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from edgeformer.errors import UserError
+
+SPEC_HELP = "full, sdpa, window=W[:global=G][:layers=A-B], hard=topK[:layers=A-B|auto]"
+
+
+@dataclass(frozen=True)
+class AttentionPlan:
+    """What the transform does; `None` fields leave that part alone."""
+
+    kind: str = "full"  # full | sdpa
+    window: int | None = None
+    global_tokens: int | None = None  # None: by task (1 for classifiers, 0 for embedders)
+    window_layers: tuple[int, ...] | None = None  # None: every layer
+    top_k: int | None = None
+    hard_layers: tuple[int, ...] | str | None = None  # a tuple, or "auto"
+    best_effort: bool = False
+
+    @property
+    def changes_outputs(self) -> bool:
+        """Whether the transformed model computes something other than full attention."""
+        return bool(self.window or self.top_k)
+
+    def describe(self) -> str:
+        parts = [self.kind] if self.kind != "full" or not self.changes_outputs else []
+        if self.window:
+            parts.append(f"window={self.window}" + (f":global={self.global_tokens}" if self.global_tokens is not None else "")
+                         + (f":layers={_layers_str(self.window_layers)}" if self.window_layers else ""))
+        if self.top_k:
+            layers = self.hard_layers if isinstance(self.hard_layers, str) else _layers_str(self.hard_layers)
+            parts.append(f"hard=top{self.top_k}:layers={layers}")
+        return "+".join(parts)
+
+
+def parse_attention(specs: str | list[str] | None) -> AttentionPlan:
+    """`--attention` values -> a plan; UserError naming the bad part and the allowed forms."""
+    if not specs:
+        return AttentionPlan()
+    items = [p for s in ([specs] if isinstance(specs, str) else specs) for p in s.split("+") if p]
+    fields: dict = {}
+    for item in items:
+        head, *opts = item.split(":")
+        key, _, value = head.partition("=")
+        opts_d = _options(item, opts)
+        if "best-effort" in opts_d:
+            fields["best_effort"] = True
+            opts_d.pop("best-effort")
+        if key in ("full", "sdpa") and not value:
+            _no_options(item, opts_d)
+            fields["kind"] = key
+        elif key == "window":
+            fields["window"] = _positive_int(item, "window", value)
+            if "global" in opts_d:
+                fields["global_tokens"] = _int(item, "global", opts_d.pop("global"), lo=0)
+            if "layers" in opts_d:
+                fields["window_layers"] = _parse_layers(item, opts_d.pop("layers"))
+            _no_options(item, opts_d)
+        elif key == "hard":
+            if not value.startswith("top"):
+                raise UserError(f"--attention {item!r}: hard attention is written hard=topK (e.g. hard=top8)")
+            fields["top_k"] = _positive_int(item, "top-k", value[3:])
+            layers = opts_d.pop("layers", "auto")
+            fields["hard_layers"] = "auto" if layers == "auto" else _parse_layers(item, layers)
+            _no_options(item, opts_d)
+        else:
+            raise UserError(f"--attention {item!r} is not understood; use one of: {SPEC_HELP}")
+    plan = AttentionPlan(**fields)
+    if plan.kind == "sdpa" and plan.changes_outputs:
+        raise UserError("--attention sdpa is the stock attention, kept for comparison; it does not combine with window= or hard=")
+    return plan
+
+
+def apply_attention(model, plan: AttentionPlan, seq_len: int, choose: Callable[[list[int]], list[int]] | None = None) -> dict:
+    """Set each layer's attention kernel per `plan` (in place); returns what was applied.
+
+    `seq_len` is the exported length (bounds for the window and k). `choose(candidates)` picks
+    the hard-attention layers when the plan says `auto` (see `choose_hard_layers`).
+    """
+    from edgeformer.models.encoder import Encoder
+
+    if not isinstance(model, Encoder):
+        name = type(model).__name__
+        if plan.best_effort:
+            return dict(applied=False, reason=f"the attention transform does not know {name}; left untouched (best-effort)")
+        raise UserError(f"--attention: the transform does not know the attention of {name}; it knows BERT-family encoders "
+                        f"(add :best-effort to leave such a model untouched)")
+    n = len(model.layers)
+    window_layers = _check_layers(plan.window_layers, n, "window") if plan.window else ()
+    g = 0
+    if plan.window:
+        if plan.window > seq_len:
+            raise UserError(f"--attention window={plan.window} is larger than the sequence ({seq_len}); "
+                            f"use a window of at most {seq_len} (or a longer --seq-len)")
+        g = plan.global_tokens if plan.global_tokens is not None else (1 if model.head is not None else 0)
+        if g >= seq_len:
+            raise UserError(f"--attention global={g}: at most {seq_len - 1} global tokens at --seq-len {seq_len}")
+    if plan.top_k:
+        visible = min(seq_len, 2 * plan.window - 1 + g) if plan.window else seq_len
+        if plan.top_k > visible:
+            what = f"the {visible} keys a query sees in window={plan.window}" if plan.window else f"the sequence ({seq_len})"
+            raise UserError(f"--attention hard=top{plan.top_k}: k is larger than {what}; use k <= {visible}")
+    for ly in model.layers:
+        ly.attn.kind = plan.kind
+        ly.ln1.decomposed = ly.ln2.decomposed = plan.kind != "sdpa"
+    model.ln_emb.decomposed = plan.kind != "sdpa"
+    for i in window_layers:
+        model.layers[i].attn.set_window(plan.window, g)
+    hard: list[int] = []
+    if plan.top_k:
+        if plan.hard_layers == "auto":
+            if choose is None:
+                raise UserError(f"--attention hard=top{plan.top_k}: layers=auto chooses layers by validation accuracy; "
+                                f"pass task data (--data fine-foods) or name the layers (hard=top{plan.top_k}:layers=3-5)")
+            hard = sorted(choose(list(range(n))))
+        else:
+            hard = list(_check_layers(plan.hard_layers, n, "hard"))
+        for i in hard:
+            model.layers[i].attn.top_k = plan.top_k
+    return dict(applied=True, spec=plan.describe(), kind=plan.kind,
+                window=dict(size=plan.window, global_tokens=g, layers=list(window_layers)) if plan.window else None,
+                hard=dict(top_k=plan.top_k, layers=hard, chosen_by="validation accuracy" if plan.hard_layers == "auto" else "user")
+                if plan.top_k else None)
+
+
+def layer_kinds(model) -> list[str]:
+    """One short description per layer, e.g. ['full', 'window 64+1g', 'window 64+1g top8']."""
+    out = []
+    for ly in model.layers:
+        a = ly.attn
+        s = f"window {a.window}" + (f"+{a.global_tokens}g" if a.global_tokens else "") if a.window else a.kind
+        out.append(s + (f" top{a.top_k}" if a.top_k else ""))
+    return out
+
+
+def _options(item: str, opts: list[str]) -> dict[str, str]:
+    d = {}
+    for o in opts:
+        k, eq, v = o.partition("=")
+        if not eq and k != "best-effort":
+            raise UserError(f"--attention {item!r}: option {o!r} should be key=value (global=1, layers=3-5) or best-effort")
+        d[k] = v
+    return d
+
+
+def _no_options(item: str, opts: dict) -> None:
+    if opts:
+        raise UserError(f"--attention {item!r}: unknown option(s) {', '.join(sorted(opts))}; forms: {SPEC_HELP}")
+
+
+def _int(item: str, name: str, value: str, lo: int) -> int:
+    try:
+        v = int(value)
+    except ValueError:
+        raise UserError(f"--attention {item!r}: {name} {value!r} is not an integer") from None
+    if v < lo:
+        raise UserError(f"--attention {item!r}: {name} must be >= {lo}, got {v}")
+    return v
+
+
+def _positive_int(item: str, name: str, value: str) -> int:
+    return _int(item, name, value, lo=1)
+
+
+def _parse_layers(item: str, text: str) -> tuple[int, ...]:
+    out: set[int] = set()
+    for part in text.split(","):
+        a, dash, b = part.partition("-")
+        try:
+            lo, hi = int(a), int(b if dash else a)
+        except ValueError:
+            raise UserError(f"--attention {item!r}: layers {text!r} should look like 3-5 or 0,2,4 (0-based)") from None
+        if lo > hi:
+            raise UserError(f"--attention {item!r}: layer range {part!r} is backwards; write {hi}-{lo}")
+        out.update(range(lo, hi + 1))
+    return tuple(sorted(out))
+
+
+def _check_layers(layers: tuple[int, ...] | None, n: int, what: str) -> tuple[int, ...]:
+    if layers is None:
+        return tuple(range(n))
+    bad = [i for i in layers if not 0 <= i < n]
+    if bad:
+        raise UserError(f"--attention {what}: layer(s) {bad} out of bounds; this model has layers 0-{n - 1}")
+    return layers
+
+
+def _layers_str(layers: tuple[int, ...] | None) -> str:
+    return ",".join(map(str, layers)) if layers else "all"

@@ -124,7 +124,8 @@ class Attention(nn.Module):
         if self.top_k:
             scores = keep_top_k(scores, self.top_k)
         probs = scores.softmax(dim=-1)
-        ctx = torch.bmm(probs[..., : 3 * w].reshape(bh * nb, w, 3 * w), vb).reshape(bh, nb * w, d)
+        local = probs[..., : 3 * w] if g else probs  # a full-width slice would export as alias_copy, not delegated
+        ctx = torch.bmm(local.reshape(bh * nb, w, 3 * w), vb).reshape(bh, nb * w, d)
         if g:
             ctx = ctx + torch.bmm(probs[..., 3 * w :].reshape(bh, nb * w, g), gv)
             # The global queries see the whole sequence.

@@ -133,7 +133,7 @@ def build(
     # Phase 1: load
     with stage("load model"):
         loaded = load_model(model)
-        _check_seq_len(loaded, recipe)
+        _check_seq_len(loaded, recipe, attention_plan.copy_positions)
         text = TextEncoder(loaded.hf.tokenizer_file, recipe.seq_len, loaded.pad_id)
         samples = [(e.input_ids, e.attention_mask) for e in map(text.encode, SAMPLE_TEXTS)]
         if eval_data is not None:
@@ -225,10 +225,11 @@ def _hard_layer_chooser(loaded: LoadedModel, plan, data: str | None, seq_len: in
     return choose
 
 
-def _check_seq_len(loaded: LoadedModel, recipe: Recipe) -> None:
+def _check_seq_len(loaded: LoadedModel, recipe: Recipe, copy_positions: bool) -> None:
     limit = loaded.encoder.shape.max_positions
-    if recipe.seq_len > limit:
-        raise UserError(f"--seq-len {recipe.seq_len} exceeds the model's {limit} positions; use --seq-len {limit} or less")
+    if recipe.seq_len > limit and not copy_positions:
+        raise UserError(f"--seq-len {recipe.seq_len} exceeds the model's {limit} positions; use --seq-len {limit} or less, "
+                        f"or tile the position table with --attention positions=copy (best with a window)")
 
 
 def _dump(dump: str | Path | None, name: str, ep: ExportedProgram) -> None:

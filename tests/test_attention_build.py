@@ -68,3 +68,12 @@ def test_inspect_profiles_what_runs_outside(tiny_bert_cls, tmp_path, capsys):
     assert 0.5 < p["delegate_share"] <= 1.0 and p["inside"]
     code, stdout, _ = run_cli(["inspect", str(out), "--iters", "2"], capsys)
     assert code == 0 and "time share" in stdout and "quantized_decomposed_embedding_byte_default" in stdout
+
+
+def test_seq_len_beyond_positions_needs_positions_copy(tiny_bert, tmp_path):
+    with pytest.raises(edgeformer.UserError, match=r"exceeds the model's 40 positions.*--attention positions=copy"):
+        edgeformer.build(str(tiny_bert), "host", tmp_path / "a", seq_len=64, bench_iters=0, attention="window=8")
+    r = edgeformer.build(str(tiny_bert), "host", tmp_path / "a", quant="fp32", embedding_quant="fp32", seq_len=64,
+                         bench_iters=0, attention="window=8+positions=copy")
+    assert r.manifest.inputs[0]["shape"] == [1, 64] and r.manifest.numerics["max_abs_err_vs_exported"] < 1e-5
+    assert set(r.manifest.delegation["non_delegated_ops"]) == INPUT_ONLY

@@ -11,6 +11,8 @@ Specs, one or more (`--attention` may repeat, or join them with `+`):
     hard=topK[:layers=A-B|auto]       selective hard attention: each query keeps its K best
                                       keys, in the layers given or chosen by validation
                                       accuracy (`auto`, the default; needs task data)
+    positions=copy                    a --seq-len beyond the model's position table: tile the
+                                      learned position embeddings (Longformer's initialisation)
 
 Layers are 0-based: `3-5`, `0,2,4` or a mix (`0,3-5`). Kernels: `edgeformer.models.attention`.
 """
@@ -18,11 +20,11 @@ Layers are 0-based: `3-5`, `0,2,4` or a mix (`0,3-5`). Kernels: `edgeformer.mode
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edgeformer.errors import UserError
 
-SPEC_HELP = "full, sdpa, window=W[:global=G][:layers=A-B], hard=topK[:layers=A-B|auto]"
+SPEC_HELP = "full, sdpa, window=W[:global=G][:layers=A-B], hard=topK[:layers=A-B|auto], positions=copy"
 
 
 @dataclass(frozen=True)
@@ -35,12 +37,13 @@ class AttentionPlan:
     window_layers: tuple[int, ...] | None = None  # None: every layer
     top_k: int | None = None
     hard_layers: tuple[int, ...] | str | None = None  # a tuple, or "auto"
+    copy_positions: bool = False
     best_effort: bool = False
 
     @property
     def changes_outputs(self) -> bool:
-        """Whether the transformed model computes something other than full attention."""
-        return bool(self.window or self.top_k)
+        """Whether the transformed model computes something other than the source model."""
+        return bool(self.window or self.top_k or self.copy_positions)
 
     def describe(self) -> str:
         parts = [self.kind] if self.kind != "full" or not self.changes_outputs else []
@@ -50,6 +53,8 @@ class AttentionPlan:
         if self.top_k:
             layers = self.hard_layers if isinstance(self.hard_layers, str) else _layers_str(self.hard_layers)
             parts.append(f"hard=top{self.top_k}:layers={layers}")
+        if self.copy_positions:
+            parts.append("positions=copy")
         return "+".join(parts)
 
 
@@ -83,6 +88,11 @@ def parse_attention(specs: str | list[str] | None) -> AttentionPlan:
             layers = opts_d.pop("layers", "auto")
             fields["hard_layers"] = "auto" if layers == "auto" else _parse_layers(item, layers)
             _no_options(item, opts_d)
+        elif key == "positions":
+            if value != "copy":
+                raise UserError(f"--attention {item!r}: the one positions mode is positions=copy")
+            _no_options(item, opts_d)
+            fields["copy_positions"] = True
         else:
             raise UserError(f"--attention {item!r} is not understood; use one of: {SPEC_HELP}")
     plan = AttentionPlan(**fields)
@@ -106,6 +116,8 @@ def apply_attention(model, plan: AttentionPlan, seq_len: int, choose: Callable[[
         raise UserError(f"--attention: the transform does not know the attention of {name}; it knows BERT-family encoders "
                         f"(add :best-effort to leave such a model untouched)")
     n = len(model.layers)
+    if plan.copy_positions:
+        copy_positions(model, seq_len)
     window_layers = _check_layers(plan.window_layers, n, "window") if plan.window else ()
     g = 0
     if plan.window:
@@ -141,6 +153,17 @@ def apply_attention(model, plan: AttentionPlan, seq_len: int, choose: Callable[[
                 window=dict(size=plan.window, global_tokens=g, layers=list(window_layers)) if plan.window else None,
                 hard=dict(top_k=plan.top_k, layers=hard, chosen_by="validation accuracy" if plan.hard_layers == "auto" else "user")
                 if plan.top_k else None)
+
+
+def copy_positions(model, seq_len: int) -> None:
+    """Tile the position table to `seq_len` rows (Longformer copies RoBERTa's 512 the same way)."""
+    import torch
+
+    table = model.pos.data
+    if seq_len > table.shape[0]:
+        reps = -(-seq_len // table.shape[0])
+        model.pos = torch.nn.Parameter(table.repeat(reps, 1)[:seq_len])
+        model.shape = replace(model.shape, max_positions=seq_len)
 
 
 def layer_kinds(model) -> list[str]:

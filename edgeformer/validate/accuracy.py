@@ -71,7 +71,8 @@ class Runner:
             self.task, self.labels = self.loaded.hf.task, self.loaded.hf.labels
             # The artifact's length when this is its reference (same truncation), else 128.
             self.source = str(self.loaded.source["path"])
-            self.seq_len = seq_len or min(128, self.loaded.encoder.shape.max_positions)
+            # (capped at the model's positions: an artifact built with positions=copy may be longer)
+            self.seq_len = min(seq_len or 128, self.loaded.encoder.shape.max_positions)
             from edgeformer.tokenize import TextEncoder
 
             self.text = TextEncoder(self.loaded.hf.tokenizer_file, self.seq_len, self.loaded.pad_id)

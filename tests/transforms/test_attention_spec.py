@@ -82,3 +82,13 @@ def test_unknown_architecture_is_named_unless_best_effort():
         apply_attention(model, parse_attention("window=8"), 16)
     info = apply_attention(model, parse_attention("window=8:best-effort"), 16)
     assert info["applied"] is False and "left untouched" in info["reason"]
+
+
+def test_positions_copy_tiles_the_table(encoder):
+    table = encoder.pos.detach().clone()  # 40 rows
+    apply_attention(encoder, parse_attention("window=8+positions=copy"), 100)
+    assert encoder.pos.shape[0] == 100 and encoder.shape.max_positions == 100
+    assert torch.equal(encoder.pos[40:80], table) and torch.equal(encoder.pos[80:], table[:20])
+    ids = torch.randint(4, 60, (1, 100))
+    with torch.no_grad():
+        assert torch.isfinite(encoder(ids, torch.ones_like(ids))).all()

@@ -14,7 +14,8 @@ INPUT_ONLY = {"aten_embedding_default", "dim_order_ops__to_dim_order_copy_defaul
 
 @pytest.mark.parametrize("spec,seq", [
     ("window=4", SEQ),
-    ("window=5:global=0", 18),  # 18 is not a multiple of the block (5)
+    ("window=12", SEQ),  # up to 3 blocks long: n×n scores under a band mask computed in the graph
+    ("window=10:global=0", 18),  # 18 is not a multiple of the block (5)
     ("hard=top3:layers=1", SEQ),
     ("window=4+hard=top2:layers=0", 18),
 ])

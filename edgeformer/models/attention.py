@@ -7,11 +7,12 @@ attention`:
   delegates. `F.scaled_dot_product_attention` is decomposed on export and its safe-softmax
   masking (`eq/any/where/logical_not`) runs outside the delegate (shared/NOTES.md); `sdpa`
   keeps that stock form for comparison.
-- window: sliding-window (local) attention, Longformer-style. Each query sees the keys less
-  than `window` positions away, plus `global_tokens` leading tokens that see and are seen by
-  every position. The sequence is cut into blocks of `window` queries, and each block scores
-  only its own and its two neighbouring key blocks, so work and memory grow as O(n·w), not
-  as a band mask over an n×n score matrix.
+- window: sliding-window (local) attention, as Longformer defines it: a window of w sees
+  w/2 tokens on each side (r = w // 2; keys with |i - j| <= r), plus `global_tokens` leading
+  tokens that see and are seen by every position. The sequence is cut into blocks of r
+  queries, and each block scores only its own and its two neighbouring key blocks (3r keys),
+  so work and memory grow as O(n·w), not as a band mask over an n×n score matrix. Up to 3r
+  tokens, where n² <= 3·n·r, the n×n scores under a band mask are cheaper, and used.
 - hard (AxFormer's selective hard attention): each query keeps only its `top_k` highest
   scores. `topk`, `sort` and comparisons are not delegated by XNNPACK, so the k-th largest
   score is found by k max-reductions, each knocking out the current maximum with a clamp
@@ -50,16 +51,25 @@ class Attention(nn.Module):
         self.top_k: int | None = None
 
     def set_window(self, window: int | None, global_tokens: int = 0) -> None:
+        if window is not None and window < 2:
+            raise ValueError(f"window {window}: a window sees window // 2 tokens on each side; use 2 or more")
         self.window, self.global_tokens = window, global_tokens if window else 0
+        for name in ("band", "positions", "local"):
+            if hasattr(self, name):
+                delattr(self, name)
         if window:
-            # Relative position inside a block: query i of a block sees key j of [prev, own,
-            # next] block when |j - window - i| < window. The same [w, 3w] for every block.
-            i = torch.arange(window)[:, None]
-            j = torch.arange(3 * window)[None, :]
-            band = torch.where((j - window - i).abs() < window, 0.0, NEG)
-            self.register_buffer("band", band, persistent=False)
-        elif hasattr(self, "band"):
-            del self.band
+            r = window // 2
+            # Relative position inside a block of r: query i of a block sees key j of [prev,
+            # own, next] block when |j - r - i| <= r. The same [r, 3r] for every block.
+            i = torch.arange(r)[:, None]
+            j = torch.arange(3 * r)[None, :]
+            # Plain tensor attributes, not buffers: export keeps the ones the traced length uses as
+            # constants (an unused non-persistent buffer breaks torch.export's unlifting).
+            self.band = torch.where((j - r - i).abs() <= r, 0.0, NEG)
+            # For sequences up to 3r, where blocks would cost more than the n×n scores: token
+            # positions and "not a global token" flags, to compute the band mask in the graph.
+            self.positions = torch.arange(3 * r, dtype=torch.float32)
+            self.local = (self.positions >= self.global_tokens).float()
 
     def extra_repr(self) -> str:
         parts = [f"heads={self.num_heads}, head_dim={self.head_dim}, kind={self.kind}"]
@@ -97,10 +107,12 @@ class Attention(nn.Module):
         return torch.bmm(scores.softmax(dim=-1).reshape(bh, s, -1), v)
 
     def _windowed(self, q, k, v, mask_add, b):
-        """[B*H, S, D] -> [B*H, S, D], scoring only keys less than `window` away (+ globals)."""
+        """[B*H, S, D] -> [B*H, S, D], scoring only keys at most window // 2 away (+ globals)."""
         bh, s, d = q.shape
-        w, g = self.window, self.global_tokens
-        nb = -(-s // w)  # blocks of w queries
+        w, g = self.window // 2, self.global_tokens  # blocks of w = r queries
+        if s <= 3 * w:  # short: n×n scores under a band mask cost no more than 3w-wide blocks
+            return self._full(q, k, v, mask_add + self._dense_band(s), b)
+        nb = -(-s // w)  # blocks
         tail = nb * w - s
         # Keys and values padded by one block before and after (and up to a whole block at the
         # end): block i's keys are rows [i*w, i*w + 3w) of the padded tensor.
@@ -134,6 +146,20 @@ class Attention(nn.Module):
         elif tail:
             ctx = ctx[:, :s]
         return ctx
+
+
+    def _dense_band(self, s: int) -> torch.Tensor:
+        """[s, s] additive mask: 0 where |i - j| <= window // 2 or either token is global, else NEG.
+
+        Computed from two small constant vectors with delegated ops (sub, abs, clamp, mul), so
+        the `.pte` carries no n×n constant.
+        """
+        p = self.positions[:s]
+        far = ((p.reshape(s, 1) - p.reshape(1, s)).abs() - self.window // 2).clamp(0.0, 1.0)
+        if self.global_tokens:
+            loc = self.local[:s]
+            far = far * loc.reshape(s, 1) * loc.reshape(1, s)
+        return far * NEG
 
 
 def _pad_rows(x: torch.Tensor, before: int, after: int) -> torch.Tensor:

@@ -5,9 +5,10 @@ Specs, one or more (`--attention` may repeat, or join them with `+`):
     full                              the edge rewrite, every op delegated (the default)
     sdpa                              stock scaled_dot_product_attention + LayerNorm ops,
                                       the form a plain export gets (for comparison)
-    window=W[:global=G][:layers=A-B]  sliding-window attention: keys less than W positions
-                                      away, plus G leading global tokens (default: 1, the
-                                      pooled [CLS] token, for classifiers; 0 for embedders)
+    window=W[:global=G][:layers=A-B]  sliding-window attention as Longformer defines it: W/2
+                                      keys on each side, plus G leading global tokens
+                                      (default: 1, the pooled [CLS] token, for classifiers;
+                                      0 for embedders)
     hard=topK[:layers=A-B|auto]       selective hard attention: each query keeps its K best
                                       keys, in the layers given or chosen by validation
                                       accuracy (`auto`, the default; needs task data)
@@ -75,7 +76,7 @@ def parse_attention(specs: str | list[str] | None) -> AttentionPlan:
             _no_options(item, opts_d)
             fields["kind"] = key
         elif key == "window":
-            fields["window"] = _positive_int(item, "window", value)
+            fields["window"] = _int(item, "window", value, lo=2)
             if "global" in opts_d:
                 fields["global_tokens"] = _int(item, "global", opts_d.pop("global"), lo=0)
             if "layers" in opts_d:
@@ -128,7 +129,7 @@ def apply_attention(model, plan: AttentionPlan, seq_len: int, choose: Callable[[
         if g >= seq_len:
             raise UserError(f"--attention global={g}: at most {seq_len - 1} global tokens at --seq-len {seq_len}")
     if plan.top_k:
-        visible = min(seq_len, 2 * plan.window - 1 + g) if plan.window else seq_len
+        visible = min(seq_len, 2 * (plan.window // 2) + 1 + g) if plan.window else seq_len
         if plan.top_k > visible:
             what = f"the {visible} keys a query sees in window={plan.window}" if plan.window else f"the sequence ({seq_len})"
             raise UserError(f"--attention hard=top{plan.top_k}: k is larger than {what}; use k <= {visible}")

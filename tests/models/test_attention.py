@@ -16,7 +16,7 @@ def reference(attn: Attention, x, mask, window=None, global_tokens=0, k=None):
     scores = (q @ key.transpose(-1, -2)).masked_fill(mask[:, None, None, :] == 0, NEG)
     if window:
         i, j = torch.arange(s)[:, None], torch.arange(s)[None, :]
-        allowed = ((i - j).abs() < window) | (i < global_tokens) | (j < global_tokens)
+        allowed = ((i - j).abs() <= window // 2) | (i < global_tokens) | (j < global_tokens)
         scores = scores.masked_fill(~allowed, -math.inf)
     if k:
         kth = scores.topk(k, dim=-1).values[..., -1:]
@@ -41,11 +41,13 @@ def assert_valid_rows_close(y, ref, mask, atol=1e-5):
 
 
 @pytest.mark.parametrize("s,window,g", [
-    (16, 4, 0),   # a multiple of the block size
-    (10, 3, 0),   # not a multiple: the last block is padded
-    (13, 5, 1),   # one global token ([CLS])
+    (16, 4, 0),   # blocks of window // 2 = 2 queries; 16 is a multiple
+    (10, 6, 0),   # not a multiple of the block (3): the last block is padded
+    (13, 5, 1),   # an odd window (2 each side), one global token ([CLS])
     (19, 4, 2),
     (7, 2, 0),
+    (12, 8, 0),   # up to 3 blocks long: the n×n scores under a band mask computed in the graph
+    (14, 10, 1),
 ])
 def test_window_equals_full_attention_with_the_band_mask(s, window, g):
     attn, x, mask, mask_add = inputs(s)
@@ -55,11 +57,12 @@ def test_window_equals_full_attention_with_the_band_mask(s, window, g):
 
 
 @pytest.mark.parametrize("s", [8, 11])
-def test_window_as_large_as_the_sequence_equals_full_attention(s):
+def test_window_covering_the_sequence_equals_full_attention(s):
+    """A window of w sees w // 2 tokens each side, so 2(s - 1) covers every key from every query."""
     attn, x, mask, mask_add = inputs(s)
     with torch.no_grad():
         full = attn(x, mask_add)
-        attn.set_window(s)
+        attn.set_window(2 * (s - 1))
         assert_valid_rows_close(attn(x, mask_add), full, mask)
         attn.set_window(None)
         torch.testing.assert_close(attn(x, mask_add), full)
@@ -87,7 +90,7 @@ def test_top_k_keeps_exactly_the_k_best_keys(s, k, window, g):
 
 
 def test_window_work_grows_linearly():
-    """The score tensors of the windowed kernel are [.., 3w(+g)] wide, whatever the length."""
+    """The windowed kernel's scores are [.., 3r] wide (r = window // 2), whatever the length."""
     attn = Attention(16, 2, 8).eval()
     attn.set_window(8)
     seen = []
@@ -104,4 +107,4 @@ def test_window_work_grows_linearly():
                 attn(torch.randn(1, s, 16), torch.zeros(1, 1, 1, s))
     finally:
         torch.Tensor.softmax = orig
-    assert seen == [2 * 64 * 24, 2 * 256 * 24]  # heads × n × 3w: 4x the length, 4x the scores
+    assert seen == [2 * 64 * 12, 2 * 256 * 12]  # heads × n × 3r: 4x the length, 4x the scores

@@ -20,8 +20,9 @@ def test_parse_forms():
 
 
 @pytest.mark.parametrize("spec,msg", [
-    ("window=0", r"window must be >= 1, got 0"),
-    ("window=-4", r"window must be >= 1, got -4"),
+    ("window=0", r"window must be >= 2, got 0"),
+    ("window=1", r"window must be >= 2, got 1"),
+    ("window=-4", r"window must be >= 2, got -4"),
     ("window=big", r"window 'big' is not an integer"),
     ("hard=8", r"hard=topK \(e.g. hard=top8\)"),
     ("hard=top0", r"top-k must be >= 1"),
@@ -47,7 +48,7 @@ def encoder(tiny_bert_cls):
     ("window=4:layers=0-2", 16, r"layer\(s\) \[2\] out of bounds; this model has layers 0-1"),
     ("hard=top8:layers=7", 16, r"layer\(s\) \[7\] out of bounds"),
     ("hard=top17:layers=0", 16, r"k is larger than the sequence \(16\); use k <= 16"),
-    ("window=4+hard=top9:layers=0", 16, r"k is larger than the 8 keys a query sees in window=4; use k <= 8"),
+    ("window=4+hard=top7:layers=0", 16, r"k is larger than the 6 keys a query sees in window=4; use k <= 6"),
     ("window=4:global=16", 16, r"global=16: at most 15 global tokens"),
     ("hard=top4", 16, r"layers=auto chooses layers by validation accuracy; pass task data"),
 ])

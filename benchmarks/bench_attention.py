@@ -118,6 +118,7 @@ def plot_length(rows: dict, out: Path, window: int) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
 
     fig, (lat, mem) = plt.subplots(1, 2, figsize=(10, 4.2))
     for kind, color in (("full", "tab:orange"), (f"window={window}", "tab:blue")):
@@ -133,6 +134,9 @@ def plot_length(rows: dict, out: Path, window: int) -> None:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xticks(xs, [str(x) for x in xs])
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(ScalarFormatter())
+        ax.tick_params(axis="y", which="minor", labelsize=7)
         ax.set_xlabel("sequence length (tokens)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
@@ -167,7 +171,11 @@ def main() -> None:
     p.add_argument("--only", default="rewrite,length,accuracy")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--window", type=int, default=128)
+    p.add_argument("--replot", action="store_true", help="redraw attention-length.png from its JSON, measure nothing")
     a = p.parse_args()
+    if a.replot:
+        plot_length(json.loads((a.out / "attention-length.json").read_text()), a.out / "attention-length.png", a.window)
+        return
     parts = a.only.split(",")
     a.out.mkdir(parents=True, exist_ok=True)
     if "rewrite" in parts:

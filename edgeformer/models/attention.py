@@ -147,7 +147,6 @@ class Attention(nn.Module):
             ctx = ctx[:, :s]
         return ctx
 
-
     def _dense_band(self, s: int) -> torch.Tensor:
         """[s, s] additive mask: 0 where |i - j| <= window // 2 or either token is global, else NEG.
 

@@ -148,7 +148,7 @@ def plot_length(rows: dict, out: Path, window: int) -> None:
 
 
 def accuracy(tuned: str, work: Path) -> str:
-    lines = ["| attention | layers | int8 .pte test acc | drop vs fp32 full (points) | fp32 .pte test acc |", "|---|---|---:|---:|---:|"]
+    lines = ["| attention | applied | int8 .pte test acc | drop vs fp32 full (points) | fp32 .pte test acc |", "|---|---|---:|---:|---:|"]
     for name, spec in ACCURACY_SPECS.items():
         accs = {}
         for quant in ("int8", "fp32"):
@@ -156,10 +156,17 @@ def accuracy(tuned: str, work: Path) -> str:
             m = build(tuned, work / f"acc-{quant}-{slug}", quant, 128, spec, eval_data="fine-foods:test", data="fine-foods",
                       min_sqnr_db=0)
             accs[quant] = m["accuracy"]
-        layers = ", ".join(f"{i}: {k}" for i, k in enumerate(m["model"]["attention"]["layers"]) if k != "full") or "all full"
+        att, n = m["model"]["attention"], m["model"]["layers"]
+        layers = "; ".join(filter(None, [
+            att["window"] and f"window in {_span(att['window']['layers'], n)} (+{att['window']['global_tokens']} global)",
+            att["hard"] and f"top-{att['hard']['top_k']} in {_span(att['hard']['layers'], n)}"])) or "-"
         lines.append(f"| {name} | {layers} | {accs['int8']['accuracy']:.3f} | {accs['int8']['accuracy_drop_points']:+.1f} "
                      f"| {accs['fp32']['accuracy']:.3f} |")
     return "\n".join(lines) + "\n"
+
+
+def _span(layers: list[int], n: int) -> str:
+    return "none" if not layers else "all" if layers == list(range(n)) else ",".join(map(str, layers))
 
 
 def main() -> None:

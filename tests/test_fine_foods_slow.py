@@ -55,3 +55,19 @@ def test_ratio_prune_halves_the_flops_and_the_pruned_model_lowers_exactly(tuned,
     b = edgeformer.build(str(tmp_path / "p"), "host", tmp_path / "a", bench_iters=0, min_sqnr_db=0)
     assert b.manifest.numerics["sqnr_db_vs_exported"] > 25 and b.manifest.delegation["delegated_subgraphs"] == 1
     assert sum(b.manifest.model["heads"]) == 36 and sum(b.manifest.model["ffn"]) == 4608
+
+
+def test_window_and_hard_attention_on_the_real_model(tuned, tmp_path):
+    """Window 64 with hard top-8 in layers chosen on validation: one subgraph, .pte equals the
+    transformed model, and validation accuracy stays near full attention."""
+    model, _ = tuned
+    r = edgeformer.build(str(model), "host", tmp_path / "a", bench_iters=0, attention="window=64+hard=top8",
+                         data="fine-foods", eval_data="fine-foods:validation", max_accuracy_drop=3.0)
+    m = r.manifest
+    assert m.delegation["delegated_subgraphs"] == 1
+    assert set(m.delegation["non_delegated_ops"]) == {"quantized_decomposed_embedding_byte_default",
+                                                      "dim_order_ops__to_dim_order_copy_default"}
+    assert m.numerics["reference"] == "fp32 with the attention transform" and m.numerics["sqnr_db_vs_exported"] > 25
+    sel = m.model["hard_attention_selection"]
+    assert sel["accuracy"] >= sel["full_accuracy"] and set(m.model["attention"]["hard"]["layers"]) <= set(range(6))
+    assert m.accuracy["accuracy_drop_points"] <= 3.0

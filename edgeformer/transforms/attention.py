@@ -75,6 +75,8 @@ def parse_attention(specs: str | list[str] | None) -> AttentionPlan:
         if key in ("full", "sdpa") and not value:
             _no_options(item, opts_d)
             fields["kind"] = key
+        elif key in ("window", "hard") and _seen(fields, "window" if key == "window" else "top_k"):
+            raise UserError(f"--attention {item!r}: {key}= is given twice; one {key}= per build (its layers= picks where)")
         elif key == "window":
             fields["window"] = _int(item, "window", value, lo=2)
             if "global" in opts_d:
@@ -175,6 +177,10 @@ def layer_kinds(model) -> list[str]:
         s = f"window {a.window}" + (f"+{a.global_tokens}g" if a.global_tokens else "") if a.window else a.kind
         out.append(s + (f" top{a.top_k}" if a.top_k else ""))
     return out
+
+
+def _seen(fields: dict, name: str) -> bool:
+    return fields.get(name) is not None
 
 
 def _options(item: str, opts: list[str]) -> dict[str, str]:

@@ -32,6 +32,8 @@ def test_parse_forms():
     ("window=8:global", r"option 'global' should be key=value"),
     ("local=8", r"'local=8' is not understood; use one of: full, sdpa, window="),
     ("sdpa+window=8", r"sdpa is the stock attention.*does not combine"),
+    ("window=8:layers=0+window=16:layers=1", r"window= is given twice; one window= per build"),
+    ("hard=top2+hard=top4", r"hard= is given twice"),
 ])
 def test_bad_specs_are_named(spec, msg):
     with pytest.raises(UserError, match=msg):

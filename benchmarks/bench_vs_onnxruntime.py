@@ -124,17 +124,19 @@ def run_worker(args: list[str]) -> dict:
     return run_json_worker(args, THREADS, f"worker {' '.join(args)}", cwd=ROOT)
 
 
-def measure_rounds(rows: dict[str, dict], rounds: int) -> dict[str, list[float]]:
+def measure_rounds(rows: dict[str, dict], rounds: int, medians: tuple[str, ...] = ()) -> dict[str, list[float]]:
     """Each contender's p50 per round, every run in its own fresh process, contenders
-    interleaved within a round; sets rows[name]["p50"] to the median over rounds."""
-    samples: dict[str, list[float]] = {k: [] for k in rows}
+    interleaved within a round; sets rows[name]["p50"] (and each worker field named in
+    `medians`, e.g. "peak_rss_mb") to the median over rounds."""
+    runs: dict[str, list[dict]] = {k: [] for k in rows}
     for rnd in range(rounds):
         for name, r in rows.items():
-            samples[name].append(run_worker(r["cmd"])["latency_ms_p50"])
-            print(f"round {rnd + 1}: {name} {samples[name][-1]:.2f} ms", file=sys.stderr, flush=True)
+            runs[name].append(run_worker(r["cmd"]))
+            print(f"round {rnd + 1}: {name} {runs[name][-1]['latency_ms_p50']:.2f} ms", file=sys.stderr, flush=True)
     for name in rows:
-        rows[name]["p50"] = statistics.median(samples[name])
-    return samples
+        for field, key in (("latency_ms_p50", "p50"), *((m, m) for m in medians)):
+            rows[name][key] = statistics.median(x[field] for x in runs[name])
+    return {k: [x["latency_ms_p50"] for x in v] for k, v in runs.items()}
 
 
 def round_ratio(samples: dict[str, list[float]], base: str, name: str) -> float:

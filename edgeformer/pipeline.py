@@ -210,17 +210,17 @@ def build(
 
 
 def _hard_layer_chooser(loaded: LoadedModel, plan, data: str | None, seq_len: int):
-    """`choose(candidates)` for hard attention's `layers=auto`, or None without task data."""
+    """`choose()` for hard attention's `layers=auto`, or None without task data."""
     if plan.hard_layers != "auto" or data is None:
         return None
 
-    def choose(candidates: list[int]) -> list[int]:
+    def choose() -> list[int]:
         from edgeformer.train.hard_attention import choose_hard_layers
 
         layers, report = choose_hard_layers(loaded.encoder, plan.top_k, data, loaded.hf.tokenizer_file, loaded.pad_id,
                                             seq_len, loaded.hf.labels)
         loaded.source["hard_attention_selection"] = report
-        return [i for i in layers if i in candidates]
+        return layers
 
     return choose
 

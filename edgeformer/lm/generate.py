@@ -32,12 +32,16 @@ class Sampling:
             raise UserError(f"--top-p {self.top_p}: use a value in (0, 1], such as 0.9")
 
 
-def fit_prompt(ids: list[int], max_context: int, max_new_tokens: int) -> tuple[list[int], int]:
-    """(prompt ids that fit, how many were cut from the left) so prompt + new tokens <= context."""
+def fit_prompt(ids: list[int], max_context: int | None, max_new_tokens: int) -> tuple[list[int], int]:
+    """(prompt ids that fit, how many were cut from the left) so prompt + new tokens <= context.
+
+    `max_context` None: a sliding-window cache, where any length fits."""
     if not ids:
         raise UserError("the prompt is empty; pass some text with --prompt")
     if max_new_tokens < 1:
         raise UserError(f"--max-new-tokens {max_new_tokens}: generate at least 1 token")
+    if max_context is None:
+        return ids, 0
     if max_new_tokens >= max_context:
         raise UserError(f"--max-new-tokens {max_new_tokens} leaves no room for the prompt in the {max_context}-token "
                         f"context; use fewer than {max_context}")
@@ -46,11 +50,21 @@ def fit_prompt(ids: list[int], max_context: int, max_new_tokens: int) -> tuple[l
     return ids[cut:], cut
 
 
+def prefill(step: Step, prompt: list[int], chunk: int | None = None) -> torch.Tensor:
+    """Write `prompt` at positions 0.. in calls of at most `chunk` tokens; the last call's logits."""
+    chunk = chunk or len(prompt)
+    for p in range(0, len(prompt), chunk):
+        logits = step(torch.tensor([prompt[p:p + chunk]], dtype=torch.long), torch.tensor([p]))
+    return logits
+
+
 def generate(step: Step, prompt: list[int], max_new_tokens: int, stop_ids: set[int] = frozenset(),
-             sampling: Sampling = Sampling()) -> Iterator[int]:
-    """Yield new token ids one at a time (stops at a stop id, which is not yielded)."""
+             sampling: Sampling = Sampling(), chunk: int | None = None) -> Iterator[int]:
+    """Yield new token ids one at a time (stops at a stop id, which is not yielded).
+
+    `chunk`: the most tokens the program takes per call (a ring cache's prefill chunk)."""
     g = torch.Generator().manual_seed(sampling.seed)
-    logits = step(torch.tensor([prompt], dtype=torch.long), torch.tensor([0]))
+    logits = prefill(step, prompt, chunk)
     pos = len(prompt)
     for i in range(max_new_tokens):
         tok = _pick(logits[0, -1], sampling, g)

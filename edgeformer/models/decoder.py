@@ -5,12 +5,23 @@ from the Hugging Face model (`from_hf`):
 
 - RMSNorm's mean over a 4-D view on dims (2, 3), the one form XNNPACK's mean takes;
 - RoPE without slicing: `x·cos + (x @ Rᵀ)·sin` with R the constant ±1 matrix of
-  `rotate_half`, and the cos/sin rows gathered once per call;
+  `rotate_half`; cos/sin computed in the graph from the positions, in fp32 as Hugging Face
+  does, so positions are not bounded by a table;
 - the cache written in place by ExecuTorch's `llama::update_cache` and read by
   `llama::custom_sdpa` (causal, grouped-query attention inside, never past the last
   written position). Both ship in the executorch wheel with eager and runtime kernels
   (`executorch.extension.llm.custom_ops`); neither is an XNNPACK op, so they run as
   kernels between the delegated linears.
+
+Sliding-window cache (`window`): a ring buffer that keeps memory flat however long the
+generation runs. Each query sees the `window` most recent positions (itself included) plus
+the first `sinks` positions (attention sinks, StreamingLLM). The cache holds
+`sinks + window + chunk - 1` slots: sinks first, then a ring, so a prefill chunk of up to
+`chunk` tokens never overwrites a key that one of its own queries still needs. Keys carry
+their rotary position from when they were written (absolute positions, as the model was
+trained), `llama::update_cache_with_indices` writes each token at its slot, and
+`custom_sdpa` reads every slot under a [T, slots] mask computed in the graph from input_pos.
+While the sequence fits in sinks + window this is exactly full attention.
 
 forward(tokens [1, T] int64, input_pos [1] int64) writes positions input_pos .. input_pos+T-1
 into the cache and returns logits [1, T, vocab] (`full_logits`) or [1, 1, vocab] for the last
@@ -36,14 +47,31 @@ class DecoderShape:
     num_kv_heads: int
     head_dim: int
     ffn: int
-    max_context: int  # cache length: prompt + generated tokens must fit
+    max_context: int  # full cache: its slots (prompt + generated tokens must fit)
     rope_theta: float
     eps: float
     tie_embeddings: bool
+    qkv_bias: bool = False  # Qwen2-style
+    window: int | None = None  # sliding-window ring cache: the recent positions each query sees
+    sinks: int = 0  # first positions every query also sees (ring cache only)
+    chunk: int = 128  # ring cache: the most tokens one call may write (longer prompts are fed in chunks)
 
     def __post_init__(self):
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"{self.num_heads} query heads do not divide into {self.num_kv_heads} key-value heads")
+        if self.window is None and self.sinks:
+            raise ValueError("attention sinks need a sliding window")
+
+    @property
+    def max_tokens_per_call(self) -> int:
+        return self.max_context if self.window is None else self.chunk
+
+    @property
+    def cache_len(self) -> int:
+        """Slots in each layer's cache."""
+        if self.window is None:
+            return self.max_context
+        return self.sinks + self.window + self.chunk - 1
 
 
 class RMSNorm(nn.Module):
@@ -64,26 +92,33 @@ class DecoderLayer(nn.Module):
         super().__init__()
         self.h, self.kv, self.d = s.num_heads, s.num_kv_heads, s.head_dim
         self.norm1 = RMSNorm(s.hidden, s.eps)
-        self.q = nn.Linear(s.hidden, s.num_heads * s.head_dim, bias=False)
-        self.k = nn.Linear(s.hidden, s.num_kv_heads * s.head_dim, bias=False)
-        self.v = nn.Linear(s.hidden, s.num_kv_heads * s.head_dim, bias=False)
+        self.q = nn.Linear(s.hidden, s.num_heads * s.head_dim, bias=s.qkv_bias)
+        self.k = nn.Linear(s.hidden, s.num_kv_heads * s.head_dim, bias=s.qkv_bias)
+        self.v = nn.Linear(s.hidden, s.num_kv_heads * s.head_dim, bias=s.qkv_bias)
         self.o = nn.Linear(s.num_heads * s.head_dim, s.hidden, bias=False)
         self.norm2 = RMSNorm(s.hidden, s.eps)
         self.gate = nn.Linear(s.hidden, s.ffn, bias=False)
         self.up = nn.Linear(s.hidden, s.ffn, bias=False)
         self.down = nn.Linear(s.ffn, s.hidden, bias=False)
-        cache = (1, s.max_context, s.num_kv_heads, s.head_dim)  # the layout update_cache/custom_sdpa take
+        cache = (1, s.cache_len, s.num_kv_heads, s.head_dim)  # the layout update_cache/custom_sdpa take
         self.register_buffer("k_cache", torch.zeros(cache), persistent=False)
         self.register_buffer("v_cache", torch.zeros(cache), persistent=False)
 
-    def forward(self, x, cos, sin, rot, start):
+    def forward(self, x, cos, sin, rot, start, ring):
         y = self.norm1(x)
         q = _rope(self.q(y).view(1, -1, self.h, self.d), cos, sin, rot)
         k = _rope(self.k(y).view(1, -1, self.kv, self.d), cos, sin, rot)
         v = self.v(y).view(1, -1, self.kv, self.d)
-        torch.ops.llama.update_cache(k, self.k_cache, start)
-        torch.ops.llama.update_cache(v, self.v_cache, start)
-        attn = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, start, None, 0.0, True)
+        if ring is None:  # full cache: positions are slots, causal attention up to the last one written
+            torch.ops.llama.update_cache(k, self.k_cache, start)
+            torch.ops.llama.update_cache(v, self.v_cache, start)
+            attn = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, start, None, 0.0, True)
+        else:  # ring cache: write at the slots, read all slots under the mask
+            slots, mask = ring
+            torch.ops.llama.update_cache_with_indices(k, self.k_cache, 0, slots)
+            torch.ops.llama.update_cache_with_indices(v, self.v_cache, 0, slots)
+            first = self.k_cache.shape[1] - x.shape[1]  # custom_sdpa reads keys [0, first + T)
+            attn = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, first, mask, 0.0, False)
         x = x + self.o(attn.view(1, -1, self.h * self.d))
         y = self.norm2(x)
         return x + self.down(F.silu(self.gate(y)) * self.up(y))
@@ -103,10 +138,8 @@ class Decoder(nn.Module):
         self.norm = RMSNorm(shape.hidden, shape.eps)
         self.lm_head = nn.Linear(shape.hidden, shape.vocab_size, bias=False)
         d = shape.head_dim
-        inv = 1.0 / shape.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d)
-        ang = torch.outer(torch.arange(shape.max_context, dtype=torch.float64), inv)
-        self.register_buffer("cos", torch.cat([ang.cos(), ang.cos()], -1).float(), persistent=False)  # [ctx, d]
-        self.register_buffer("sin", torch.cat([ang.sin(), ang.sin()], -1).float(), persistent=False)
+        # as transformers' default rope init computes it (fp32), so angles match to the bit
+        self.register_buffer("inv_freq", 1.0 / shape.rope_theta ** (torch.arange(0, d, 2).float() / d), persistent=False)
         rot = torch.zeros(d, d)  # F.linear(x, rot) == rotate_half(x) = cat(-x2, x1)
         i = torch.arange(d // 2)
         rot[i, i + d // 2] = -1.0
@@ -117,15 +150,38 @@ class Decoder(nn.Module):
         t = tokens.shape[1]
         start = input_pos[0].item()
         torch._check(start >= 0)
-        torch._check(start + t <= self.shape.max_context)
         pos = input_pos + torch.arange(t)
-        cos, sin = self.cos[pos][None, :, None, :], self.sin[pos][None, :, None, :]
+        ang = pos.float()[:, None] * self.inv_freq[None, :]
+        ang = torch.cat([ang, ang], dim=-1)[None, :, None, :]
+        cos, sin = ang.cos(), ang.sin()
+        ring = None
+        if self.shape.window is None:
+            torch._check(start + t <= self.shape.max_context)
+        else:
+            ring = self._ring(pos)
         x = self.embed(tokens)
         for layer in self.layers:
-            x = layer(x, cos, sin, self.rot, start)
+            x = layer(x, cos, sin, self.rot, start, ring)
         if not self.full_logits:
             x = x[:, -1:]
         return self.lm_head(self.norm(x))
+
+    def _ring(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(slots [1, T] to write positions `pos` to, additive mask [T, slots]) for the ring cache."""
+        s = self.shape
+        sinks, n = s.sinks, s.cache_len - s.sinks  # n: ring slots
+        slots = torch.where(pos < sinks, pos, sinks + torch.remainder(pos - sinks, n))
+        # the position each slot holds once `pos` is written: the latest p <= last with slot(p) == j
+        last = pos[-1:]
+        j = torch.arange(s.cache_len)
+        r = j - sinks
+        ring_pos = sinks + r + n * torch.div(last - sinks - r, n, rounding_mode="floor")
+        held = torch.where(j < sinks, j, ring_pos)  # ring_pos < sinks: never written yet
+        written = torch.where(j < sinks, j <= last, ring_pos >= sinks)
+        q = pos[:, None]
+        seen = written[None, :] & (held[None, :] <= q) & ((j < sinks)[None, :] | (q - held[None, :] < s.window))
+        mask = torch.where(seen, 0.0, float("-inf"))
+        return slots[None, :], mask
 
     def reset(self) -> None:
         """Zero the cache (eager use; a fresh sequence only needs to start at position 0)."""
@@ -134,8 +190,10 @@ class Decoder(nn.Module):
             layer.v_cache.zero_()
 
 
-def from_hf(model, max_context: int) -> Decoder:
-    """A `Decoder` with the weights of a Hugging Face Llama-family causal LM."""
+def from_hf(model, max_context: int, window: int | None = None, sinks: int = 0, chunk: int = 128) -> Decoder:
+    """A `Decoder` with the weights of a Hugging Face Llama-family causal LM.
+
+    `window` makes the cache a ring (see the module docstring); `max_context` is then unused."""
     c = model.config
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
     scaling = getattr(c, "rope_scaling", None) or {}
@@ -147,6 +205,7 @@ def from_hf(model, max_context: int) -> Decoder:
         vocab_size=c.vocab_size, hidden=c.hidden_size, num_layers=c.num_hidden_layers, num_heads=c.num_attention_heads,
         num_kv_heads=c.num_key_value_heads, head_dim=head_dim, ffn=c.intermediate_size, max_context=max_context,
         rope_theta=float(theta), eps=c.rms_norm_eps, tie_embeddings=bool(getattr(c, "tie_word_embeddings", False)),
+        qkv_bias=model.model.layers[0].self_attn.q_proj.bias is not None, window=window, sinks=sinks, chunk=chunk,
     )
     dec = Decoder(shape)
     src = model.model
@@ -158,19 +217,23 @@ def from_hf(model, max_context: int) -> Decoder:
             a, m = lyr.self_attn, lyr.mlp
             for name, w in (("q", a.q_proj), ("k", a.k_proj), ("v", a.v_proj), ("o", a.o_proj),
                             ("gate", m.gate_proj), ("up", m.up_proj), ("down", m.down_proj)):
+                mine = getattr(dst, name)
+                if (w.bias is None) != (mine.bias is None):
+                    raise ValueError(f"{name}_proj bias: {w.bias is not None}, expected {mine.bias is not None} "
+                                     f"(biases are supported on q/k/v only, Qwen2-style)")
+                mine.weight.copy_(w.weight)
                 if w.bias is not None:
-                    raise ValueError(f"layer {name} has a bias; Qwen2-style biases are not supported yet")
-                getattr(dst, name).weight.copy_(w.weight)
+                    mine.bias.copy_(w.bias)
             dst.norm1.weight.copy_(lyr.input_layernorm.weight)
             dst.norm2.weight.copy_(lyr.post_attention_layernorm.weight)
     return dec.eval()
 
 
 def export_decoder(dec: Decoder):
-    """torch.export of `forward` with a dynamic token count (1 .. max_context): prefill and decode."""
+    """torch.export of `forward` with a dynamic token count (1 .. max_tokens_per_call): prefill and decode."""
     from torch.export import Dim
 
-    t = Dim("T", min=1, max=dec.shape.max_context)
+    t = Dim("T", min=1, max=dec.shape.max_tokens_per_call)
     example = (torch.zeros(1, 2, dtype=torch.long), torch.tensor([0]))
     with torch.no_grad():
         return torch.export.export(dec, example, dynamic_shapes=({1: t}, None), strict=False)

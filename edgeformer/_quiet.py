@@ -20,6 +20,10 @@ def quiet() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
     warnings.filterwarnings("ignore", message=r".*is deprecated.*", module=r"torch\.export.*")
+    # executorch's custom_ops validation calls torch._check_is_size (deprecated in torch 2.13)
+    warnings.filterwarnings("ignore", message=r".*_check_is_size.*", category=FutureWarning)
+    # the KV cache is a mutated buffer, zero at load and always written before it is read
+    warnings.filterwarnings("ignore", message=r"Mutation on a buffer in the model is detected.*", category=UserWarning)
 
 
 @contextmanager

@@ -39,33 +39,41 @@ def targets(as_json: bool = JSON):
 def models(as_json: bool = JSON):
     """The bundled models (usable by name in `build`)."""
     from edgeformer.models import BUNDLED
+    from edgeformer.models.causal import BUNDLED_LMS
 
+    both = {**BUNDLED, **BUNDLED_LMS}
     if as_json:
-        _emit({k: dict(package=b.package, description=b.description) for k, b in BUNDLED.items()})
+        _emit({k: dict(package=b.package, description=b.description, task="causal-lm" if k in BUNDLED_LMS else "encoder")
+               for k, b in both.items()})
     else:
-        for k, b in BUNDLED.items():
+        for k, b in both.items():
             typer.echo(f"{k}\t{b.description}")
 
 
 @app.command()
 def build(
-    model: str = typer.Argument(..., help="A bundled name (see `edgeformer models`) or a Hugging Face model folder."),
+    model: str = typer.Argument(..., help="A bundled name (see `edgeformer models`), a Hugging Face model folder, "
+                                          "or a causal LM's .gguf file."),
     target: str = typer.Option("host", "--target", "-t", help="Target alias or name (see `edgeformer targets`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Artifact folder to write (replaced whole if it is an artifact)."),
     quant: str = typer.Option(None, "--quant", help="fp32 | int8 | 8da4w (default: the target's)."),
     group_size: int = typer.Option(None, "--group-size", help="Group size for 4-bit weights (default 32)."),
     embedding_quant: str = typer.Option(None, "--embedding-quant", help="fp32 | int8 | int4 for the embedding table."),
-    seq_len: int = typer.Option(None, "--seq-len", help="Static sequence length to export (default: the target's)."),
+    seq_len: int = typer.Option(None, "--seq-len", help="Static sequence length to export (default: the target's); "
+                                                        "causal LMs with a window: the prefill chunk."),
+    max_context: int = typer.Option(None, "--max-context", help="Causal LMs: KV-cache tokens, prompt + reply (default 1024)."),
     threads: int = typer.Option(None, "--threads", help="CPU threads at run time (default: the target's)."),
     min_sqnr: float = typer.Option(None, "--min-sqnr", help="Override the target's numerics budget (dB)."),
     enforce: bool = typer.Option(True, "--enforce/--no-enforce", help="Fail and write nothing when a budget fails."),
-    eval_data: str = typer.Option(None, "--eval-data", help="Measure task accuracy on this data (e.g. fine-foods:validation)."),
+    eval_data: str = typer.Option(None, "--eval-data", help="Measure task accuracy on this data (e.g. fine-foods:validation); "
+                                                            "causal LMs: perplexity (janeausten)."),
     max_accuracy_drop: float = typer.Option(None, "--max-accuracy-drop", help="Accuracy points the .pte may lose vs fp32."),
     bench_iters: int = typer.Option(50, "--bench-iters", help="Timed runs for the latency budget (0 skips)."),
     prune: str = typer.Option(None, "--prune", help="auto (accuracy-driven, within --max-accuracy-drop) or heads=R,ffn=R,layers=N; "
                                                     "the pruned model goes to OUT.pruned/."),
     attention: list[str] = typer.Option(None, "--attention", help="Attention kernels: full (default), sdpa, "
-                                        "window=W[:global=G][:layers=A-B], hard=topK[:layers=A-B|auto]; repeat or join with +."),
+                                        "window=W[:global=G][:layers=A-B], hard=topK[:layers=A-B|auto]; repeat or join with +. "
+                                        "Causal LMs: window=W[:sinks=S], a sliding-window ring cache."),
     data: str = typer.Option(None, "--data", "--prune-data", help="Task data for --prune and hard=...:layers=auto "
                                                                   "(default: the data set of --eval-data)."),
     dump: Path = typer.Option(None, "--dump", help="Write the graph after each stage into this folder."),
@@ -83,7 +91,7 @@ def build(
                 model, target, out, quant=quant, group_size=group_size, embedding_quant=embedding_quant,
                 seq_len=seq_len, threads=threads, min_sqnr_db=min_sqnr, enforce=enforce, bench_iters=bench_iters,
                 eval_data=eval_data, max_accuracy_drop=max_accuracy_drop, prune=prune, attention=attention, data=data,
-                dump=dump, stage=timed_stage(done),
+                max_context=max_context, dump=dump, stage=timed_stage(done),
             )
     except BudgetError as e:
         if e.result is not None:  # still show every budget, as a table or as JSON for scripts
@@ -185,14 +193,30 @@ def prune(
 @app.command(name="eval")
 def eval_(
     target: str = typer.Argument(..., help="An artifact folder (runs its .pte), or a model folder / bundled name (eager fp32)."),
-    data: str = typer.Option(..., "--data", help="fine-foods[:test|:validation|:train] or a .csv/.jsonl file."),
+    data: str = typer.Option(..., "--data", help="fine-foods[:test|:validation|:train] or a .csv/.jsonl file; "
+                                                 "causal LMs: janeausten[:BOOK] or a .txt file (perplexity)."),
     text_column: str = typer.Option("text", "--text-column"),
     label_column: str = typer.Option("label", "--label-column"),
     threads: int = typer.Option(None, "--threads"),
+    tokens: int = typer.Option(2048, "--tokens", help="Causal LMs: tokens of text to score."),
+    segment: int = typer.Option(None, "--segment", help="Causal LMs: tokens per segment (default 512, within the context)."),
     as_json: bool = JSON,
 ):
-    """Accuracy, macro-F1, agreement with the fp32 model, and throughput on labelled data."""
+    """Accuracy, macro-F1, agreement with the fp32 model, and throughput on labelled data;
+    for a causal LM, the perplexity of its .pte beside its fp32 model's."""
     from edgeformer.validate.accuracy import evaluate
+
+    lm = _lm_artifact(target)
+    if lm is not None:
+        from edgeformer.lm.perplexity import evaluate_artifact
+
+        with err.status("scoring perplexity…"):
+            r = evaluate_artifact(lm, data, tokens=tokens, segment=segment, threads=threads)
+        if as_json:
+            _emit(r)
+        else:
+            report.print_tables([report.perplexity_table(r)])
+        return
 
     with err.status("evaluating…"):
         r = evaluate(target, data, text_column=text_column, label_column=label_column, threads=threads)
@@ -236,12 +260,25 @@ def run(
     file: Path = typer.Option(None, "--file", "-f", help="A UTF-8 file with one text per line."),
     no_truncate: bool = typer.Option(False, "--no-truncate", help="Refuse texts longer than the exported length."),
     threads: int = typer.Option(None, "--threads", help="CPU threads (default: the artifact's recipe)."),
+    prompt: str = typer.Option(None, "--prompt", "-p", help="Causal LMs: the prompt (or give it as TEXTS / on stdin)."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", "-n", help="Causal LMs: the most tokens to generate."),
+    temperature: float = typer.Option(0.0, "--temperature", help="Causal LMs: 0 is greedy; e.g. 0.7 samples."),
+    top_p: float = typer.Option(1.0, "--top-p", help="Causal LMs: nucleus sampling mass (with --temperature > 0)."),
+    seed: int = typer.Option(0, "--seed", help="Causal LMs: sampling seed."),
+    chat: bool = typer.Option(True, "--chat/--no-chat", help="Causal LMs: wrap the prompt in the model's chat template."),
     as_json: bool = JSON,
 ):
-    """Run the artifact's .pte on text: prints the embedding or the label."""
+    """Run the artifact's .pte on text: prints the embedding or the label; a causal LM streams its reply."""
     from edgeformer.predict import Predictor
     from edgeformer.tokenize import read_texts
 
+    lm = _lm_artifact(artifact)
+    if lm is not None:
+        from edgeformer.lm.generate import Sampling
+
+        text = prompt if prompt is not None else "\n".join(read_texts(texts or [], file))
+        _stream(lm, text, max_new_tokens, Sampling(temperature, top_p, seed), chat, threads, as_json)
+        return
     inputs = read_texts(texts or [], file)
     pred = Predictor(edgeformer.load_artifact(artifact), threads=threads)
     results = []
@@ -267,15 +304,32 @@ def bench(
     threads: int = typer.Option(None, "--threads", help="CPU threads (default: the artifact's recipe)."),
     warmup: int = typer.Option(10, "--warmup", help="Untimed runs first."),
     iters: int = typer.Option(100, "--iters", help="Timed runs."),
+    prompt_tokens: int = typer.Option(None, "--prompt-tokens", help="Causal LMs: prompt length to prefill (default 128)."),
+    new_tokens: int = typer.Option(None, "--new-tokens", help="Causal LMs: tokens to decode per round (default 128)."),
+    rounds: int = typer.Option(3, "--rounds", help="Causal LMs: timed rounds after one warm-up round."),
     as_json: bool = JSON,
 ):
-    """Latency p50/p90 and peak memory of the artifact's .pte on this machine (fresh process)."""
+    """Latency p50/p90 and peak memory of the artifact's .pte on this machine (fresh process);
+    for a causal LM: prefill and decode tokens/s, time to first token, peak RSS, bandwidth floor."""
     from edgeformer.validate.bench import measure
 
     if iters < 1 or warmup < 0:
         raise UserError(f"--iters {iters} / --warmup {warmup}: need iters >= 1 and warmup >= 0")
     a = edgeformer.load_artifact(artifact)  # verify before spending time
     t = threads or a.manifest.recipe["threads"]
+    if a.manifest.generation:
+        from edgeformer.lm.bench import default_lengths, measure_lm
+
+        prompt_tokens, new_tokens = default_lengths(a.manifest.generation, prompt_tokens, new_tokens)
+        if min(prompt_tokens, new_tokens, rounds) < 1:
+            raise UserError(f"--prompt-tokens {prompt_tokens} / --new-tokens {new_tokens} / --rounds {rounds}: each must be >= 1")
+        with err.status("benchmarking…"):
+            r = measure_lm(a.path, t, prompt_tokens, new_tokens, rounds)
+        if as_json:
+            _emit(dict(path=str(a.path), **r))
+        else:
+            report.print_tables([report.lm_bench_table(str(a.path), r)])
+        return
     with err.status("benchmarking…"):
         r = measure(a.path, t, warmup=warmup, iters=iters)
     if as_json:
@@ -284,9 +338,51 @@ def bench(
         report.print_tables([report.bench_table(str(a.path), r)])
 
 
+def _lm_artifact(path):
+    """The artifact at `path` if it holds a causal LM, else None (other inputs go their own way)."""
+    p = Path(path)
+    if not (p / "manifest.json").is_file():
+        return None
+    a = edgeformer.load_artifact(p)
+    return a if a.manifest.generation else None
+
+
+def _stream(a, text: str, max_new_tokens: int, sampling, chat: bool, threads: int | None, as_json: bool) -> None:
+    """Stream a causal LM's reply to stdout; Ctrl-C stops it cleanly (exit 130)."""
+    import time
+
+    from edgeformer.lm.session import LMSession, Stats
+
+    session = LMSession(a, threads)
+    stats = Stats()
+    pieces = []
+    t0 = time.perf_counter()
+    try:
+        for piece in session.stream(text, max_new_tokens, sampling, chat, stats=stats,
+                                    notice=lambda msg: err.print(f"[yellow]note:[/] {msg}", soft_wrap=True)):
+            pieces.append(piece)
+            if not as_json:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+    except KeyboardInterrupt:
+        stats.stopped = "interrupted"
+    seconds = time.perf_counter() - t0
+    if as_json:
+        _emit(dict(text="".join(pieces), prompt_tokens=stats.prompt_tokens, cut_tokens=stats.cut_tokens,
+                   new_tokens=stats.new_tokens, stopped=stats.stopped, seconds=round(seconds, 3)))
+    else:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        err.print(f"[dim]{stats.new_tokens} tokens in {seconds:.1f}s ({stats.stopped})[/]")
+    if stats.stopped == "interrupted":
+        raise typer.Exit(130)
+
+
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns a typer.Exit's code here instead of raising
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except (UserError, BudgetError) as e:
         err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)

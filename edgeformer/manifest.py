@@ -29,7 +29,8 @@ class Manifest:
     size: dict  # bytes by part of the .pte
     measurements: dict  # latency/memory and where they were measured
     budgets: list  # [BudgetCheck.to_dict()]
-    accuracy: dict | None = None  # validate.accuracy.evaluate() when built with eval data
+    accuracy: dict | None = None  # validate.accuracy.evaluate() (or a causal LM's perplexity) with eval data
+    generation: dict | None = None  # causal LMs: cache layout, stop ids, chat template
     created: str = ""
     schema_version: int = SCHEMA_VERSION
     notes: list = field(default_factory=list)
@@ -59,7 +60,7 @@ class Manifest:
                 "rebuild the artifact with this version of edgeformer"
             )
         names = {f.name for f in fields(cls)}
-        missing = sorted(n for n in names if n not in d and n not in ("created", "notes", "accuracy"))
+        missing = sorted(n for n in names if n not in d and n not in ("created", "notes", "accuracy", "generation"))
         if missing:
             raise UserError(f"{where} lacks {missing}; rebuild the artifact with `edgeformer build`")
         return cls(**{k: v for k, v in d.items() if k in names})

@@ -1,4 +1,4 @@
-"""The build pipeline, readable in one place.
+"""The build pipeline, readable in one place (causal LMs branch off to `lm/build.py`).
 
     Phase 0  compress   optional: structured pruning + distillation (`edgeformer prune`)
     Phase 1  load       bundled name or Hugging Face folder -> reference model + Encoder
@@ -36,6 +36,7 @@ from edgeformer.data import parse_spec as parse_data_spec
 from edgeformer.errors import BudgetError, UserError
 from edgeformer.manifest import Manifest
 from edgeformer.models import LoadedModel, load_model
+from edgeformer.models.causal import is_causal_lm
 from edgeformer.models.hf import reference_forward
 from edgeformer.recipe import Recipe
 from edgeformer.runtime import Program
@@ -84,6 +85,7 @@ def build(
     prune: str | None = None,
     attention: str | list[str] | None = None,
     data: str | None = None,
+    max_context: int | None = None,
     dump: str | Path | None = None,
     stage: Stage | None = None,
 ) -> BuildResult:
@@ -103,6 +105,10 @@ def build(
     validation split. When it changes what the model computes, numerics compare the `.pte`
     with the transformed fp32 model, and accuracy (with `eval_data`) with full attention.
 
+    A causal LM (`smollm2-135m`, a .gguf file, a *ForCausalLM folder) is built by
+    `lm.build.build_lm`: `max_context` sets its cache, `attention="window=W[:sinks=S]"` makes
+    the cache a sliding-window ring, and `eval_data` ("janeausten") measures perplexity.
+
     Example:
         >>> r = edgeformer.build("minilm", target="host", out="out/minilm-host")
         >>> r.manifest.budgets[0]["passed"]
@@ -118,6 +124,14 @@ def build(
     backend = importlib.import_module(BACKENDS[tgt.backend])
     stage = stage or (lambda name: nullcontext())
     out = Path(out)
+    if is_causal_lm(model):
+        from edgeformer.lm.build import build_lm, check_lm_options
+
+        check_lm_options(prune, data, max_context)
+        return build_lm(model, tgt, recipe, out, backend, max_context=max_context, attention=attention, eval_data=eval_data,
+                        min_sqnr_db=min_sqnr_db, enforce=enforce, bench_iters=bench_iters, dump=dump, stage=stage)
+    if max_context is not None:
+        raise UserError(f"--max-context {max_context} applies to causal LMs; {model} is an encoder (use --seq-len)")
     attention_plan = parse_attention(attention)
     data = data or (parse_data_spec(eval_data)[0] if eval_data else None)
 
@@ -152,12 +166,9 @@ def build(
     # Phase 3: export
     with stage("export"):
         exported = torch.export.export(module, samples[0])
-        _dump(dump, "1-exported", exported)
 
     # Phase 4: lower
-    with stage(f"lower ({tgt.backend})"):
-        lowered = backend.lower(exported, recipe)
-        _dump(dump, "2-lowered", lowered.program)
+    lowered = lower_stage(backend, exported, recipe, tgt, dump, stage)
 
     # Phase 5 + 6: validate inside a staging folder, publish only what passes (or --no-enforce)
     with art.staging(out) as tmp:
@@ -195,16 +206,27 @@ def build(
             manifest.accuracy = accuracy
         checks = check_budgets(budgets, len(lowered.pte), numerics, bench, "host", accuracy)
         manifest.budgets = [c.to_dict() for c in checks]
-        (tmp / art.MANIFEST).write_text(manifest.to_json())
-        result = BuildResult(path=None, manifest=manifest, exported=exported, lowered=lowered.program)
-        if enforce and not manifest.passed:
-            failed = [c.describe() for c in checks if c.passed is False]
-            raise BudgetError(
-                f"target {tgt.alias}: {len(failed)} budget(s) failed, artifact not written "
-                f"(--no-enforce keeps it): " + "; ".join(failed),
-                result,
-            )
-        art.commit(tmp, out)
+        return publish(tmp, out, tgt, BuildResult(None, manifest, exported, lowered.program), checks, enforce)
+
+
+def lower_stage(backend, exported: ExportedProgram, recipe: Recipe, tgt: Target, dump, stage: Stage):
+    """Phase 4 (shared with lm/build.py): the target's backend, with graph dumps on request."""
+    _dump(dump, "1-exported", exported)
+    with stage(f"lower ({tgt.backend})"):
+        lowered = backend.lower(exported, recipe)
+    _dump(dump, "2-lowered", lowered.program)
+    return lowered
+
+
+def publish(tmp: Path, out: Path, tgt: Target, result: BuildResult, checks, enforce: bool) -> BuildResult:
+    """Phase 6 (shared with lm/build.py): write the manifest, then rename the staging folder
+    into place, or with `enforce` and a missed budget raise BudgetError and keep nothing."""
+    (tmp / art.MANIFEST).write_text(result.manifest.to_json())
+    if enforce and not result.manifest.passed:
+        failed = [c.describe() for c in checks if c.passed is False]
+        raise BudgetError(f"target {tgt.alias}: {len(failed)} budget(s) failed, artifact not written "
+                          f"(--no-enforce keeps it): " + "; ".join(failed), result)
+    art.commit(tmp, out)
     result.path = out.resolve()
     return result
 

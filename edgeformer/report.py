@@ -164,3 +164,26 @@ def stage_progress(console: Console):
             bar.update(tasks[stage], completed=done, total=total, info=info)
 
         yield progress
+
+
+def perplexity_table(r: dict) -> Table:
+    t = Table(title=f"perplexity of {r['target']} on {r['data']} ({r['scored_tokens']} tokens in {r['segments']} "
+                    f"segments of {r['segment']})")
+    for col in ("perplexity (.pte)", "fp32 perplexity", "increase", "tokens/s (.pte)"):
+        t.add_column(col, justify="right")
+    inc = r.get("increase_pct")
+    t.add_row(f"{r['perplexity']:.3f}", str(r.get("reference_perplexity", "-")), "-" if inc is None else f"{inc:+.2f} %",
+              f"{r['tokens_per_s']:.0f}")
+    return t
+
+
+def lm_bench_table(path: str, r: dict) -> Table:
+    t = Table(title=f"bench {path} ({r['threads']} threads, {r['prompt_tokens']}-token prompt, {r['new_tokens']} new tokens, "
+                    f"{r['rounds']} rounds after warm-up)",
+              caption=f"floor: {r['bytes_per_token'] / 1e6:.1f} MB read per decoded token at {r['bandwidth_gb_s']:.0f} GB/s measured")
+    for col in ("prefill tok/s", "first token", "decode tok/s", "p50 / p90", "floor tok/s", "of floor", "peak RSS"):
+        t.add_column(col, justify="right")
+    t.add_row(f"{r['prefill_tokens_per_s']:.0f}", f"{r['time_to_first_token_ms']:.0f} ms", f"{r['decode_tokens_per_s']:.1f}",
+              f"{r['latency_ms_p50']:.2f} / {r['latency_ms_p90']:.2f} ms", f"{r['bandwidth_floor_tokens_per_s']:.0f}",
+              f"{r['share_of_floor']:.0%}", f"{r['peak_rss_mb']:.0f} MiB")
+    return t

@@ -18,9 +18,13 @@ def set_threads(n: int) -> None:
 
 
 class Program:
-    """A loaded `.pte` forward method: `program(input_ids, attention_mask) -> output`."""
+    """A loaded `.pte` forward method: `program(*inputs) -> output`.
 
-    def __init__(self, pte: bytes, threads: int):
+    `quiet`: silence the native stderr of each call (ExecuTorch's custom SDPA kernel logs
+    "No temp allocator provided" on every call of a causal LM)."""
+
+    def __init__(self, pte: bytes, threads: int, quiet: bool = False):
+        import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  llama::update_cache, custom_sdpa kernels
         import executorch.kernels.quantized  # noqa: F401  registers quantized_decomposed::embedding_*
         from executorch.runtime import Runtime
 
@@ -28,6 +32,7 @@ class Program:
         # The runtime reads the buffer in place: keep the bytes and the program alive as long
         # as the method (dropping them segfaults on the next execute).
         self._pte = pte
+        self._quiet = quiet
         try:
             self._program = Runtime.get().load_program(pte)
             self._method = self._program.load_method("forward")
@@ -35,4 +40,7 @@ class Program:
             raise UserError(f"the ExecuTorch runtime could not load the program ({e}); rebuild the artifact") from None
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if self._quiet:
+            with native_stderr_silenced():
+                return self._method.execute(list(inputs))[0]
         return self._method.execute(list(inputs))[0]

@@ -123,3 +123,28 @@ def run_cli(args: list[str], capsys, stdin: str | None = None, monkeypatch=None)
         sys.argv = old
     out, err = capsys.readouterr()
     return code, out, err
+
+
+CHAT_TEMPLATE = ("{% for m in messages %}[CLS] {{ m['role'] }} {{ m['content'] }} [SEP]{% endfor %}"
+                 "{% if add_generation_prompt %}[CLS] assistant{% endif %}")
+
+
+def make_tiny_llama(path: Path, seed: int = 0, chat: bool = True) -> Path:
+    """Save a tiny random Llama causal LM (eos = [SEP]) with the WordPiece tokenizer and a chat template."""
+    import json
+
+    import transformers as tf
+
+    torch.manual_seed(seed)
+    cfg = tf.LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=256, eos_token_id=3, bos_token_id=2)
+    tf.LlamaForCausalLM(cfg).eval().save_pretrained(path, safe_serialization=True)
+    write_tokenizer(path)
+    if chat:
+        (path / "tokenizer_config.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_folder(tmp_path_factory):
+    return make_tiny_llama(tmp_path_factory.mktemp("llama"))

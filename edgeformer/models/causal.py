@@ -15,8 +15,8 @@ from edgeformer.models import Bundled
 from edgeformer.models.decoder import Decoder, from_hf
 
 # Architectures whose attention, norm and MLP the Decoder reproduces (HF model_type and GGUF
-# general.architecture use the same names for these).
-SUPPORTED = ("llama",)
+# general.architecture use the same names for these). Qwen2 is Llama with q/k/v biases.
+SUPPORTED = ("llama", "qwen2")
 
 
 BUNDLED_LMS: dict[str, Bundled] = {
@@ -68,8 +68,30 @@ def architecture(folder: Path, gguf: str | None) -> str:
     return bytes(field.parts[field.data[0]]).decode()
 
 
-def load_lm(model: str, max_context: int) -> LoadedLM:
-    """Load a Llama-family causal LM and build its cached `Decoder` of `max_context` tokens."""
+def is_causal_lm(model: str) -> bool:
+    """Whether `model` names a causal LM (bundled, a .gguf file, or a folder of a *ForCausalLM)."""
+    import json
+
+    if model in BUNDLED_LMS or model.endswith(".gguf"):
+        return True
+    config = Path(model).expanduser() / "config.json"
+    try:
+        archs = json.loads(config.read_text()).get("architectures") or []
+    except (OSError, ValueError):
+        return False
+    return any(str(a).endswith("ForCausalLM") for a in archs)
+
+
+DEFAULT_MAX_CONTEXT = 1024
+
+
+def load_lm(model: str, max_context: int | None = None, window: int | None = None, sinks: int = 0, chunk: int = 128) -> LoadedLM:
+    """Load a Llama-family causal LM and build its cached `Decoder`: a full cache of `max_context`
+    tokens (default: 1024 or the model's positions if fewer), or with `window` a ring cache
+    (sinks + window + chunk - 1 slots, any length)."""
+    import contextlib
+    import io
+
     import torch
     import transformers as tf
 
@@ -78,16 +100,21 @@ def load_lm(model: str, max_context: int) -> LoadedLM:
     if arch not in SUPPORTED:
         raise UserError(f"{name}: architecture {arch!r} is not supported for causal LMs; supported: {', '.join(SUPPORTED)}")
     kw = dict(gguf_file=gguf) if gguf else dict(use_safetensors=True)
-    hf = tf.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kw).eval()
+    tf.utils.logging.disable_progress_bar()  # "Loading weights" bars are not edgeformer's progress
+    with contextlib.redirect_stderr(io.StringIO()):  # nor is the GGUF loader's own tqdm bar (errors still raise)
+        hf = tf.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kw).eval()
     tok = tf.AutoTokenizer.from_pretrained(folder, **({"gguf_file": gguf} if gguf else {}))
     limit = hf.config.max_position_embeddings
-    if not 1 < max_context <= limit:
+    max_context = max_context or min(DEFAULT_MAX_CONTEXT, limit)
+    if window is None and not 1 < max_context <= limit:
         raise UserError(f"--max-context {max_context}: use 2 to {limit} (the model's positions)")
+    if window is not None and not 1 <= window <= limit:
+        raise UserError(f"--attention window={window}: use 1 to {limit} (the model's positions)")
     stop = {i for i in (tok.eos_token_id, getattr(hf.generation_config, "eos_token_id", None)) if i is not None}
     stop = {j for i in stop for j in (i if isinstance(i, list) else [i])}
     return LoadedLM(
-        hf=hf, decoder=from_hf(hf, max_context), tokenizer_json=tok.backend_tokenizer.to_str(),
+        hf=hf, decoder=from_hf(hf, max_context, window, sinks, chunk), tokenizer_json=tok.backend_tokenizer.to_str(),
         chat_template=getattr(tok, "chat_template", None), stop_ids=sorted(stop),
         source=dict(name=name, path=str(folder / gguf) if gguf else str(folder), architecture=arch, task="causal-lm",
-                    params=sum(p.numel() for p in hf.parameters())),
+                    params=sum(p.numel() for p in hf.parameters()), max_positions=limit),
     )

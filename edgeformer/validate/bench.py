@@ -105,7 +105,7 @@ def run_json_worker(args: list[str], threads: int, what: str, timeout: float = 6
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise UserError(f"{what} failed: {last}")
+        raise UserError(f"{what} failed: {last.removeprefix('error: ')}")
     return json.loads(lines[-1])
 
 

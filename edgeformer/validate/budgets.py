@@ -32,25 +32,42 @@ def check_budgets(budgets: Budgets, pte_bytes: int, numerics: dict, bench: dict 
     """`numerics` is check_numerics' dict; `bench` is None when latency/memory are not measured
     here; `accuracy` is validate.accuracy.evaluate's dict when build was given eval data."""
 
-    def upper(name, limit, value, unit, at):
-        if limit is None or value is None:
-            return BudgetCheck(name, limit, value, unit, None, at)
-        return BudgetCheck(name, limit, round(value, 3), unit, value <= limit, at)
+    return [
+        *_common(budgets, pte_bytes, numerics, bench, where, "ms"),
+        _upper("max_accuracy_drop", budgets.max_accuracy_drop, accuracy and accuracy["accuracy_drop_points"], "points",
+               "artifact" if accuracy else "no eval data"),
+    ]
 
-    def lower(name, limit, value):
-        return BudgetCheck(name, limit, round(value, 2), "dB", None if limit is None else value >= limit, "artifact")
 
-    size_mb = pte_bytes / 2**20
+def check_lm_budgets(budgets: Budgets, pte_bytes: int, numerics: dict, bench: dict | None, where: str,
+                     perplexity: dict | None = None) -> list[BudgetCheck]:
+    """A causal LM's budgets: latency is ms per decoded token; `perplexity` is lm.perplexity's dict."""
+    return [
+        *_common(budgets, pte_bytes, numerics, bench, where, "ms/token"),
+        _upper("max_perplexity_increase_pct", budgets.max_perplexity_increase_pct,
+               perplexity and perplexity["increase_pct"], "%", "artifact" if perplexity else "no eval data"),
+    ]
+
+
+def _common(budgets: Budgets, pte_bytes: int, numerics: dict, bench: dict | None, where: str, latency_unit: str):
     lat = mem = None
     at = NOT_ON_DEVICE
     if bench is not None:
         lat, mem, at = bench["latency_ms_p50"], bench["peak_rss_mb"], where
     return [
-        upper("max_pte_mb", budgets.max_pte_mb, size_mb, "MiB", "artifact"),
-        upper("max_latency_ms_p50", budgets.max_latency_ms_p50, lat, "ms", at),
-        upper("max_peak_memory_mb", budgets.max_peak_memory_mb, mem, "MiB", at),
-        lower("min_sqnr_db", budgets.min_sqnr_db, numerics["sqnr_db"]),
-        lower("min_lowering_sqnr_db", budgets.min_lowering_sqnr_db, numerics["sqnr_db_vs_exported"]),
-        upper("max_accuracy_drop", budgets.max_accuracy_drop, accuracy and accuracy["accuracy_drop_points"], "points",
-              "artifact" if accuracy else "no eval data"),
+        _upper("max_pte_mb", budgets.max_pte_mb, pte_bytes / 2**20, "MiB", "artifact"),
+        _upper("max_latency_ms_p50", budgets.max_latency_ms_p50, lat, latency_unit, at),
+        _upper("max_peak_memory_mb", budgets.max_peak_memory_mb, mem, "MiB", at),
+        _lower("min_sqnr_db", budgets.min_sqnr_db, numerics["sqnr_db"]),
+        _lower("min_lowering_sqnr_db", budgets.min_lowering_sqnr_db, numerics["sqnr_db_vs_exported"]),
     ]
+
+
+def _upper(name, limit, value, unit, at):
+    if limit is None or value is None:
+        return BudgetCheck(name, limit, value, unit, None, at)
+    return BudgetCheck(name, limit, round(value, 3), unit, value <= limit, at)
+
+
+def _lower(name, limit, value):
+    return BudgetCheck(name, limit, round(value, 2), "dB", None if limit is None else value >= limit, "artifact")

@@ -8,17 +8,8 @@ from edgeformer.models.causal import load_lm
 
 
 @pytest.fixture(scope="module")
-def llama_folder(tmp_path_factory):
-    import transformers as tf
-    from conftest import write_tokenizer
-
-    torch.manual_seed(0)
-    cfg = tf.LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, max_position_embeddings=64, eos_token_id=3)
-    path = tmp_path_factory.mktemp("llama")
-    tf.LlamaForCausalLM(cfg).eval().save_pretrained(path, safe_serialization=True)
-    write_tokenizer(path)
-    return path
+def llama_folder(tiny_llama_folder):
+    return tiny_llama_folder
 
 
 def test_hf_folder_loads_into_an_equal_decoder(llama_folder):
@@ -51,8 +42,8 @@ def test_unsupported_folder_and_bad_paths(tiny_bert, llama_folder, tmp_path):
     (tmp_path / "broken.gguf").write_bytes(b"not a gguf")
     with pytest.raises(UserError, match=r"is not a readable GGUF file"):
         load_lm(str(tmp_path / "broken.gguf"), 32)
-    with pytest.raises(UserError, match=r"--max-context 100: use 2 to 64"):
-        load_lm(str(llama_folder), 100)
+    with pytest.raises(UserError, match=r"--max-context 300: use 2 to 256"):
+        load_lm(str(llama_folder), 300)
 
 
 @pytest.mark.slow

@@ -1,0 +1,257 @@
+"""SmolLM2-135M on this machine's 2 threads: edgeformer's .pte beside llama.cpp on the very
+same GGUF file, and transformers eager fp32.
+
+  edgeformer-int8   `edgeformer build smollm2-135m --target host` (int8 linears and
+                    embedding, full KV cache of 1024 tokens)
+  llama.cpp-Q4_1    llama-cpp-python on the shipped SmolLM2-135M-Instruct.Q4_1.gguf,
+                    n_threads=2, n_threads_batch=2
+  hf-eager-fp32     transformers LlamaForCausalLM from the same GGUF, dequantized, with its
+                    dynamic KV cache
+
+Every contender prefills the same 128 token ids and decodes 128 tokens greedily, one call
+per token, in its own fresh process (one warm-up round inside each process, then timed
+rounds), contenders interleaved within each outer round; the table gives medians over
+rounds and ratios over rounds measured back to back. The bandwidth floor divides the
+memory bandwidth measured here (edgeformer's copy probe) by the bytes each must read per
+decoded token: edgeformer its weights but the embedding table plus the KV cache;
+llama.cpp the whole GGUF (the tied embedding is the output projection) plus its f16 cache;
+eager fp32 every parameter. Then memory over a long generation: the sliding-window build
+(`--attention window=256:sinks=4`) decodes 2048 tokens, resident memory sampled every 256.
+
+    python benchmarks/bench_llm.py --work out/llm-bench [--llama-python /path/to/python]
+
+llama-cpp-python is in the `bench` extra (it compiles llama.cpp from source, ~4 minutes);
+`--llama-python` points at another interpreter that has it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_vs_onnxruntime import round_ratio  # noqa: E402
+
+THREADS, PROMPT, NEW, VOCAB = 2, 128, 128, 49152
+FIELDS = ("prefill_tokens_per_s", "time_to_first_token_ms", "decode_tokens_per_s", "peak_rss_mb", "model_memory_mb")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def gguf_path() -> Path:
+    from edgeformer.models.causal import BUNDLED_LMS
+
+    return BUNDLED_LMS["smollm2-135m"].locate("smollm2-135m")
+
+
+def _rss_mb(field: str = "VmRSS") -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _timed_rounds(prefill, decode, ids: list[int], new: int, rounds: int) -> dict:
+    """prefill(ids) -> first token; decode(tok, pos) -> next token. Round 0 warms up."""
+    pre, ttft, steps, curve = [], [], [], []
+    for r in range(rounds + 1):
+        t0 = time.perf_counter()
+        tok = prefill(ids)
+        t1 = time.perf_counter()
+        times = []
+        for i in range(new if r else 16):
+            s0 = time.perf_counter()
+            tok = decode(tok, len(ids) + i)
+            times.append((time.perf_counter() - s0) * 1e3)
+            if r == rounds and (i + 1) % 256 == 0:
+                curve.append([i + 1, round(_rss_mb(), 1)])
+        if r:
+            pre.append(t1 - t0)
+            ttft.append(t1 - t0)
+            steps += times
+    return dict(prefill_tokens_per_s=len(ids) / statistics.median(pre), time_to_first_token_ms=statistics.median(ttft) * 1e3,
+                decode_tokens_per_s=1e3 / statistics.median(steps), latency_ms_p50=statistics.median(steps),
+                peak_rss_mb=_rss_mb("VmHWM"), rss_mb_by_tokens=curve)
+
+
+def llama_worker(gguf: str, ids: list[int], new: int, rounds: int) -> dict:
+    """Runs under an interpreter with llama_cpp (and numpy)."""
+    import numpy as np
+    from llama_cpp import Llama
+
+    base = _rss_mb()
+    llm = Llama(model_path=gguf, n_ctx=len(ids) + new + 16, n_threads=THREADS, n_threads_batch=THREADS, n_batch=512,
+                verbose=False)
+
+    def prefill(x):
+        llm.reset()
+        llm.eval(x)
+        return int(np.argmax(llm.scores[llm.n_tokens - 1]))
+
+    def decode(tok, pos):
+        llm.eval([tok])
+        return int(np.argmax(llm.scores[llm.n_tokens - 1]))
+
+    r = _timed_rounds(prefill, decode, ids, new, rounds)
+    return dict(r, model_memory_mb=r["peak_rss_mb"] - base, runtime_baseline_rss_mb=base)
+
+
+def hf_worker(gguf: str, ids: list[int], new: int, rounds: int) -> dict:
+    import torch
+    import transformers as tf
+
+    torch.set_num_threads(THREADS)
+    base = _rss_mb()
+    p = Path(gguf)
+    model = tf.AutoModelForCausalLM.from_pretrained(p.parent, gguf_file=p.name, dtype=torch.float32).eval()
+    state = {}
+
+    @torch.no_grad()
+    def prefill(x):
+        state["cache"] = tf.DynamicCache(config=model.config)
+        out = model(torch.tensor([x]), past_key_values=state["cache"], use_cache=True)
+        return int(out.logits[0, -1].argmax())
+
+    @torch.no_grad()
+    def decode(tok, pos):
+        out = model(torch.tensor([[tok]]), past_key_values=state["cache"], use_cache=True)
+        return int(out.logits[0, -1].argmax())
+
+    r = _timed_rounds(prefill, decode, ids, new, rounds)
+    return dict(r, model_memory_mb=r["peak_rss_mb"] - base, runtime_baseline_rss_mb=base)
+
+
+def run(cmd: list[str], python: str = sys.executable) -> dict:
+    p = subprocess.run([python, *cmd], capture_output=True, text=True, cwd=ROOT, env={"OMP_NUM_THREADS": str(THREADS),
+                                                                                     **_env()})
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if p.returncode or not lines:
+        raise SystemExit(f"worker {cmd[:3]} failed: {(p.stderr.strip().splitlines() or ['no output'])[-1]}")
+    return json.loads(lines[-1])
+
+
+def _env() -> dict:
+    import os
+
+    return {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+
+
+def build(out: Path, *args: str) -> Path:
+    if not (out / "manifest.json").is_file():
+        log(f"building {out} …")
+        subprocess.run([sys.executable, "-m", "edgeformer.cli", "build", "smollm2-135m", "--target", "host", "-o", str(out),
+                        "--bench-iters", "0", *args], check=True, cwd=ROOT)
+    return out
+
+
+def bytes_per_token(name: str, rows: dict, edge_manifest: dict, gguf: Path) -> float:
+    pos = PROMPT + NEW // 2
+    if name.startswith("edgeformer"):
+        from edgeformer.lm.bench import bytes_per_token as bpt
+        from edgeformer.manifest import Manifest
+
+        return bpt(Manifest(**edge_manifest), pos)
+    g = edge_manifest["generation"]
+    if name.startswith("llama.cpp"):
+        return gguf.stat().st_size + pos * g["cache_bytes_per_token"] // 2  # f16 K/V
+    return edge_manifest["model"]["params"] * 4 + pos * g["cache_bytes_per_token"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=ROOT / "out" / "llm-bench")
+    ap.add_argument("--rounds", type=int, default=3, help="outer rounds (fresh processes)")
+    ap.add_argument("--inner", type=int, default=2, help="timed rounds inside each process")
+    ap.add_argument("--llama-python", default=sys.executable)
+    ap.add_argument("--skip-eager", action="store_true")
+    ap.add_argument("--worker", choices=["llama", "hf"], help=argparse.SUPPRESS)
+    ap.add_argument("--ids", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--new", type=int, default=NEW, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        fn = llama_worker if a.worker == "llama" else hf_worker
+        print(json.dumps(fn(str(gguf_path_arg()), json.loads(a.ids.read_text()), a.new, a.inner)))
+        return
+
+    import numpy as np
+
+    a.work.mkdir(parents=True, exist_ok=True)
+    ids_file = a.work / "prompt_ids.json"
+    ids_file.write_text(json.dumps(np.random.default_rng(0).integers(0, VOCAB, PROMPT).tolist()))
+    gguf = gguf_path()
+    (a.work / "gguf_path.txt").write_text(str(gguf))
+    full = build(a.work / "smol-int8")
+    ring = build(a.work / "smol-ring", "--attention", "window=256:sinks=4")
+    me = Path(__file__).resolve()
+    rows = {
+        "edgeformer-int8": dict(cmd=["-m", "edgeformer.lm.bench", str(full), "--threads", str(THREADS), "--prompt-tokens",
+                                     str(PROMPT), "--new-tokens", str(NEW), "--rounds", str(a.inner), "--prompt-ids", str(ids_file)]),
+        "llama.cpp-Q4_1": dict(cmd=[str(me), "--worker", "llama", "--ids", str(ids_file), "--inner", str(a.inner),
+                                    "--work", str(a.work)], python=a.llama_python),
+    }
+    if not a.skip_eager:
+        rows["hf-eager-fp32"] = dict(cmd=[str(me), "--worker", "hf", "--ids", str(ids_file), "--inner", str(a.inner),
+                                          "--work", str(a.work)])
+    runs = {k: [] for k in rows}
+    for rnd in range(a.rounds):
+        for name, r in rows.items():
+            runs[name].append(run(r["cmd"], r.get("python", sys.executable)))
+            x = runs[name][-1]
+            log(f"round {rnd + 1}: {name} prefill {x['prefill_tokens_per_s']:.0f} tok/s, decode {x['decode_tokens_per_s']:.1f} tok/s")
+    bw = statistics.median(x["bandwidth_gb_s"] for x in runs["edgeformer-int8"])
+    manifest = json.loads((full / "manifest.json").read_text())
+    for name in rows:
+        for f in FIELDS:
+            rows[name][f] = statistics.median(x[f] for x in runs[name])
+        rows[name]["bytes_per_token"] = bytes_per_token(name, rows, manifest, gguf)
+        rows[name]["floor_tokens_per_s"] = bw * 1e9 / rows[name]["bytes_per_token"]
+    decode = {k: [x["decode_tokens_per_s"] for x in v] for k, v in runs.items()}
+    prefill_s = {k: [x["prefill_tokens_per_s"] for x in v] for k, v in runs.items()}
+    lines = [f"SmolLM2-135M, {THREADS} threads, {PROMPT}-token prompt, {NEW} greedy tokens; medians of {a.rounds} rounds "
+             f"(fresh process each, {a.inner} timed rounds inside); bandwidth {bw:.1f} GB/s measured", "",
+             "| contender | prefill tok/s | first token ms | decode tok/s | MB read/token | floor tok/s | of floor "
+             "| peak RSS MiB | model memory MiB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['prefill_tokens_per_s']:.0f} | {r['time_to_first_token_ms']:.0f} | {r['decode_tokens_per_s']:.1f} | "
+                     f"{r['bytes_per_token'] / 1e6:.0f} | {r['floor_tokens_per_s']:.0f} | "
+                     f"{r['decode_tokens_per_s'] / r['floor_tokens_per_s']:.0%} | {r['peak_rss_mb']:.0f} | {r['model_memory_mb']:.0f} |")
+    lines += ["", "edgeformer-int8 / llama.cpp-Q4_1, per round back to back: decode "
+              f"{1 / round_ratio(decode, 'edgeformer-int8', 'llama.cpp-Q4_1'):.2f}x, prefill "
+              f"{1 / round_ratio(prefill_s, 'edgeformer-int8', 'llama.cpp-Q4_1'):.2f}x"]
+    log("long generation with the sliding-window cache …")
+    long = run(["-m", "edgeformer.lm.bench", str(ring), "--threads", str(THREADS), "--prompt-tokens", str(PROMPT),
+                "--new-tokens", "2048", "--rounds", "1", "--prompt-ids", str(ids_file)])
+    curve = long["rss_mb_by_tokens"]
+    lines += ["", f"sliding-window cache (window 256 + 4 sinks, {ring_slots(ring)} slots), 2048 generated tokens: resident MiB by "
+              "tokens " + ", ".join(f"{t}: {m:.0f}" for t, m in curve) + f"; peak {long['peak_rss_mb']:.0f} MiB, "
+              f"decode {long['decode_tokens_per_s']:.1f} tok/s"]
+    table = "\n".join(lines) + "\n"
+    print(table)
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "llm.md").write_text(table)
+    (out / "llm.json").write_text(json.dumps(dict(rows={k: {kk: vv for kk, vv in v.items() if kk not in ("cmd", "python")}
+                                                        for k, v in rows.items()}, runs=runs, long=long), indent=2))
+
+
+def ring_slots(art: Path) -> int:
+    return json.loads((art / "manifest.json").read_text())["generation"]["cache_slots"]
+
+
+def gguf_path_arg() -> Path:
+    """In a worker (which may lack edgeformer): the GGUF path the parent wrote."""
+    i = sys.argv.index("--work")
+    return Path(Path(sys.argv[i + 1], "gguf_path.txt").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Prefill and decode speed, time to first token and memory of a causal-LM artifact, measured
+in a fresh process (as `validate/bench.py` does for encoders).
+
+One round: prefill a `prompt`-token prompt (in the program's chunks), then decode `new`
+tokens greedily, one call each. Rounds after the first (warm-up) are timed; the report is
+the median over rounds of prefill tokens/s and time to first token, and the median and p90
+of per-token decode latency. Resident memory is sampled every 256 decoded tokens, so a run
+with `new=2048` shows whether the cache grows. The bandwidth floor: the bytes a decode step
+must read (the `.pte`'s weights but the embedding table, of which one row is read, plus the
+written part of the KV cache) over the memory bandwidth measured here, copy-based, on the
+same threads.
+
+Run directly: `python -m edgeformer.lm.bench ARTIFACT --threads 2 --prompt-tokens 128 --new-tokens 128`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from edgeformer.errors import UserError
+from edgeformer.validate.bench import peak_rss_mb, percentile, rss_mb, run_json_worker
+
+
+def measure_bandwidth(threads: int, mib: int = 256, reps: int = 5) -> float:
+    """Memory bandwidth in GB/s (bytes read + written by a large copy), best of `reps`."""
+    import torch
+
+    torch.set_num_threads(threads)
+    src = torch.ones(mib * 2**20 // 4)
+    dst = torch.empty_like(src)
+    best = float("inf")
+    for _ in range(reps + 1):
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * src.numel() * 4 / best / 1e9
+
+
+def bytes_per_token(manifest, position: int) -> int:
+    """Bytes read by one decode step at `position` (weights + written cache)."""
+    gen = manifest.generation
+    embedding = gen["embedding_bytes"]
+    cache_read = min(position, gen["cache_slots"]) * gen["cache_bytes_per_token"]
+    return manifest.pte["bytes"] - embedding + cache_read
+
+
+def _measure(path: Path, threads: int, prompt: int, new: int, rounds: int, prompt_ids: list[int] | None = None) -> dict:
+    import torch
+
+    from edgeformer.artifact import load_artifact
+    from edgeformer.lm.generate import prefill
+    from edgeformer.runtime import Program
+
+    art = load_artifact(path)
+    gen = art.manifest.generation
+    if not gen:
+        raise UserError(f"{path} is not a causal-LM artifact; `edgeformer bench` measures it as an encoder")
+    limit = gen.get("max_context")
+    if limit is not None and prompt + new > limit:
+        raise UserError(f"--prompt-tokens {prompt} + --new-tokens {new} exceed the {limit}-token context; use fewer tokens")
+    ids = prompt_ids[:prompt] if prompt_ids else \
+        torch.randint(0, art.manifest.tokenizer["vocab_size"], (prompt,), generator=torch.Generator().manual_seed(0)).tolist()
+    baseline = rss_mb()
+    prog = Program(art.pte, threads, quiet=True)
+    prefill_s, ttft_s, per_token_ms, rss_curve = [], [], [], []
+    for r in range(rounds + 1):
+        t0 = time.perf_counter()
+        logits = prefill(prog, ids, gen["max_tokens_per_call"])
+        t1 = time.perf_counter()
+        tok = int(logits[0, -1].argmax())
+        t2 = time.perf_counter()
+        steps = []
+        for i in range(new if r else min(new, 16)):
+            s0 = time.perf_counter()
+            tok = int(prog(torch.tensor([[tok]]), torch.tensor([prompt + i]))[0, -1].argmax())
+            steps.append((time.perf_counter() - s0) * 1e3)
+            if r == rounds and (i + 1) % 256 == 0:
+                rss_curve.append([i + 1, round(rss_mb(), 1)])
+        if r:  # round 0 warms up
+            prefill_s.append(t1 - t0)
+            ttft_s.append(t2 - t0)
+            per_token_ms += steps
+    peak = peak_rss_mb()  # before the bandwidth probe's two 256 MiB buffers
+    bw = measure_bandwidth(threads)
+    per_token = bytes_per_token(art.manifest, prompt + new // 2)
+    decode = 1e3 / statistics.median(per_token_ms)
+    return dict(
+        prompt_tokens=prompt, new_tokens=new, rounds=rounds, threads=threads,
+        prefill_tokens_per_s=round(prompt / statistics.median(prefill_s), 1),
+        time_to_first_token_ms=round(statistics.median(ttft_s) * 1e3, 2),
+        decode_tokens_per_s=round(decode, 1),
+        latency_ms_p50=round(statistics.median(per_token_ms), 3),
+        latency_ms_p90=round(percentile(per_token_ms, 90), 3),
+        peak_rss_mb=round(peak, 1), runtime_baseline_rss_mb=round(baseline, 1),
+        model_memory_mb=round(peak - baseline, 1), rss_mb_by_tokens=rss_curve,
+        bandwidth_gb_s=round(bw, 1), bytes_per_token=per_token,
+        bandwidth_floor_tokens_per_s=round(bw * 1e9 / per_token, 1),
+        share_of_floor=round(decode / (bw * 1e9 / per_token), 3),
+    )
+
+
+def default_lengths(generation: dict, prompt: int | None, new: int | None) -> tuple[int, int]:
+    """128-token prompt and 128 new tokens, or what fits a smaller context (half each)."""
+    limit = generation.get("max_context")
+    prompt = prompt or (128 if limit is None else min(128, limit // 2))
+    new = new or (128 if limit is None else min(128, limit - prompt))
+    return prompt, new
+
+
+def measure_lm(path: Path, threads: int, prompt: int = 128, new: int = 128, rounds: int = 3, timeout: float = 1200) -> dict:
+    args = ["-m", "edgeformer.lm.bench", str(path), "--threads", str(threads), "--prompt-tokens", str(prompt),
+            "--new-tokens", str(new), "--rounds", str(rounds)]
+    return run_json_worker(args, threads, f"benchmark of {path}", timeout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("artifact", type=Path)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--prompt-tokens", type=int, default=128)
+    p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--prompt-ids", type=Path, default=None, help="a JSON list of token ids to use as the prompt (benchmarks)")
+    a = p.parse_args(argv)
+    try:
+        if a.prompt_tokens < 1 or a.new_tokens < 1 or a.rounds < 1:
+            raise UserError(f"--prompt-tokens {a.prompt_tokens}, --new-tokens {a.new_tokens}, --rounds {a.rounds}: each must be at least 1")
+        ids = json.loads(a.prompt_ids.read_text()) if a.prompt_ids else None
+        result = _measure(a.artifact, a.threads, a.prompt_tokens, a.new_tokens, a.rounds, ids)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""The real SmolLM2-135M (bundled GGUF): build for the host with perplexity on Jane Austen,
+then chat with the .pte through the CLI. About 6 minutes (lowering 30 layers is most of it)."""
+
+import json
+
+import pytest
+from conftest import run_cli
+
+import edgeformer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smol(tmp_path_factory):
+    return edgeformer.build("smollm2-135m", "host", tmp_path_factory.mktemp("smol") / "a", eval_data="janeausten",
+                            bench_iters=32)
+
+
+def test_int8_build_meets_every_budget_and_keeps_perplexity(smol):
+    m = smol.manifest
+    assert m.passed, m.failed_budgets()
+    assert m.accuracy["increase_pct"] < 5 and 20 < m.accuracy["reference_perplexity"] < 80
+    assert m.numerics["top1_agreement"] >= 0.8
+    assert m.delegation["delegated_subgraphs"] >= 30 and m.delegation["non_delegated_ops"]["llama_custom_sdpa_default"] == 30
+    g = m.generation
+    assert g["stop_ids"] == [2] and "<|im_start|>" in g["chat_template"] and g["max_context"] == 1024
+    assert m.measurements["decode_tokens_per_s"] > 20
+
+
+def test_chat_reply_streams_and_stops(smol, capsys):
+    code, out, _ = run_cli(["run", str(smol.path), "-p", "What is the capital of France?", "-n", "48", "--json"], capsys)
+    r = json.loads(out)
+    assert code == 0 and "Paris" in r["text"] and r["prompt_tokens"] > 8

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from edgeformer.errors import UserError
@@ -61,11 +62,27 @@ def commit(tmp: Path, out: Path) -> None:
 class Artifact:
     path: Path
     manifest: Manifest
-    pte: bytes
+
+    @property
+    def pte_file(self) -> Path:
+        """The verified `.pte`; load it by path (the runtime maps it) rather than as bytes."""
+        return self.path / self.manifest.pte.get("file", PTE)
+
+    @cached_property
+    def pte(self) -> bytes:
+        return self.pte_file.read_bytes()
 
     @property
     def tokenizer_file(self) -> Path:
         return self.path / TOKENIZER
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def load_artifact(path: Path | str) -> Artifact:
@@ -79,10 +96,9 @@ def load_artifact(path: Path | str) -> Artifact:
     manifest = Manifest.from_json(mf.read_text(encoding="utf-8", errors="replace"), where=str(mf))
     pte_file = path / manifest.pte.get("file", PTE)
     try:
-        pte = pte_file.read_bytes()
+        digest = sha256_file(pte_file)
     except OSError as e:
         raise UserError(f"cannot read {pte_file}: {e.strerror}; rebuild the artifact") from None
-    digest = sha256_bytes(pte)
     if digest != manifest.pte.get("sha256"):
         raise UserError(
             f"{pte_file} sha256 {digest[:12]}… does not match the manifest ({str(manifest.pte.get('sha256'))[:12]}…): "
@@ -91,4 +107,4 @@ def load_artifact(path: Path | str) -> Artifact:
     tok = path / TOKENIZER
     if not tok.is_file() or sha256_bytes(tok.read_bytes()) != manifest.tokenizer.get("sha256"):
         raise UserError(f"{tok} is missing or does not match the manifest; rebuild the artifact")
-    return Artifact(path=path, manifest=manifest, pte=pte)
+    return Artifact(path=path, manifest=manifest)

@@ -16,7 +16,7 @@ class Predictor:
         self.task = m.model["task"]
         self.labels = m.model.get("labels") or []
         self.text = TextEncoder(artifact.tokenizer_file, self.seq_len, m.tokenizer["pad_id"])
-        self.program = Program(artifact.pte, threads or m.recipe["threads"])
+        self.program = Program(artifact.pte_file, threads or m.recipe["threads"])
 
     def __call__(self, text: str, truncate: bool = True) -> dict:
         enc = self.text.encode(text, truncate=truncate)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from edgeformer._quiet import native_stderr_silenced
@@ -23,18 +25,19 @@ class Program:
     `quiet`: silence the native stderr of each call (ExecuTorch's custom SDPA kernel logs
     "No temp allocator provided" on every call of a causal LM)."""
 
-    def __init__(self, pte: bytes, threads: int, quiet: bool = False):
+    def __init__(self, pte: bytes | Path, threads: int, quiet: bool = False):
         import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  llama::update_cache, custom_sdpa kernels
         import executorch.kernels.quantized  # noqa: F401  registers quantized_decomposed::embedding_*
         from executorch.runtime import Runtime
 
         set_threads(threads)
         # The runtime reads the buffer in place: keep the bytes and the program alive as long
-        # as the method (dropping them segfaults on the next execute).
+        # as the method (dropping them segfaults on the next execute). A path is mapped, not
+        # copied: 120 MiB less peak memory for a 157 MiB LM than its bytes.
         self._pte = pte
         self._quiet = quiet
         try:
-            self._program = Runtime.get().load_program(pte)
+            self._program = Runtime.get().load_program(str(pte) if isinstance(pte, Path) else pte)
             self._method = self._program.load_method("forward")
         except Exception as e:  # the runtime raises RuntimeError/ValueError with a status code
             raise UserError(f"the ExecuTorch runtime could not load the program ({e}); rebuild the artifact") from None

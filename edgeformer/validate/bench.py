@@ -65,7 +65,7 @@ def _measure(path: Path, pte_override: Path | None, threads: int, warmup: int, i
     from edgeformer.runtime import Program
 
     art = load_artifact(path)
-    pte = pte_override.read_bytes() if pte_override else art.pte
+    pte = pte_override or art.pte_file  # mapped by path, as a device runtime loads it
     shape = art.manifest.inputs[0]["shape"]
     vocab = art.manifest.tokenizer["vocab_size"]
     g = torch.Generator().manual_seed(0)

@@ -22,20 +22,22 @@ def set_threads(n: int) -> None:
 class Program:
     """A loaded `.pte` forward method: `program(*inputs) -> output`.
 
-    `quiet`: silence the native stderr of each call (ExecuTorch's custom SDPA kernel logs
-    "No temp allocator provided" on every call of a causal LM)."""
+    `causal_lm`: register the kernels of ExecuTorch's LLM custom ops (llama::update_cache,
+    custom_sdpa; importing them costs ~35 MiB, so encoders skip it) and silence the native
+    stderr of each call (the custom SDPA kernel logs "No temp allocator provided" every time)."""
 
-    def __init__(self, pte: bytes | Path, threads: int, quiet: bool = False):
-        import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  llama::update_cache, custom_sdpa kernels
+    def __init__(self, pte: bytes | Path, threads: int, causal_lm: bool = False):
         import executorch.kernels.quantized  # noqa: F401  registers quantized_decomposed::embedding_*
         from executorch.runtime import Runtime
 
+        if causal_lm:
+            import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
         set_threads(threads)
         # The runtime reads the buffer in place: keep the bytes and the program alive as long
         # as the method (dropping them segfaults on the next execute). A path is mapped, not
         # copied: 120 MiB less peak memory for a 157 MiB LM than its bytes.
         self._pte = pte
-        self._quiet = quiet
+        self._quiet = causal_lm
         try:
             self._program = Runtime.get().load_program(str(pte) if isinstance(pte, Path) else pte)
             self._method = self._program.load_method("forward")

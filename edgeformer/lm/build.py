@@ -105,7 +105,7 @@ def build_lm(model: str, tgt: Target, recipe: Recipe, out: Path, backend, *, max
         (tmp / art.PTE).write_bytes(lowered.pte)
         (tmp / art.TOKENIZER).write_text(lm.tokenizer_json, encoding="utf-8")
         with stage("check numerics"):
-            numerics = lm_numerics(Program(lowered.pte, recipe.threads, quiet=True), module, reference, prompt,
+            numerics = lm_numerics(Program(lowered.pte, recipe.threads, causal_lm=True), module, reference, prompt,
                                    lm.decoder.shape.max_tokens_per_call)
         manifest = _manifest(lm, tgt, recipe, lowered, numerics, _versions())
         (tmp / art.MANIFEST).write_text(manifest.to_json())
@@ -126,7 +126,8 @@ def build_lm(model: str, tgt: Target, recipe: Recipe, out: Path, backend, *, max
             with stage(f"perplexity on {eval_data}"):
                 segment = DEFAULT_SEGMENT if window else min(DEFAULT_SEGMENT, lm.decoder.shape.max_context)
                 ids = _tokenizer(lm).encode(_text(eval_data)).ids
-                ppl = evaluate_perplexity(Program(lowered.pte, recipe.threads, quiet=True), ids, DEFAULT_TOKENS, segment, reference=lm.hf)
+                program = Program(lowered.pte, recipe.threads, causal_lm=True)
+                ppl = evaluate_perplexity(program, ids, DEFAULT_TOKENS, segment, reference=lm.hf)
                 manifest.accuracy = dict(data=eval_data, metric="perplexity", **ppl)
         checks = check_lm_budgets(budgets, len(lowered.pte), numerics, bench, "host", ppl)
         manifest.budgets = [c.to_dict() for c in checks]

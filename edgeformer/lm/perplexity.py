@@ -87,6 +87,6 @@ def evaluate_artifact(artifact, data: str, tokens: int = DEFAULT_TOKENS, segment
         from edgeformer.models.causal import load_lm
 
         reference = load_lm(m.model["path"], max_context=2).hf
-    r = evaluate_perplexity(Program(artifact.pte_file, threads or m.recipe["threads"], quiet=True), ids, tokens, segment, reference)
+    r = evaluate_perplexity(Program(artifact.pte_file, threads or m.recipe["threads"], causal_lm=True), ids, tokens, segment, reference)
     return dict(target=str(artifact.path), data=name, **r,
                 reference=None if reference is None else f"fp32 {m.model['name']} (full attention)")

@@ -40,7 +40,7 @@ class LMSession:
                             f"use `edgeformer run` with texts for it")
         self.gen = m.generation
         self.tok = Tokenizer.from_file(str(artifact.tokenizer_file))
-        self.program = Program(artifact.pte_file, threads or m.recipe["threads"], quiet=True)
+        self.program = Program(artifact.pte_file, threads or m.recipe["threads"], causal_lm=True)
 
     @property
     def chunk(self) -> int:

@@ -186,13 +186,8 @@ def build(
                                              flops_ratio=pruning["flops_per_sequence"]["ratio"],
                                              validation_accuracy=pruning["validation_accuracy"])
         (tmp / art.MANIFEST).write_text(manifest.to_json())  # bench and eval load the staged artifact
-        bench = None
-        if tgt.measure_here and bench_iters > 0:
-            with stage("measure latency and memory"):
-                bench = measure(tmp, recipe.threads, iters=bench_iters)
-            manifest.measurements = dict(measured_on=_host_fingerprint(), **bench)
-        else:
-            manifest.measurements = dict(measured_on=None, reason=_why_not_measured(tgt, bench_iters))
+        bench = measure_stage(manifest, tgt, bench_iters, stage, "measure latency and memory",
+                              lambda: measure(tmp, recipe.threads, iters=bench_iters))
         accuracy = None
         if eval_data is not None:
             from edgeformer.validate.accuracy import evaluate
@@ -207,6 +202,19 @@ def build(
         checks = check_budgets(budgets, len(lowered.pte), numerics, bench, "host", accuracy)
         manifest.budgets = [c.to_dict() for c in checks]
         return publish(tmp, out, tgt, BuildResult(None, manifest, exported, lowered.program), checks, enforce)
+
+
+def measure_stage(manifest: Manifest, tgt: Target, bench_iters: int, stage: Stage, name: str,
+                  run: Callable[[], dict]) -> dict | None:
+    """Phase 5's timing (shared with lm/build.py): `run()` where the target is this machine,
+    recorded in `manifest.measurements` with where it ran, or why it was not run."""
+    if not (tgt.measure_here and bench_iters > 0):
+        manifest.measurements = dict(measured_on=None, reason=_why_not_measured(tgt, bench_iters))
+        return None
+    with stage(name):
+        bench = run()
+    manifest.measurements = dict(measured_on=_host_fingerprint(), **bench)
+    return bench
 
 
 def lower_stage(backend, exported: ExportedProgram, recipe: Recipe, tgt: Target, dump, stage: Stage):

@@ -13,11 +13,31 @@ import gzip
 import lzma
 import shutil
 import subprocess
+import tempfile
 import warnings
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 from edgeformer.errors import UserError
+
+
+def fetch_objects(files: dict[str, Path], objects: dict[str, str], package: str, r_package: str, howto: str,
+                  to_text: Callable[[object], str]) -> dict[str, Path]:
+    """`files` ({key: path}), each holding `to_text` of the R object `objects[key]` of R package
+    `r_package` from Debian package `package`: downloaded and converted on first use, each file
+    written whole (a `.part` renamed into place)."""
+    if all(f.is_file() for f in files.values()):
+        return files
+    cache = next(iter(files.values())).parent
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        base = find_lazyload(unpack_package(package, Path(tmp), howto), r_package, howto)
+        for key, obj in objects.items():
+            part = files[key].with_suffix(".part")
+            part.write_text(to_text(read_lazyload(base, obj)), encoding="utf-8")
+            part.rename(files[key])
+    return files
 
 
 def unpack_package(package: str, into: Path, howto: str) -> Path:

@@ -6,10 +6,9 @@ review, score (great | other).
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
-from edgeformer.data.debian import find_lazyload, read_lazyload, unpack_package
+from edgeformer.data.debian import fetch_objects
 
 PACKAGE = "r-cran-modeldata"
 OBJECTS = {"train": "training_data", "test": "testing_data"}
@@ -19,16 +18,9 @@ HOWTO = "or point --data at a CSV/JSONL file with text and label columns"
 def fetch(cache: Path) -> dict[str, Path]:
     """{split: jsonl path}, downloading and converting on first use."""
     files = {split: cache / f"{split}.jsonl" for split in OBJECTS}
-    if all(f.is_file() for f in files.values()):
-        return files
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        base = find_lazyload(unpack_package(PACKAGE, Path(tmp), HOWTO), "modeldata", HOWTO)
-        for split, obj in OBJECTS.items():
-            df = read_lazyload(base, obj)
-            columns = zip(df["review"], df["score"], df["product"], strict=True)
-            rows = [dict(text=str(r), label=str(s), product=str(p)) for r, s, p in columns]
-            part = files[split].with_suffix(".part")
-            part.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-            part.rename(files[split])
-    return files
+    return fetch_objects(files, OBJECTS, PACKAGE, "modeldata", HOWTO, _jsonl)
+
+
+def _jsonl(df) -> str:
+    columns = zip(df["review"], df["score"], df["product"], strict=True)
+    return "".join(json.dumps(dict(text=str(r), label=str(s), product=str(p))) + "\n" for r, s, p in columns)

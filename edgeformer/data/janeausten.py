@@ -5,7 +5,6 @@ Persuasion, which nothing in edgeformer trains or calibrates on.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from edgeformer.data import cache_dir
@@ -18,19 +17,11 @@ HOWTO = "or pass a UTF-8 .txt file to --data"
 
 def fetch(cache: Path) -> dict[str, Path]:
     """{book: .txt path}, downloading and converting on first use."""
-    from edgeformer.data.debian import find_lazyload, read_lazyload, unpack_package
+    from edgeformer.data.debian import fetch_objects
 
     files = {b: cache / f"{b}.txt" for b in BOOKS}
-    if all(f.is_file() for f in files.values()):
-        return files
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        base = find_lazyload(unpack_package(PACKAGE, Path(tmp), HOWTO), "janeaustenr", HOWTO)
-        for book in BOOKS:
-            part = files[book].with_suffix(".part")
-            part.write_text("\n".join(str(line) for line in read_lazyload(base, book)) + "\n", encoding="utf-8")
-            part.rename(files[book])
-    return files
+    return fetch_objects(files, {b: b for b in BOOKS}, PACKAGE, "janeaustenr", HOWTO,
+                         lambda lines: "\n".join(str(line) for line in lines) + "\n")
 
 
 def load_text(spec: str) -> tuple[str, str]:

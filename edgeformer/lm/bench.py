@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from edgeformer.errors import UserError
-from edgeformer.validate.bench import peak_rss_mb, percentile, rss_mb, run_json_worker
+from edgeformer.validate.bench import peak_rss_mb, percentile, rss_mb, run_json_worker, worker_main
 
 
 def measure_bandwidth(threads: int, mib: int = 256, reps: int = 5) -> float:
@@ -127,16 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--prompt-ids", type=Path, default=None, help="a JSON list of token ids to use as the prompt (benchmarks)")
     a = p.parse_args(argv)
-    try:
+
+    def work() -> dict:
         if a.prompt_tokens < 1 or a.new_tokens < 1 or a.rounds < 1:
             raise UserError(f"--prompt-tokens {a.prompt_tokens}, --new-tokens {a.new_tokens}, --rounds {a.rounds}: each must be at least 1")
         ids = json.loads(a.prompt_ids.read_text()) if a.prompt_ids else None
-        result = _measure(a.artifact, a.threads, a.prompt_tokens, a.new_tokens, a.rounds, ids)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(result))
-    return 0
+        return _measure(a.artifact, a.threads, a.prompt_tokens, a.new_tokens, a.rounds, ids)
+
+    return worker_main(work)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer
 
 from edgeformer import artifact as art
 from edgeformer.errors import UserError
@@ -71,7 +72,8 @@ def build_lm(model: str, tgt: Target, recipe: Recipe, out: Path, backend, *, max
              attention, eval_data: str | None, min_sqnr_db: float | None, enforce: bool, bench_iters: int,
              dump, stage):
     """`pipeline.build` for causal LMs (same arguments, same result and errors)."""
-    from edgeformer.pipeline import BuildResult, _host_fingerprint, _versions, _why_not_measured, lower_stage, publish
+    from edgeformer.lm.bench import default_lengths, measure_lm
+    from edgeformer.pipeline import BuildResult, _versions, lower_stage, measure_stage, publish
 
     budgets = tgt.lm_budgets if min_sqnr_db is None else replace(tgt.lm_budgets, min_sqnr_db=min_sqnr_db)
     window, sinks = parse_cache(attention)
@@ -79,12 +81,14 @@ def build_lm(model: str, tgt: Target, recipe: Recipe, out: Path, backend, *, max
     # Phase 1: load
     with stage("load model"):
         lm = load_lm(model, max_context, window, sinks, chunk=recipe.seq_len)
+        text = None
         if eval_data is not None:
             from edgeformer.data.janeausten import load_text
 
-            load_text(eval_data)  # a bad spec fails now, not after minutes of lowering
+            text = load_text(eval_data)[1]  # a bad spec fails now, not after minutes of lowering
         reference = copy.deepcopy(lm.decoder)
-        prompt = _tokenizer(lm).encode(NUMERICS_PROMPT).ids
+        tok = Tokenizer.from_str(lm.tokenizer_json)
+        prompt = tok.encode(NUMERICS_PROMPT).ids
 
     # Phase 2: quantize (the last token's logits only: prefill need not project every position)
     with stage(f"quantize ({recipe.quant}, embedding {recipe.embedding_quant})"):
@@ -104,30 +108,21 @@ def build_lm(model: str, tgt: Target, recipe: Recipe, out: Path, backend, *, max
     with art.staging(out) as tmp:
         (tmp / art.PTE).write_bytes(lowered.pte)
         (tmp / art.TOKENIZER).write_text(lm.tokenizer_json, encoding="utf-8")
+        program = Program(lowered.pte, recipe.threads, causal_lm=True)  # numerics, then perplexity
         with stage("check numerics"):
-            numerics = lm_numerics(Program(lowered.pte, recipe.threads, causal_lm=True), module, reference, prompt,
-                                   lm.decoder.shape.max_tokens_per_call)
-        manifest = _manifest(lm, tgt, recipe, lowered, numerics, _versions())
+            numerics = lm_numerics(program, module, reference, prompt, lm.decoder.shape.max_tokens_per_call)
+        manifest = _manifest(lm, tok, tgt, recipe, lowered, numerics, _versions())
         (tmp / art.MANIFEST).write_text(manifest.to_json())
-        bench = None
-        if tgt.measure_here and bench_iters > 0:
-            from edgeformer.lm.bench import default_lengths, measure_lm
-
-            with stage("measure speed and memory"):
-                prompt_len, new = default_lengths(manifest.generation, None, None)
-                bench = measure_lm(tmp, recipe.threads, prompt_len, min(new, bench_iters))
-            manifest.measurements = dict(measured_on=_host_fingerprint(), **bench)
-        else:
-            manifest.measurements = dict(measured_on=None, reason=_why_not_measured(tgt, bench_iters))
+        prompt_len, new = default_lengths(manifest.generation, None, None)
+        bench = measure_stage(manifest, tgt, bench_iters, stage, "measure speed and memory",
+                              lambda: measure_lm(tmp, recipe.threads, prompt_len, min(new, bench_iters)))
         ppl = None
         if eval_data is not None:
-            from edgeformer.lm.perplexity import DEFAULT_SEGMENT, DEFAULT_TOKENS, evaluate_perplexity
+            from edgeformer.lm.perplexity import DEFAULT_TOKENS, default_segment, evaluate_perplexity
 
             with stage(f"perplexity on {eval_data}"):
-                segment = DEFAULT_SEGMENT if window else min(DEFAULT_SEGMENT, lm.decoder.shape.max_context)
-                ids = _tokenizer(lm).encode(_text(eval_data)).ids
-                program = Program(lowered.pte, recipe.threads, causal_lm=True)
-                ppl = evaluate_perplexity(program, ids, DEFAULT_TOKENS, segment, reference=lm.hf)
+                segment = default_segment(manifest.generation["max_context"])
+                ppl = evaluate_perplexity(program, tok.encode(text).ids, DEFAULT_TOKENS, segment, reference=lm.hf)
                 manifest.accuracy = dict(data=eval_data, metric="perplexity", **ppl)
         checks = check_lm_budgets(budgets, len(lowered.pte), numerics, bench, "host", ppl)
         manifest.budgets = [c.to_dict() for c in checks]
@@ -161,21 +156,8 @@ def lm_numerics(program, quantized, reference, prompt: list[int], chunk: int) ->
     )
 
 
-def _tokenizer(lm: LoadedLM):
-    from tokenizers import Tokenizer
-
-    return Tokenizer.from_str(lm.tokenizer_json)
-
-
-def _text(spec: str) -> str:
-    from edgeformer.data.janeausten import load_text
-
-    return load_text(spec)[1]
-
-
-def _manifest(lm: LoadedLM, tgt: Target, recipe: Recipe, lowered, numerics: dict, versions: dict) -> Manifest:
+def _manifest(lm: LoadedLM, tok: Tokenizer, tgt: Target, recipe: Recipe, lowered, numerics: dict, versions: dict) -> Manifest:
     s = lm.decoder.shape
-    tok = _tokenizer(lm)
     per_token = 2 * s.num_layers * s.num_kv_heads * s.head_dim * 4  # fp32 K and V, every layer
     emb_bits = {"fp32": 32, "int8": 8, "int4": 4}[recipe.embedding_quant]
     special = {k: v for k, v in (("bos_token", _token(tok, lm.hf.config.bos_token_id)),

@@ -20,6 +20,11 @@ DEFAULT_TOKENS = 2048
 DEFAULT_SEGMENT = 512
 
 
+def default_segment(max_context: int | None) -> int:
+    """DEFAULT_SEGMENT, or the context when a full cache is smaller (a ring takes any length)."""
+    return DEFAULT_SEGMENT if max_context is None else min(DEFAULT_SEGMENT, max_context)
+
+
 def segments(ids: list[int], tokens: int, segment: int) -> list[list[int]]:
     if tokens < 2 or segment < 2:
         raise UserError(f"perplexity needs at least 2 tokens per segment (got tokens={tokens}, segment={segment})")
@@ -76,17 +81,18 @@ def evaluate_artifact(artifact, data: str, tokens: int = DEFAULT_TOKENS, segment
     from edgeformer.runtime import Program
 
     m = artifact.manifest
-    gen = m.generation
+    limit = m.generation["max_context"]
     name, text = load_text(data)
-    segment = segment or (DEFAULT_SEGMENT if gen["max_context"] is None else min(DEFAULT_SEGMENT, gen["max_context"]))
-    if gen["max_context"] is not None and segment > gen["max_context"]:
-        raise UserError(f"--segment {segment} exceeds the artifact's {gen['max_context']}-token context; use at most that")
+    segment = segment or default_segment(limit)
+    if limit is not None and segment > limit:
+        raise UserError(f"--segment {segment} exceeds the artifact's {limit}-token context; use at most that")
     ids = Tokenizer.from_file(str(artifact.tokenizer_file)).encode(text).ids
     reference = None
-    if Path(m.model["path"]).exists():
-        from edgeformer.models.causal import load_lm
+    source = Path(m.model["path"])
+    if source.exists():
+        from edgeformer.models.causal import load_reference
 
-        reference = load_lm(m.model["path"], max_context=2).hf
+        reference = load_reference(*((source.parent, source.name) if source.suffix == ".gguf" else (source,)))
     r = evaluate_perplexity(Program(artifact.pte_file, threads or m.recipe["threads"], causal_lm=True), ids, tokens, segment, reference)
     return dict(target=str(artifact.path), data=name, **r,
                 reference=None if reference is None else f"fp32 {m.model['name']} (full attention)")

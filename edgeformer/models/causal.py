@@ -85,24 +85,31 @@ def is_causal_lm(model: str) -> bool:
 DEFAULT_MAX_CONTEXT = 1024
 
 
-def load_lm(model: str, max_context: int | None = None, window: int | None = None, sinks: int = 0, chunk: int = 128) -> LoadedLM:
-    """Load a Llama-family causal LM and build its cached `Decoder`: a full cache of `max_context`
-    tokens (default: 1024 or the model's positions if fewer), or with `window` a ring cache
-    (sinks + window + chunk - 1 slots, any length)."""
+def load_reference(folder: Path, gguf: str | None = None):
+    """The fp32 Hugging Face model alone (a GGUF dequantized): the reference a `.pte` is measured against."""
     import contextlib
     import io
 
     import torch
     import transformers as tf
 
+    kw = dict(gguf_file=gguf) if gguf else dict(use_safetensors=True)
+    tf.utils.logging.disable_progress_bar()  # "Loading weights" bars are not edgeformer's progress
+    with contextlib.redirect_stderr(io.StringIO()):  # nor is the GGUF loader's own tqdm bar (errors still raise)
+        return tf.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kw).eval()
+
+
+def load_lm(model: str, max_context: int | None = None, window: int | None = None, sinks: int = 0, chunk: int = 128) -> LoadedLM:
+    """Load a Llama-family causal LM and build its cached `Decoder`: a full cache of `max_context`
+    tokens (default: 1024 or the model's positions if fewer), or with `window` a ring cache
+    (sinks + window + chunk - 1 slots, any length)."""
+    import transformers as tf
+
     name, folder, gguf = resolve_lm(model)
     arch = architecture(folder, gguf)
     if arch not in SUPPORTED:
         raise UserError(f"{name}: architecture {arch!r} is not supported for causal LMs; supported: {', '.join(SUPPORTED)}")
-    kw = dict(gguf_file=gguf) if gguf else dict(use_safetensors=True)
-    tf.utils.logging.disable_progress_bar()  # "Loading weights" bars are not edgeformer's progress
-    with contextlib.redirect_stderr(io.StringIO()):  # nor is the GGUF loader's own tqdm bar (errors still raise)
-        hf = tf.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kw).eval()
+    hf = load_reference(folder, gguf)
     tok = tf.AutoTokenizer.from_pretrained(folder, **({"gguf_file": gguf} if gguf else {}))
     limit = hf.config.max_position_embeddings
     max_context = max_context or min(DEFAULT_MAX_CONTEXT, limit)

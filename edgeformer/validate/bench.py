@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from edgeformer.errors import UserError
@@ -123,8 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--iters", type=int, default=50)
     a = p.parse_args(argv)
+    return worker_main(lambda: _measure(a.artifact, a.pte, a.threads, a.warmup, a.iters))
+
+
+def worker_main(work: Callable[[], dict]) -> int:
+    """A measuring worker's end (the other side of `run_json_worker`): one JSON line on stdout,
+    or a UserError as `error: ...` on stderr and exit 2."""
     try:
-        result = _measure(a.artifact, a.pte, a.threads, a.warmup, a.iters)
+        result = work()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

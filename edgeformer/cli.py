@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 import edgeformer
 from edgeformer import report
@@ -307,16 +308,22 @@ def bench(
     prompt_tokens: int = typer.Option(None, "--prompt-tokens", help="Causal LMs: prompt length to prefill (default 128)."),
     new_tokens: int = typer.Option(None, "--new-tokens", help="Causal LMs: tokens to decode per round (default 128)."),
     rounds: int = typer.Option(3, "--rounds", help="Causal LMs: timed rounds after one warm-up round."),
+    device: str = typer.Option(None, "--device", help="Run with the C++ runner on: native | qemu-aarch64 (emulated) | "
+                                                      "ssh://user@host[:port] | adb:SERIAL; recorded in the manifest."),
     as_json: bool = JSON,
 ):
     """Latency p50/p90 and peak memory of the artifact's .pte on this machine (fresh process);
-    for a causal LM: prefill and decode tokens/s, time to first token, peak RSS, bandwidth floor."""
+    for a causal LM: prefill and decode tokens/s, time to first token, peak RSS, bandwidth floor.
+    With --device, the C++ runner measures it there and the manifest records where."""
     from edgeformer.validate.bench import measure
 
     if iters < 1 or warmup < 0:
         raise UserError(f"--iters {iters} / --warmup {warmup}: need iters >= 1 and warmup >= 0")
     a = edgeformer.load_artifact(artifact)  # verify before spending time
     t = threads or a.manifest.recipe["threads"]
+    if device is not None:
+        _bench_on_device(a, device, t, warmup, iters, new_tokens, as_json)
+        return
     if a.manifest.generation:
         from edgeformer.lm.bench import default_lengths, measure_lm
 
@@ -336,6 +343,40 @@ def bench(
         _emit(dict(path=str(a.path), **r))
     else:
         report.print_tables([report.bench_table(str(a.path), r)])
+
+
+def _bench_on_device(a, spec: str, threads: int, warmup: int, iters: int, new_tokens: int | None, as_json: bool) -> None:
+    from edgeformer.native.device import parse_device, record, run_on_device, runner_args
+
+    dev = parse_device(spec)
+    with err.status(f"benchmarking on {spec}…") as status:
+        r = run_on_device(dev, a, runner_args(a, threads, warmup, iters, new_tokens),
+                          log=lambda msg: status.update(f"building the runner: {msg}…"))
+    record(a, r)
+    if as_json:
+        _emit(dict(path=str(a.path), **r))
+    else:
+        report.print_tables([report.device_bench_table(str(a.path), r)])
+
+
+runtime_app = typer.Typer(no_args_is_help=True, help="The native C++ runner (runtimes/cpp).")
+app.add_typer(runtime_app, name="runtime")
+
+
+@runtime_app.command(name="build")
+def runtime_build(
+    arch: str = typer.Option(..., "--arch", help="x86_64 | aarch64 | android-arm64"),
+    out: Path = typer.Option(None, "--out", "-o", help="Folder to write (default: edgeformer's cache, where "
+                                                       "`bench --device` looks)."),
+    ndk: Path = typer.Option(None, "--ndk", help="Android NDK folder (android-arm64)."),
+):
+    """Build the C++ runner for ARCH against the executorch wheel's headers and libraries
+    (another architecture's wheel is downloaded and cross-compiled)."""
+    from edgeformer.native.runner_build import build_runner
+
+    with err.status(f"building the runner for {arch}…") as status:
+        path = build_runner(arch, out, ndk, log=lambda msg: status.update(f"building the runner: {msg}…"))
+    typer.echo(str(path))
 
 
 def _lm_artifact(path):
@@ -384,7 +425,7 @@ def main() -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except (UserError, BudgetError) as e:
-        err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except typer.Exit as e:
         sys.exit(e.exit_code)

@@ -31,6 +31,7 @@ class Manifest:
     budgets: list  # [BudgetCheck.to_dict()]
     accuracy: dict | None = None  # validate.accuracy.evaluate() (or a causal LM's perplexity) with eval data
     generation: dict | None = None  # causal LMs: cache layout, stop ids, chat template
+    devices: list | None = None  # `bench --device` runs: the runner's numbers + where they were measured
     created: str = ""
     schema_version: int = SCHEMA_VERSION
     notes: list = field(default_factory=list)
@@ -60,7 +61,7 @@ class Manifest:
                 "rebuild the artifact with this version of edgeformer"
             )
         names = {f.name for f in fields(cls)}
-        missing = sorted(n for n in names if n not in d and n not in ("created", "notes", "accuracy", "generation"))
+        missing = sorted(n for n in names if n not in d and n not in ("created", "notes", "accuracy", "generation", "devices"))
         if missing:
             raise UserError(f"{where} lacks {missing}; rebuild the artifact with `edgeformer build`")
         return cls(**{k: v for k, v in d.items() if k in names})

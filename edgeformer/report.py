@@ -126,6 +126,25 @@ def bench_table(path: str, r: dict) -> Table:
     return t
 
 
+def device_bench_table(path: str, r: dict) -> Table:
+    on = r["measured_on"]
+    where = {"host": "this host", "emulated": "EMULATED (not device latency)", "device": "on the device"}[on["kind"]]
+    t = Table(title=f"bench {path} with the C++ runner: {on['spec']}, {where}\n"
+                    f"[dim]{on['machine']}, {on['processor']}, {on['cores']} cores, {on['system']}[/]")
+    if r["kind"] == "causal_lm":
+        cols = ("prefill tok/s", "decode tok/s", "p50/token", "p90/token", "peak RSS")
+        row = (f"{r['prefill_tok_s']:.0f}", f"{r['decode_tok_s']:.1f}", f"{r['latency_ms_p50']:.2f} ms",
+               f"{r['latency_ms_p90']:.2f} ms", f"{r['peak_rss_mb']:.0f} MiB")
+    else:
+        cols = ("p50", "p90", "min", "peak RSS", "model memory")
+        row = (f"{r['latency_ms_p50']:.2f} ms", f"{r['latency_ms_p90']:.2f} ms", f"{r['latency_ms_min']:.2f} ms",
+               f"{r['peak_rss_mb']:.0f} MiB", f"{r['model_memory_mb']:.0f} MiB")
+    for col in cols:
+        t.add_column(col, justify="right")
+    t.add_row(*row)
+    return t
+
+
 def print_tables(tables: list[Table]) -> None:
     console = Console()
     for t in tables:

@@ -4,6 +4,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+# The native runner's toolchain (runtimes/cpp): CMake and g++, the arm64 cross compiler and
+# qemu-user to check ARM kernels here, OpenSSH for `bench --device ssh://` and its tests.
+need=()
+for pair in cmake:cmake g++:g++ aarch64-linux-gnu-g++:g++-aarch64-linux-gnu qemu-aarch64:qemu-user \
+            ssh:openssh-client /usr/sbin/sshd:openssh-server; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get install -y -q "${need[@]}" >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q "${need[@]}" >/dev/null; }
+  else
+    echo "note: install ${need[*]} (Debian/Ubuntu package names) for the native runner and its tests; they skip without them" >&2
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi

@@ -1,0 +1,143 @@
+"""Where `bench --device` runs an artifact with the C++ runner, and what it records.
+
+    native          the runner on this machine (its own architecture)
+    qemu-aarch64    the arm64 runner under qemu-aarch64 -cpu cortex-a76: ARM kernels, checked
+                    here; its timings are emulated, never device latency
+    ssh://user@host[:port]   a board (Raspberry Pi, arm64 or x86-64 Linux) over OpenSSH
+    adb:SERIAL      an Android phone (needs an Android runner: see runner_build)
+
+Each run returns the runner's JSON with `measured_on`: where (host, emulated, device), the
+transport and the fingerprint the runner read on the device itself.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from edgeformer.artifact import MANIFEST, Artifact, load_artifact
+from edgeformer.errors import UserError
+from edgeformer.manifest import Manifest
+from edgeformer.native.runner_build import ANDROID, BINARY, ensure_runner
+
+QEMU_CPU = "cortex-a76"  # the Raspberry Pi 5's core; `-cpu max` runs XNNPACK's SME kernels wrong under qemu 7.2
+ARM_SYSROOT = "/usr/aarch64-linux-gnu"
+
+
+@dataclass(frozen=True)
+class Device:
+    spec: str
+    kind: str  # "host", "emulated" or "device": where the numbers come from
+    transport: str  # "local", "qemu", "ssh", "adb"
+    user: str | None = None
+    host: str | None = None
+    port: int | None = None
+
+
+def parse_device(spec: str) -> Device:
+    if spec == "native":
+        return Device(spec, "host", "local")
+    if spec == "qemu-aarch64":
+        return Device(spec, "emulated", "qemu")
+    if spec.startswith("ssh://"):
+        u = urlsplit(spec)
+        try:
+            port = u.port
+        except ValueError:
+            port = -1
+        if not u.hostname or port == -1 or u.path not in ("", "/"):
+            raise UserError(f"--device {spec!r} is not ssh://[user@]host[:port]; e.g. ssh://pi@raspberrypi.local")
+        return Device(spec, "device", "ssh", u.username, u.hostname, port)
+    if spec.startswith("adb:"):
+        return Device(spec, "device", "adb", host=spec[4:] or None)
+    raise UserError(f"--device {spec!r} is not one of: native, qemu-aarch64, ssh://user@host[:port], adb:SERIAL")
+
+
+def runner_args(a: Artifact, threads: int, warmup: int | None, iters: int | None, max_new_tokens: int | None) -> list[str]:
+    args = ["--threads", str(threads), "--no-outputs"]
+    if warmup is not None:
+        args += ["--warmup", str(warmup)]
+    if iters is not None and not a.manifest.generation:
+        args += ["--iters", str(iters)]
+    if max_new_tokens is not None and a.manifest.generation:
+        args += ["--max-new-tokens", str(max_new_tokens), "--ignore-eos"]
+    return args
+
+
+def run_on_device(device: Device, a: Artifact, args: list[str], inputs: Path | None = None, log=None,
+                  timeout: float = 1800) -> dict:
+    """Run the runner on `device` over artifact `a`; the runner's JSON plus `measured_on`."""
+    _check_ops(a)
+    if device.transport == "ssh":
+        from edgeformer.native.ssh import run_over_ssh
+
+        return run_over_ssh(device, a, args, inputs, log, timeout)
+    if device.transport == "adb":
+        if shutil.which("adb") is None:
+            raise UserError(f"--device {device.spec}: adb is not installed (Android platform-tools); install it and "
+                            "connect the phone with USB debugging on")
+        raise UserError(f"--device {device.spec}: " + _android_runner_missing())
+    arch = platform.machine() if device.transport == "local" else "aarch64"
+    runner = ensure_runner(arch, log) / BINARY
+    cmd = [str(runner), str(a.path), *args]
+    if device.transport == "qemu":
+        qemu = shutil.which("qemu-aarch64")
+        if qemu is None:
+            raise UserError("--device qemu-aarch64: qemu-aarch64 is not installed; apt-get install qemu-user")
+        cmd = [qemu, "-cpu", QEMU_CPU, "-L", ARM_SYSROOT, *cmd]
+    if inputs is not None:
+        cmd += ["--inputs", str(inputs)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    result = parse_runner_output(proc.returncode, proc.stdout, proc.stderr, device.spec)
+    if device.transport == "qemu":  # qemu-user shows the host's /proc/cpuinfo
+        result["device"]["processor"] = f"qemu {QEMU_CPU} on {result['device']['processor']}"
+    result["measured_on"] = dict(kind=device.kind, transport=device.transport, spec=device.spec,
+                                 **({"emulator": f"qemu-aarch64 -cpu {QEMU_CPU}"} if device.transport == "qemu" else {}),
+                                 **result.pop("device"))
+    return result
+
+
+def parse_runner_output(rc: int, stdout: str, stderr: str, where: str) -> dict:
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
+    if rc == 0 and lines:
+        return json.loads(lines[-1])
+    errors = [ln.removeprefix("error: ") for ln in stderr.splitlines() if ln.startswith("error: ")]
+    if rc < 0 or rc > 128:  # killed by a signal (ssh reports 128+N)
+        sig = -rc if rc < 0 else rc - 128
+        raise UserError(f"the runner crashed on {where} (signal {sig}); the local artifact is untouched")
+    last = errors[-1] if errors else ((stderr.strip().splitlines() or ["no output"])[-1])
+    raise UserError(f"the runner failed on {where} (exit {rc}): {last}")
+
+
+def _check_ops(a: Artifact) -> None:
+    """The wheel's C++ libraries lack ExecuTorch's LLM custom ops (they live only in a Python
+    extension that links libtorch), so the runner cannot load LM artifacts that use them."""
+    if a.manifest.generation and a.manifest.generation.get("ops", "custom") == "custom":
+        raise UserError("this causal LM uses ExecuTorch's LLM custom ops (llama::custom_sdpa, update_cache), which the "
+                        "C++ libraries of the executorch wheel do not have; rebuild it with --lm-ops portable for the "
+                        "native runner, or bench it without --device (Python runtime)")
+
+
+def _android_runner_missing() -> str:
+    return (f"there is no Android runner: `edgeformer runtime build --arch {ANDROID}` needs ExecuTorch built with the "
+            "NDK, which the wheels do not carry; measure on the phone from the app in runtimes/android/")
+
+
+def record(a: Artifact, result: dict) -> Manifest:
+    """Add `result` to the artifact's manifest under `devices` (one entry per device spec,
+    the latest kept), written atomically. The .pte and its hash are not touched."""
+    m = load_artifact(a.path).manifest
+    entry = dict(result, recorded=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    entry.pop("artifact", None)
+    spec = result["measured_on"]["spec"]
+    m.devices = [d for d in (m.devices or []) if d["measured_on"]["spec"] != spec] + [entry]
+    tmp = a.path / f".{MANIFEST}.tmp"
+    tmp.write_text(m.to_json())
+    tmp.replace(a.path / MANIFEST)
+    return m

@@ -1,0 +1,382 @@
+// edgeformer-runner: run an edgeformer artifact (model.pte + manifest.json) with the ExecuTorch
+// C++ runtime, no Python. Verifies the .pte's sha256 against the manifest, runs the model,
+// and prints one JSON object: outputs, latency p50/p90, peak RSS, and the device's fingerprint.
+//
+//   edgeformer-runner ARTIFACT [--inputs FILE.json] [--threads N] [--warmup N] [--iters N]
+//                              [--max-new-tokens N] [--ignore-eos] [--no-outputs]
+//
+// Encoders: inputs are the manifest's [1, S] int64 tensors (input_ids, attention_mask), from
+// --inputs {"input_ids": [...], "attention_mask": [...]} or seeded ids; the outputs of the
+// last timed run are printed. Causal LMs (manifest.generation): --inputs {"prompt_ids": [...]}
+// (or 128 seeded ids) is prefilled in chunks, then up to --max-new-tokens greedy tokens are
+// decoded; it prints the ids, the first next-token logits, prefill and decode rates.
+//
+// Exit codes: 0 ok, 2 bad arguments or artifact, 3 the runtime failed to load or run it.
+#include <executorch/extension/module/module.h>
+#include <executorch/extension/tensor/tensor.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "json.h"
+#include "sha256.h"
+
+// The wheel ships libexecutorch_threadpool but not threadpool.h; these are its exported symbols.
+namespace executorch::extension::threadpool {
+class ThreadPool {
+ public:
+  size_t get_thread_count() const;
+  bool _unsafe_reset_threadpool(uint32_t num_threads);
+};
+ThreadPool* get_threadpool();
+}  // namespace executorch::extension::threadpool
+
+using executorch::extension::Module;
+using executorch::extension::TensorPtr;
+using executorch::runtime::EValue;
+using executorch::runtime::Error;
+namespace tp = executorch::extension::threadpool;
+
+#ifndef EDGEFORMER_RUNNER_VERSION
+#define EDGEFORMER_RUNNER_VERSION "dev"
+#endif
+
+namespace {
+
+struct UserError {
+  std::string msg;
+};
+struct RuntimeFailure {
+  std::string msg;
+};
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw UserError{"cannot read " + path};
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+json::Value read_json(const std::string& path, const char* what) {
+  try {
+    return json::parse(read_file(path));
+  } catch (const std::runtime_error& e) {
+    throw UserError{path + " is not valid JSON (" + e.what() + "); " + what};
+  }
+}
+
+double status_mb(const char* field) {  // VmRSS / VmHWM of this process, MiB
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  std::string key = std::string(field) + ":";
+  while (std::getline(f, line))
+    if (line.rfind(key, 0) == 0) return std::atof(line.c_str() + key.size()) / 1024.0;
+  return -1;
+}
+
+std::string first_line_with(const std::string& path, const std::string& prefix) {
+  std::ifstream f(path);
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind(prefix, 0) == 0) {
+      auto c = line.find_first_of(":=");
+      std::string v = c == std::string::npos ? "" : line.substr(c + 1);
+      v.erase(0, v.find_first_not_of(" \t\""));
+      while (!v.empty() && (v.back() == '"' || v.back() == ' ')) v.pop_back();
+      return v;
+    }
+  return "";
+}
+
+std::string device_json() {
+  utsname u{};
+  uname(&u);
+  std::string model;
+  {
+    std::ifstream dt("/proc/device-tree/model");  // a Raspberry Pi says which here
+    if (dt) std::getline(dt, model, '\0');
+  }
+  if (model.empty()) model = first_line_with("/proc/cpuinfo", "model name");
+  if (model.empty()) model = first_line_with("/proc/cpuinfo", "Model");
+  if (model.empty()) model = first_line_with("/proc/cpuinfo", "Hardware");
+  std::string os = first_line_with("/etc/os-release", "PRETTY_NAME");
+  std::ostringstream o;
+  o << "{\"machine\": " << json::quote(u.machine) << ", \"processor\": " << json::quote(model.empty() ? "unknown" : model)
+    << ", \"cores\": " << sysconf(_SC_NPROCESSORS_ONLN) << ", \"system\": " << json::quote(os)
+    << ", \"kernel\": " << json::quote(std::string(u.sysname) + " " + u.release) << "}";
+  return o.str();
+}
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+double percentile(std::vector<double> xs, double q) {
+  if (xs.empty()) return 0;
+  std::sort(xs.begin(), xs.end());
+  long i = std::lround(q / 100.0 * (xs.size() - 1));
+  return xs[std::min<size_t>(xs.size() - 1, std::max<long>(0, i))];
+}
+
+std::vector<int64_t> seeded_ids(size_t n, int64_t vocab) {  // deterministic, for timing only
+  std::vector<int64_t> ids(n);
+  uint64_t s = 0x9E3779B97F4A7C15ull;
+  for (auto& id : ids) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    id = static_cast<int64_t>((s >> 33) % static_cast<uint64_t>(vocab));
+  }
+  return ids;
+}
+
+std::string floats_json(const float* p, size_t n) {
+  std::ostringstream o;
+  o << "[";
+  char buf[32];
+  for (size_t i = 0; i < n; ++i) {
+    snprintf(buf, sizeof buf, "%.9g", p[i]);
+    o << (i ? ", " : "") << buf;
+  }
+  return o.str() + "]";
+}
+
+template <typename T>
+std::string list_json(const std::vector<T>& xs) {
+  std::ostringstream o;
+  o << "[";
+  for (size_t i = 0; i < xs.size(); ++i) o << (i ? ", " : "") << xs[i];
+  return o.str() + "]";
+}
+
+std::string error_name(Error e) {
+  char buf[16];
+  snprintf(buf, sizeof buf, "0x%x", static_cast<unsigned>(e));
+  switch (e) {
+    case Error::OperatorMissing: return std::string(buf) + " OperatorMissing";
+    case Error::NotFound: return std::string(buf) + " NotFound";
+    case Error::InvalidProgram: return std::string(buf) + " InvalidProgram";
+    case Error::MemoryAllocationFailed: return std::string(buf) + " MemoryAllocationFailed";
+    case Error::InvalidArgument: return std::string(buf) + " InvalidArgument";
+    default: return buf;
+  }
+}
+
+std::vector<EValue> run(Module& m, const std::vector<TensorPtr>& inputs) {
+  std::vector<EValue> in;
+  for (const auto& t : inputs) in.emplace_back(t);
+  auto r = m.forward(in);
+  if (!r.ok()) throw RuntimeFailure{"forward failed with error " + error_name(r.error())};
+  return std::move(r.get());
+}
+
+struct Options {
+  std::string artifact, inputs;
+  int threads = 2, warmup = -1, iters = -1, max_new_tokens = 32;
+  bool ignore_eos = false, outputs = true;
+};
+
+Options parse_args(int argc, char** argv) {
+  Options o;
+  auto need = [&](int& i) -> std::string {
+    if (i + 1 >= argc) throw UserError{std::string(argv[i]) + " needs a value"};
+    return argv[++i];
+  };
+  auto number = [&](int& i, int lo) {
+    std::string flag = argv[i], v = need(i);
+    char* end = nullptr;
+    long n = std::strtol(v.c_str(), &end, 10);
+    if (*end || n < lo) throw UserError{flag + " " + v + " is not an integer >= " + std::to_string(lo)};
+    return static_cast<int>(n);
+  };
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--inputs") o.inputs = need(i);
+    else if (a == "--threads") o.threads = number(i, 1);
+    else if (a == "--warmup") o.warmup = number(i, 0);
+    else if (a == "--iters") o.iters = number(i, 1);
+    else if (a == "--max-new-tokens") o.max_new_tokens = number(i, 1);
+    else if (a == "--ignore-eos") o.ignore_eos = true;
+    else if (a == "--no-outputs") o.outputs = false;
+    else if (a == "--version") { printf("edgeformer-runner %s\n", EDGEFORMER_RUNNER_VERSION); exit(0); }
+    else if (!a.empty() && a[0] == '-') throw UserError{"unknown option " + a + "; see the usage in runner.cpp"};
+    else if (o.artifact.empty()) o.artifact = a;
+    else throw UserError{"one artifact only; got " + o.artifact + " and " + a};
+  }
+  if (o.artifact.empty()) throw UserError{"usage: edgeformer-runner ARTIFACT [--inputs FILE.json] [--threads N] "
+                                          "[--warmup N] [--iters N] [--max-new-tokens N] [--ignore-eos] [--no-outputs]"};
+  return o;
+}
+
+// Encoder: fixed [1, S] inputs, `iters` timed runs.
+std::string run_encoder(Module& m, const json::Value& mf, const json::Value& inputs, const Options& o) {
+  std::vector<std::vector<int64_t>> data;
+  std::vector<TensorPtr> tensors;
+  int64_t vocab = mf["tokenizer"]["vocab_size"].as_int();
+  for (const auto& spec : mf["inputs"].arr) {
+    auto shape = spec["shape"].as_ints();
+    size_t n = 1;
+    for (auto d : shape) n *= static_cast<size_t>(d);
+    const std::string& name = spec["name"].as_str();
+    std::vector<int64_t> v;
+    if (inputs.has(name)) v = inputs[name].as_ints();
+    else v = name == "input_ids" ? seeded_ids(n, vocab) : std::vector<int64_t>(n, 1);
+    if (v.size() != n) throw UserError{"input " + name + " has " + std::to_string(v.size()) + " values, the artifact takes " + std::to_string(n)};
+    data.push_back(std::move(v));
+    std::vector<executorch::aten::SizesType> sizes(shape.begin(), shape.end());
+    tensors.push_back(executorch::extension::from_blob(data.back().data(), sizes, executorch::aten::ScalarType::Long));
+  }
+  int warmup = o.warmup < 0 ? 10 : o.warmup, iters = o.iters < 0 ? 50 : o.iters;
+  for (int i = 0; i < warmup; ++i) run(m, tensors);
+  std::vector<double> times;
+  std::vector<EValue> out;
+  for (int i = 0; i < iters; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    out = run(m, tensors);
+    times.push_back(ms_since(t0));
+  }
+  std::ostringstream j;
+  j << "\"kind\": \"encoder\", \"latency_ms_p50\": " << percentile(times, 50) << ", \"latency_ms_p90\": " << percentile(times, 90)
+    << ", \"latency_ms_min\": " << *std::min_element(times.begin(), times.end()) << ", \"iters\": " << iters
+    << ", \"warmup\": " << warmup;
+  if (o.outputs) {
+    j << ", \"outputs\": [";
+    for (size_t k = 0; k < out.size(); ++k) {
+      const auto& t = out[k].toTensor();
+      std::vector<int64_t> sizes(t.sizes().begin(), t.sizes().end());
+      j << (k ? ", " : "") << "{\"name\": " << json::quote(mf["outputs"].arr.size() > k ? mf["outputs"].arr[k]["name"].as_str() : "output")
+        << ", \"shape\": " << list_json(sizes) << ", \"data\": " << floats_json(t.const_data_ptr<float>(), t.numel()) << "}";
+    }
+    j << "]";
+  }
+  return j.str();
+}
+
+// Causal LM: chunked prefill, then greedy decode; `warmup` whole generations first.
+std::string run_lm(Module& m, const json::Value& mf, const json::Value& inputs, const Options& o) {
+  const auto& gen = mf["generation"];
+  int64_t per_call = gen["max_tokens_per_call"].as_int();
+  int64_t context = gen["max_context"].as_int();
+  bool ring = gen["cache"].as_str() == "ring";
+  std::vector<int64_t> stop = gen.has("stop_ids") ? gen["stop_ids"].as_ints() : std::vector<int64_t>{};
+  std::vector<int64_t> prompt = inputs.has("prompt_ids") ? inputs["prompt_ids"].as_ints()
+                                                           : seeded_ids(128, mf["tokenizer"]["vocab_size"].as_int());
+  if (prompt.empty()) throw UserError{"prompt_ids is empty; give at least one token"};
+  if (!ring && static_cast<int64_t>(prompt.size()) + o.max_new_tokens > context)
+    throw UserError{std::to_string(prompt.size()) + " prompt + " + std::to_string(o.max_new_tokens) +
+                    " new tokens exceed the artifact's max_context " + std::to_string(context) +
+                    "; shorten the prompt or lower --max-new-tokens"};
+  int64_t pos_value = 0;
+  auto step = [&](const int64_t* ids, int64_t n, std::vector<float>* logits) {
+    std::vector<int64_t> tok(ids, ids + n);
+    std::vector<int64_t> pos{pos_value};
+    auto t = executorch::extension::from_blob(tok.data(), {1, static_cast<int>(n)}, executorch::aten::ScalarType::Long);
+    auto p = executorch::extension::from_blob(pos.data(), {1}, executorch::aten::ScalarType::Long);
+    auto out = run(m, {t, p});
+    pos_value += n;
+    const auto& l = out[0].toTensor();
+    const float* d = l.const_data_ptr<float>();
+    int64_t vocab = l.size(l.dim() - 1);
+    const float* last = d + (l.numel() - vocab);
+    if (logits) logits->assign(last, last + vocab);
+    return static_cast<int64_t>(std::max_element(last, last + vocab) - last);
+  };
+  int warmup = o.warmup < 0 ? 1 : o.warmup;
+  double prefill_ms = 0;
+  std::vector<double> decode_ms;
+  std::vector<int64_t> generated;
+  std::vector<float> first_logits;
+  for (int run_i = 0; run_i <= warmup; ++run_i) {  // the last generation is the measured one
+    pos_value = 0;
+    generated.clear();
+    decode_ms.clear();
+    auto t0 = std::chrono::steady_clock::now();
+    int64_t next = 0;
+    for (size_t i = 0; i < prompt.size(); i += per_call) {
+      int64_t n = std::min<int64_t>(per_call, prompt.size() - i);
+      next = step(prompt.data() + i, n, i + n == prompt.size() ? &first_logits : nullptr);
+    }
+    prefill_ms = ms_since(t0);
+    generated.push_back(next);
+    while (static_cast<int>(generated.size()) < o.max_new_tokens) {
+      if (!o.ignore_eos && std::find(stop.begin(), stop.end(), next) != stop.end()) break;
+      auto t1 = std::chrono::steady_clock::now();
+      next = step(&next, 1, nullptr);
+      decode_ms.push_back(ms_since(t1));
+      generated.push_back(next);
+    }
+  }
+  double decode_total = 0;
+  for (double t : decode_ms) decode_total += t;
+  std::ostringstream j;
+  j << "\"kind\": \"causal_lm\", \"prompt_tokens\": " << prompt.size() << ", \"generated_ids\": " << list_json(generated)
+    << ", \"prefill_ms\": " << prefill_ms << ", \"prefill_tok_s\": " << prompt.size() / (prefill_ms / 1e3)
+    << ", \"time_to_first_token_ms\": " << prefill_ms << ", \"decode_tokens\": " << decode_ms.size()
+    << ", \"decode_tok_s\": " << (decode_ms.empty() ? 0.0 : decode_ms.size() / (decode_total / 1e3))
+    << ", \"latency_ms_p50\": " << percentile(decode_ms, 50) << ", \"latency_ms_p90\": " << percentile(decode_ms, 90)
+    << ", \"warmup\": " << warmup;
+  if (o.outputs) j << ", \"first_logits\": " << floats_json(first_logits.data(), first_logits.size());
+  return j.str();
+}
+
+int main_impl(int argc, char** argv) {
+  Options o = parse_args(argc, argv);
+  std::string dir = o.artifact;
+  json::Value mf = read_json(dir + "/manifest.json", "is this an edgeformer artifact folder? rebuild it with `edgeformer build`");
+  if (mf["schema_version"].is_null() || mf["schema_version"].as_int() != 1)
+    throw UserError{dir + "/manifest.json has an unknown schema_version; rebuild the artifact with this edgeformer"};
+  std::string pte = dir + "/" + mf["pte"]["file"].as_str();
+  auto t_hash = std::chrono::steady_clock::now();
+  std::string digest = sha256::file_hex(pte);
+  double hash_ms = ms_since(t_hash);
+  if (digest.empty()) throw UserError{"cannot read " + pte + "; copy the whole artifact folder"};
+  if (digest != mf["pte"]["sha256"].as_str())
+    throw UserError{pte + " sha256 " + digest.substr(0, 12) + "... does not match the manifest (" +
+                    mf["pte"]["sha256"].as_str().substr(0, 12) + "...): the file was changed or damaged; copy it again"};
+  json::Value inputs;
+  if (!o.inputs.empty()) inputs = read_json(o.inputs, "give a JSON object of integer lists");
+
+  if (auto* pool = tp::get_threadpool()) pool->_unsafe_reset_threadpool(static_cast<uint32_t>(o.threads));
+  double rss_before = status_mb("VmRSS");
+  auto t_load = std::chrono::steady_clock::now();
+  // Mmap: the .pte is mapped, not copied, as on a phone; planned memory is zero-filled,
+  // which a ring KV cache relies on.
+  Module m(pte, Module::LoadMode::Mmap);
+  Error e = m.load_method("forward");
+  if (e != Error::Ok)
+    throw RuntimeFailure{"the ExecuTorch runtime could not load " + pte + " (error " + error_name(e) +
+                         "); an operator it needs may be missing from this runner (see the log above)"};
+  double load_ms = ms_since(t_load);
+  std::string body = mf.has("generation") ? run_lm(m, mf, inputs, o) : run_encoder(m, mf, inputs, o);
+  double peak = status_mb("VmHWM");
+  printf("{\"runner\": \"edgeformer-runner\", \"runner_version\": %s, \"artifact\": %s, \"sha256_verified\": true, "
+         "\"hash_ms\": %.3f, \"load_ms\": %.3f, \"threads\": %d, %s, \"peak_rss_mb\": %.3f, "
+         "\"runtime_baseline_rss_mb\": %.3f, \"model_memory_mb\": %.3f, \"device\": %s}\n",
+         json::quote(EDGEFORMER_RUNNER_VERSION).c_str(), json::quote(dir).c_str(), hash_ms, load_ms, o.threads, body.c_str(),
+         peak, rss_before, peak - rss_before, device_json().c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return main_impl(argc, argv);
+  } catch (const UserError& e) {
+    fprintf(stderr, "error: %s\n", e.msg.c_str());
+    return 2;
+  } catch (const RuntimeFailure& e) {
+    fprintf(stderr, "error: %s\n", e.msg.c_str());
+    return 3;
+  } catch (const std::exception& e) {  // a manifest field of the wrong type
+    fprintf(stderr, "error: the manifest or inputs are not what this runner expects (%s); rebuild the artifact\n", e.what());
+    return 2;
+  }
+}

@@ -1,0 +1,153 @@
+"""The C++ runner against the Python runtime on the same .pte, on x86-64 and under qemu-aarch64."""
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli
+
+from edgeformer.artifact import load_artifact
+from edgeformer.native.device import ARM_SYSROOT, QEMU_CPU
+from edgeformer.runtime import Program
+from edgeformer.tokenize import TextEncoder
+from edgeformer.validate.numerics import sqnr_db
+
+HOST = platform.machine()
+
+
+@pytest.fixture(scope="session")
+def runner_cache(tmp_path_factory):
+    """A session cache for runners (built once per test session, never the user's cache)."""
+    old = os.environ.get("EDGEFORMER_CACHE")
+    os.environ["EDGEFORMER_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield os.environ["EDGEFORMER_CACHE"]
+    if old is None:
+        del os.environ["EDGEFORMER_CACHE"]
+    else:
+        os.environ["EDGEFORMER_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def host_runner(runner_cache):
+    from edgeformer.native.runner_build import BINARY, build_runner
+
+    if not (shutil.which("cmake") and shutil.which("g++")):
+        pytest.skip("cmake and g++ are needed to build the runner")
+    return build_runner(HOST) / BINARY
+
+
+@pytest.fixture(scope="session")
+def arm_runner(runner_cache):
+    from edgeformer.native.runner_build import BINARY, build_runner
+
+    if HOST != "x86_64" or not (shutil.which("aarch64-linux-gnu-g++") and shutil.which("qemu-aarch64")):
+        pytest.skip("needs g++-aarch64-linux-gnu and qemu-user (tools/setup.sh installs them)")
+    return build_runner("aarch64") / BINARY
+
+
+TEXTS = ["the runner on the device", "a second, longer sentence with more tokens in it"]
+
+
+def _inputs(a, tmp_path, text):
+    m = a.manifest
+    e = TextEncoder(a.tokenizer_file, m.inputs[0]["shape"][1], m.tokenizer["pad_id"]).encode(text)
+    f = tmp_path / "inputs.json"
+    f.write_text(json.dumps(dict(input_ids=e.input_ids.flatten().tolist(), attention_mask=e.attention_mask.flatten().tolist())))
+    return f, e
+
+
+def _run(cmd):
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout)
+
+
+def _python_output(a, e):
+    return Program(a.pte_file, 2)(e.input_ids, e.attention_mask).numpy().reshape(-1)
+
+
+@pytest.mark.parametrize("which", ["built_fp32", "built_int8_cls"])
+def test_host_runner_matches_python_runtime(which, host_runner, tmp_path, request):
+    a = load_artifact(request.getfixturevalue(which).path)
+    for text in TEXTS:
+        f, e = _inputs(a, tmp_path, text)
+        r = _run([str(host_runner), str(a.path), "--inputs", str(f), "--iters", "2", "--warmup", "1"])
+        out = np.array(r["outputs"][0]["data"], dtype=np.float32)
+        assert r["outputs"][0]["shape"] == a.manifest.outputs[0]["shape"]
+        np.testing.assert_allclose(out, _python_output(a, e), atol=1e-6, rtol=1e-6)  # same kernels, same program
+    assert r["sha256_verified"] and r["kind"] == "encoder" and r["iters"] == 2
+    assert 0 < r["latency_ms_p50"] <= r["latency_ms_p90"] and r["peak_rss_mb"] > 0
+
+
+@pytest.mark.parametrize("which,min_sqnr", [("built_fp32", 80.0), ("built_int8_cls", 25.0)])
+def test_arm_runner_under_qemu_matches_host(which, min_sqnr, arm_runner, host_runner, tmp_path, request):
+    """ARM kernels (the arm64 wheel's XNNPACK) vs x86-64's on the same .pte and inputs: fp32 to
+    rounding, int8 within its dynamic-quantization rounding (activation scales differ per kernel)."""
+    a = load_artifact(request.getfixturevalue(which).path)
+    f, _ = _inputs(a, tmp_path, TEXTS[1])
+    args = [str(a.path), "--inputs", str(f), "--iters", "1", "--warmup", "0"]
+    host = np.array(_run([str(host_runner), *args])["outputs"][0]["data"])
+    r = _run(["qemu-aarch64", "-cpu", QEMU_CPU, "-L", ARM_SYSROOT, str(arm_runner), *args])
+    arm = np.array(r["outputs"][0]["data"])
+    assert r["device"]["machine"] == "aarch64"
+    assert sqnr_db(torch.tensor(host), torch.tensor(arm)) > min_sqnr
+
+
+def test_runner_refuses_a_changed_pte(built_fp32, host_runner, tmp_path):
+    bad = tmp_path / "art"
+    shutil.copytree(built_fp32.path, bad)
+    with (bad / "model.pte").open("r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x01")
+    proc = subprocess.run([str(host_runner), str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "does not match the manifest" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args,needle", [(["--iters", "0"], "--iters 0 is not an integer >= 1"),
+                                         (["--bogus"], "unknown option --bogus"),
+                                         (["--inputs", "/nonexistent.json"], "cannot read /nonexistent.json")])
+def test_runner_bad_arguments(args, needle, built_fp32, host_runner):
+    proc = subprocess.run([str(host_runner), str(built_fp32.path), *args], capture_output=True, text=True)
+    assert proc.returncode == 2 and needle in proc.stderr
+
+
+def test_bench_device_native_records_in_manifest(built_int8_cls, host_runner, tmp_path, capsys):
+    art = tmp_path / "art"
+    shutil.copytree(built_int8_cls.path, art)
+    before = (art / "model.pte").read_bytes()
+    code, out, err = run_cli(["bench", str(art), "--device", "native", "--iters", "3", "--warmup", "1", "--json"], capsys)
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["measured_on"]["kind"] == "host" and r["measured_on"]["cores"] >= 1
+    m = load_artifact(art).manifest  # still verifies: the .pte is untouched
+    assert (art / "model.pte").read_bytes() == before
+    assert [d["measured_on"]["spec"] for d in m.devices] == ["native"] and m.devices[0]["iters"] == 3
+
+
+def test_bench_device_qemu_is_marked_emulated(built_fp32, arm_runner, tmp_path, capsys):
+    art = tmp_path / "art"
+    shutil.copytree(built_fp32.path, art)
+    code, out, err = run_cli(["bench", str(art), "--device", "qemu-aarch64", "--iters", "1", "--warmup", "0"], capsys)
+    assert code == 0, err
+    assert "EMULATED (not device latency)" in " ".join(out.split())
+    d = load_artifact(art).manifest.devices[0]
+    assert d["measured_on"]["kind"] == "emulated" and d["measured_on"]["machine"] == "aarch64"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["bench", "{art}", "--device", "ftp://x"], "is not one of: native, qemu-aarch64"),
+    (["bench", "{art}", "--device", "ssh://"], "is not ssh://[user@]host[:port]"),
+    (["bench", "{art}", "--device", "ssh://pi@host:99999"], "is not ssh://[user@]host[:port]"),
+    (["runtime", "build", "--arch", "mips"], "--arch 'mips' is not supported"),
+    (["runtime", "build", "--arch", "android-arm64"], "needs ExecuTorch's libraries built with the NDK"),
+])
+def test_bad_device_and_arch(args, needle, built_fp32, capsys):
+    code, out, err = run_cli([x.format(art=built_fp32.path) for x in args], capsys)
+    assert code == 2 and needle in " ".join(err.split()), err
+    assert "Traceback" not in err

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import platform
+import shutil
 import sys
 from pathlib import Path
 
@@ -148,3 +150,34 @@ def make_tiny_llama(path: Path, seed: int = 0, chat: bool = True) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llama_folder(tmp_path_factory):
     return make_tiny_llama(tmp_path_factory.mktemp("llama"))
+
+
+# The native runner (runtimes/cpp), built once per session into a throwaway cache.
+@pytest.fixture(scope="session")
+def runner_cache(tmp_path_factory):
+    """A session cache for runners (built once per test session, never the user's cache)."""
+    old = os.environ.get("EDGEFORMER_CACHE")
+    os.environ["EDGEFORMER_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield os.environ["EDGEFORMER_CACHE"]
+    if old is None:
+        del os.environ["EDGEFORMER_CACHE"]
+    else:
+        os.environ["EDGEFORMER_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def host_runner(runner_cache):
+    from edgeformer.native.runner_build import BINARY, build_runner
+
+    if not (shutil.which("cmake") and shutil.which("g++")):
+        pytest.skip("cmake and g++ are needed to build the runner")
+    return build_runner(platform.machine()) / BINARY
+
+
+@pytest.fixture(scope="session")
+def arm_runner(runner_cache):
+    from edgeformer.native.runner_build import BINARY, build_runner
+
+    if platform.machine() != "x86_64" or not (shutil.which("aarch64-linux-gnu-g++") and shutil.which("qemu-aarch64")):
+        pytest.skip("needs g++-aarch64-linux-gnu and qemu-user (tools/setup.sh installs them)")
+    return build_runner("aarch64") / BINARY

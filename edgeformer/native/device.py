@@ -51,8 +51,8 @@ def parse_device(spec: str) -> Device:
             port = u.port
         except ValueError:
             port = -1
-        if not u.hostname or port == -1 or u.path not in ("", "/"):
-            raise UserError(f"--device {spec!r} is not ssh://[user@]host[:port]; e.g. ssh://pi@raspberrypi.local")
+        if not u.hostname or port == -1:
+            raise UserError(f"--device {spec!r} is not ssh://[user@]host[:port][/dir]; e.g. ssh://pi@raspberrypi.local")
         return Device(spec, "device", "ssh", u.username, u.hostname, port)
     if spec.startswith("adb:"):
         return Device(spec, "device", "adb", host=spec[4:] or None)

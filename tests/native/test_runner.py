@@ -1,8 +1,6 @@
 """The C++ runner against the Python runtime on the same .pte, on x86-64 and under qemu-aarch64."""
 
 import json
-import os
-import platform
 import shutil
 import subprocess
 
@@ -16,39 +14,6 @@ from edgeformer.native.device import ARM_SYSROOT, QEMU_CPU
 from edgeformer.runtime import Program
 from edgeformer.tokenize import TextEncoder
 from edgeformer.validate.numerics import sqnr_db
-
-HOST = platform.machine()
-
-
-@pytest.fixture(scope="session")
-def runner_cache(tmp_path_factory):
-    """A session cache for runners (built once per test session, never the user's cache)."""
-    old = os.environ.get("EDGEFORMER_CACHE")
-    os.environ["EDGEFORMER_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    yield os.environ["EDGEFORMER_CACHE"]
-    if old is None:
-        del os.environ["EDGEFORMER_CACHE"]
-    else:
-        os.environ["EDGEFORMER_CACHE"] = old
-
-
-@pytest.fixture(scope="session")
-def host_runner(runner_cache):
-    from edgeformer.native.runner_build import BINARY, build_runner
-
-    if not (shutil.which("cmake") and shutil.which("g++")):
-        pytest.skip("cmake and g++ are needed to build the runner")
-    return build_runner(HOST) / BINARY
-
-
-@pytest.fixture(scope="session")
-def arm_runner(runner_cache):
-    from edgeformer.native.runner_build import BINARY, build_runner
-
-    if HOST != "x86_64" or not (shutil.which("aarch64-linux-gnu-g++") and shutil.which("qemu-aarch64")):
-        pytest.skip("needs g++-aarch64-linux-gnu and qemu-user (tools/setup.sh installs them)")
-    return build_runner("aarch64") / BINARY
-
 
 TEXTS = ["the runner on the device", "a second, longer sentence with more tokens in it"]
 
@@ -142,8 +107,8 @@ def test_bench_device_qemu_is_marked_emulated(built_fp32, arm_runner, tmp_path, 
 
 @pytest.mark.parametrize("args,needle", [
     (["bench", "{art}", "--device", "ftp://x"], "is not one of: native, qemu-aarch64"),
-    (["bench", "{art}", "--device", "ssh://"], "is not ssh://[user@]host[:port]"),
-    (["bench", "{art}", "--device", "ssh://pi@host:99999"], "is not ssh://[user@]host[:port]"),
+    (["bench", "{art}", "--device", "ssh://"], "is not ssh://[user@]host[:port][/dir]"),
+    (["bench", "{art}", "--device", "ssh://pi@host:99999"], "is not ssh://[user@]host[:port][/dir]"),
     (["runtime", "build", "--arch", "mips"], "--arch 'mips' is not supported"),
     (["runtime", "build", "--arch", "android-arm64"], "needs ExecuTorch's libraries built with the NDK"),
 ])

@@ -1,0 +1,128 @@
+"""`bench --device ssh://` against a real OpenSSH server on loopback, with a throwaway key."""
+
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from edgeformer.artifact import load_artifact
+
+SSHD = "/usr/sbin/sshd"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    if not (Path(SSHD).exists() and shutil.which("ssh") and shutil.which("ssh-keygen")):
+        pytest.skip("needs openssh-server and openssh-client (tools/setup.sh installs them)")
+    d = tmp_path_factory.mktemp("sshd")
+    for name in ("host", "user"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
+    (d / "authorized_keys").write_text((d / "user.pub").read_text())
+    port = _free_port()
+    (d / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host'}\nAuthorizedKeysFile {d / 'authorized_keys'}\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\nStrictModes no\n"
+        f"PermitRootLogin yes\nUsePAM no\nPidFile {d / 'sshd.pid'}\n")
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stderr=open(d / "sshd.log", "w"))
+    old = os.environ.get("EDGEFORMER_SSH_COMMAND")
+    os.environ["EDGEFORMER_SSH_COMMAND"] = (f"ssh -i {d / 'user'} -o UserKnownHostsFile={d / 'known_hosts'} "
+                                            "-o StrictHostKeyChecking=accept-new -o LogLevel=ERROR")
+    user = os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+    for _ in range(50):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    yield dict(url=f"ssh://{user}@127.0.0.1:{port}", dir=d, port=port, user=user)
+    proc.terminate()
+    proc.wait(10)
+    if old is None:
+        os.environ.pop("EDGEFORMER_SSH_COMMAND", None)
+    else:
+        os.environ["EDGEFORMER_SSH_COMMAND"] = old
+
+
+@pytest.fixture
+def art(built_int8_cls, tmp_path):
+    a = tmp_path / "art"
+    shutil.copytree(built_int8_cls.path, a)
+    return a
+
+
+def _remote(tmp_path):
+    return tmp_path / "device-home"
+
+
+def test_bench_over_ssh_records_the_device(sshd, art, tmp_path, capsys, host_runner):
+    remote = _remote(tmp_path)
+    url = f"{sshd['url']}{remote}"
+    before = (art / "model.pte").read_bytes()
+    code, out, err = run_cli(["bench", str(art), "--device", url, "--iters", "3", "--warmup", "1", "--json"], capsys)
+    assert code == 0, err
+    r = json.loads(out)
+    on = r["measured_on"]
+    assert on["kind"] == "device" and on["transport"] == "ssh" and on["spec"] == url
+    assert on["machine"] == platform.machine() and on["cores"] == os.cpu_count() and on["system"]
+    m = load_artifact(art).manifest
+    assert (art / "model.pte").read_bytes() == before
+    assert m.devices[-1]["measured_on"]["spec"] == url and m.devices[-1]["iters"] == 3
+    # installed whole: the runner with its libraries, the artifact's three files, no partial folders
+    installed = sorted(p.relative_to(remote).as_posix() for p in remote.rglob("*") if p.is_file())
+    assert any(p.endswith("bin/edgeformer-runner") for p in installed)
+    assert sum(p.startswith("artifacts/") and not p.endswith(".complete") for p in installed) == 3
+    assert not [p for p in remote.rglob("*.partial.*")]
+    # a second bench reuses what is installed (no copy): the artifact folder is not rewritten
+    stamp = next(remote.glob("artifacts/*")).stat().st_mtime_ns
+    code, out, err = run_cli(["bench", str(art), "--device", url, "--iters", "2", "--warmup", "0", "--json"], capsys)
+    assert code == 0, err
+    assert next(remote.glob("artifacts/*")).stat().st_mtime_ns == stamp
+
+
+def test_unreachable_device_is_one_line(art, capsys, monkeypatch):
+    monkeypatch.setenv("EDGEFORMER_SSH_COMMAND", "ssh -o ConnectTimeout=3")
+    code, out, err = run_cli(["bench", str(art), "--device", f"ssh://nobody@127.0.0.1:{_free_port()}"], capsys)
+    assert code == 2 and "cannot reach ssh://nobody@127.0.0.1" in err and "Traceback" not in err
+    assert load_artifact(art).manifest.devices is None
+
+
+def test_copy_cut_midway_leaves_nothing_installed(sshd, art, tmp_path, capsys, monkeypatch, host_runner):
+    """An ssh whose stdin is cut after 64 KiB: the remote tar fails, its temporary folder goes."""
+    cut = tmp_path / "cut-ssh"
+    cut.write_text(f"#!/bin/sh\nhead -c 65536 | {os.environ['EDGEFORMER_SSH_COMMAND']} \"$@\"\n")
+    cut.chmod(0o755)
+    monkeypatch.setenv("EDGEFORMER_SSH_COMMAND", str(cut))
+    remote = _remote(tmp_path)
+    code, out, err = run_cli(["bench", str(art), "--device", f"{sshd['url']}{remote}"], capsys)
+    assert code == 2 and "nothing was left installed" in err, err
+    assert not list(remote.rglob("*.partial.*")) and not list(remote.rglob(".complete"))
+    assert load_artifact(art).manifest.devices is None
+
+
+def test_runner_crash_on_device_is_reported(sshd, art, tmp_path, capsys, host_runner):
+    """A runner that dies of a signal on the device: a clear error, the local artifact untouched."""
+    from edgeformer.native.ssh import _sha256
+
+    remote = _remote(tmp_path)
+    fake = remote / "runners" / _sha256(host_runner)[:16]
+    (fake / "bin").mkdir(parents=True)
+    (fake / "bin" / "edgeformer-runner").write_text("#!/bin/sh\nkill -SEGV $$\n")
+    (fake / "bin" / "edgeformer-runner").chmod(0o755)
+    (fake / ".complete").touch()
+    code, out, err = run_cli(["bench", str(art), "--device", f"{sshd['url']}{remote}"], capsys)
+    assert code == 2 and "the runner crashed on ssh://" in err and "signal 11" in err, err
+    assert load_artifact(art).manifest.devices is None

@@ -77,6 +77,9 @@ def build(
                                         "Causal LMs: window=W[:sinks=S], a sliding-window ring cache."),
     data: str = typer.Option(None, "--data", "--prune-data", help="Task data for --prune and hard=...:layers=auto "
                                                                   "(default: the data set of --eval-data)."),
+    device: str = typer.Option(None, "--device", help="Measure latency and memory there with the C++ runner and check "
+                                                      "the budgets against them: ssh://user@host[:port] | native | "
+                                                      "qemu-aarch64 (emulated: recorded, not checked)."),
     dump: Path = typer.Option(None, "--dump", help="Write the graph after each stage into this folder."),
     as_json: bool = JSON,
 ):
@@ -92,7 +95,7 @@ def build(
                 model, target, out, quant=quant, group_size=group_size, embedding_quant=embedding_quant,
                 seq_len=seq_len, threads=threads, min_sqnr_db=min_sqnr, enforce=enforce, bench_iters=bench_iters,
                 eval_data=eval_data, max_accuracy_drop=max_accuracy_drop, prune=prune, attention=attention, data=data,
-                max_context=max_context, dump=dump, stage=timed_stage(done),
+                max_context=max_context, device=device, dump=dump, stage=timed_stage(done),
             )
     except BudgetError as e:
         if e.result is not None:  # still show every budget, as a table or as JSON for scripts

@@ -86,6 +86,7 @@ def build(
     attention: str | list[str] | None = None,
     data: str | None = None,
     max_context: int | None = None,
+    device: str | None = None,
     dump: str | Path | None = None,
     stage: Stage | None = None,
 ) -> BuildResult:
@@ -129,7 +130,8 @@ def build(
 
         check_lm_options(prune, data, max_context)
         return build_lm(model, tgt, recipe, out, backend, max_context=max_context, attention=attention, eval_data=eval_data,
-                        min_sqnr_db=min_sqnr_db, enforce=enforce, bench_iters=bench_iters, dump=dump, stage=stage)
+                        min_sqnr_db=min_sqnr_db, enforce=enforce, bench_iters=bench_iters, device=device, dump=dump,
+                        stage=stage)
     if max_context is not None:
         raise UserError(f"--max-context {max_context} applies to causal LMs; {model} is an encoder (use --seq-len)")
     attention_plan = parse_attention(attention)
@@ -186,8 +188,8 @@ def build(
                                              flops_ratio=pruning["flops_per_sequence"]["ratio"],
                                              validation_accuracy=pruning["validation_accuracy"])
         (tmp / art.MANIFEST).write_text(manifest.to_json())  # bench and eval load the staged artifact
-        bench = measure_stage(manifest, tgt, bench_iters, stage, "measure latency and memory",
-                              lambda: measure(tmp, recipe.threads, iters=bench_iters))
+        bench, where = measure_stage(manifest, tgt, bench_iters, stage, "measure latency and memory",
+                                     lambda: measure(tmp, recipe.threads, iters=bench_iters), device, tmp)
         accuracy = None
         if eval_data is not None:
             from edgeformer.validate.accuracy import evaluate
@@ -199,22 +201,36 @@ def build(
                     accuracy.update(unpruned_accuracy=base, accuracy_drop_vs_pruned_fp32=accuracy["accuracy_drop_points"],
                                     accuracy_drop_points=round((base - accuracy["accuracy"]) * 100, 2))
             manifest.accuracy = accuracy
-        checks = check_budgets(budgets, len(lowered.pte), numerics, bench, "host", accuracy)
+        checks = check_budgets(budgets, len(lowered.pte), numerics, bench, where, accuracy)
         manifest.budgets = [c.to_dict() for c in checks]
         return publish(tmp, out, tgt, BuildResult(None, manifest, exported, lowered.program), checks, enforce)
 
 
 def measure_stage(manifest: Manifest, tgt: Target, bench_iters: int, stage: Stage, name: str,
-                  run: Callable[[], dict]) -> dict | None:
-    """Phase 5's timing (shared with lm/build.py): `run()` where the target is this machine,
-    recorded in `manifest.measurements` with where it ran, or why it was not run."""
+                  run: Callable[[], dict], device: str | None = None, staged: Path | None = None) -> tuple[dict | None, str]:
+    """Phase 5's timing (shared with lm/build.py): on `device` with the C++ runner when one is
+    given (the staged artifact is copied there), else `run()` where the target is this machine.
+    Recorded in `manifest.measurements` with where it ran, or why it was not run. Returns the
+    numbers the latency/memory budgets are checked against (None: not checked) and where."""
+    if device is not None and bench_iters > 0:
+        from edgeformer.native.device import parse_device, run_on_device, runner_args
+
+        dev = parse_device(device)
+        a = art.load_artifact(staged)
+        with stage(f"{name} on {device}"):
+            r = run_on_device(dev, a, runner_args(a, manifest.recipe["threads"], None, bench_iters, min(bench_iters, 128)))
+        manifest.measurements = r
+        manifest.devices = [r]
+        if dev.kind == "emulated":  # correctness only: emulated timings are not the device's
+            return None, "emulated: not checked"
+        return r, dev.kind
     if not (tgt.measure_here and bench_iters > 0):
         manifest.measurements = dict(measured_on=None, reason=_why_not_measured(tgt, bench_iters))
-        return None
+        return None, "host"
     with stage(name):
         bench = run()
     manifest.measurements = dict(measured_on=_host_fingerprint(), **bench)
-    return bench
+    return bench, "host"
 
 
 def lower_stage(backend, exported: ExportedProgram, recipe: Recipe, tgt: Target, dump, stage: Stage):

@@ -70,7 +70,7 @@ def _positive_int(text: str, what: str) -> int:
 
 def build_lm(model: str, tgt: Target, recipe: Recipe, out: Path, backend, *, max_context: int | None,
              attention, eval_data: str | None, min_sqnr_db: float | None, enforce: bool, bench_iters: int,
-             dump, stage):
+             device: str | None, dump, stage):
     """`pipeline.build` for causal LMs (same arguments, same result and errors)."""
     from edgeformer.lm.bench import default_lengths, measure_lm
     from edgeformer.pipeline import BuildResult, _versions, lower_stage, measure_stage, publish
@@ -114,8 +114,8 @@ def build_lm(model: str, tgt: Target, recipe: Recipe, out: Path, backend, *, max
         manifest = _manifest(lm, tok, tgt, recipe, lowered, numerics, _versions())
         (tmp / art.MANIFEST).write_text(manifest.to_json())
         prompt_len, new = default_lengths(manifest.generation, None, None)
-        bench = measure_stage(manifest, tgt, bench_iters, stage, "measure speed and memory",
-                              lambda: measure_lm(tmp, recipe.threads, prompt_len, min(new, bench_iters)))
+        bench, where = measure_stage(manifest, tgt, bench_iters, stage, "measure speed and memory",
+                                     lambda: measure_lm(tmp, recipe.threads, prompt_len, min(new, bench_iters)), device, tmp)
         ppl = None
         if eval_data is not None:
             from edgeformer.lm.perplexity import DEFAULT_TOKENS, default_segment, evaluate_perplexity
@@ -124,7 +124,7 @@ def build_lm(model: str, tgt: Target, recipe: Recipe, out: Path, backend, *, max
                 segment = default_segment(manifest.generation["max_context"])
                 ppl = evaluate_perplexity(program, tok.encode(text).ids, DEFAULT_TOKENS, segment, reference=lm.hf)
                 manifest.accuracy = dict(data=eval_data, metric="perplexity", **ppl)
-        checks = check_lm_budgets(budgets, len(lowered.pte), numerics, bench, "host", ppl)
+        checks = check_lm_budgets(budgets, len(lowered.pte), numerics, bench, where, ppl)
         manifest.budgets = [c.to_dict() for c in checks]
         return publish(tmp, out, tgt, BuildResult(None, manifest, exported, lowered.program), checks, enforce)
 

@@ -51,7 +51,7 @@ def check_lm_budgets(budgets: Budgets, pte_bytes: int, numerics: dict, bench: di
 
 def _common(budgets: Budgets, pte_bytes: int, numerics: dict, bench: dict | None, where: str, latency_unit: str):
     lat = mem = None
-    at = NOT_ON_DEVICE
+    at = NOT_ON_DEVICE if where == "host" else where  # e.g. "emulated: not checked"
     if bench is not None:
         lat, mem, at = bench["latency_ms_p50"], bench["peak_rss_mb"], where
     return [

@@ -126,3 +126,29 @@ def test_runner_crash_on_device_is_reported(sshd, art, tmp_path, capsys, host_ru
     code, out, err = run_cli(["bench", str(art), "--device", f"{sshd['url']}{remote}"], capsys)
     assert code == 2 and "the runner crashed on ssh://" in err and "signal 11" in err, err
     assert load_artifact(art).manifest.devices is None
+
+
+def test_build_rpi5_checks_budgets_on_the_device(sshd, tiny_bert_cls, tmp_path, capsys, host_runner):
+    """`build --target rpi5 --device ssh://...`: latency and memory budgets are checked against
+    the numbers the runner measured on the device (here the loopback 'board' is this x86-64 host)."""
+    out = tmp_path / "rpi5"
+    url = f"{sshd['url']}{_remote(tmp_path)}"
+    code, _, err = run_cli(["build", str(tiny_bert_cls), "--target", "rpi5", "-o", str(out), "--seq-len", "16",
+                            "--bench-iters", "5", "--min-sqnr", "0", "--device", url], capsys)
+    assert code == 0, err
+    m = load_artifact(out).manifest
+    assert m.measurements["measured_on"]["kind"] == "device" and m.measurements["measured_on"]["spec"] == url
+    lat = next(b for b in m.budgets if b["name"] == "max_latency_ms_p50")
+    assert lat["where"] == "device" and lat["passed"] is True and lat["measured"] == round(m.measurements["latency_ms_p50"], 3)
+    assert m.devices[0]["measured_on"]["spec"] == url
+
+
+def test_build_under_qemu_records_but_does_not_check_timings(tiny_bert_cls, tmp_path, capsys, arm_runner):
+    out = tmp_path / "rpi5-qemu"
+    code, _, err = run_cli(["build", str(tiny_bert_cls), "--target", "rpi5", "-o", str(out), "--seq-len", "16",
+                            "--bench-iters", "2", "--min-sqnr", "0", "--device", "qemu-aarch64"], capsys)
+    assert code == 0, err
+    m = load_artifact(out).manifest
+    assert m.measurements["measured_on"]["kind"] == "emulated"
+    lat = next(b for b in m.budgets if b["name"] == "max_latency_ms_p50")
+    assert lat["passed"] is None and lat["where"] == "emulated: not checked"

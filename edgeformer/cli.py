@@ -80,6 +80,8 @@ def build(
     device: str = typer.Option(None, "--device", help="Measure latency and memory there with the C++ runner and check "
                                                       "the budgets against them: ssh://user@host[:port] | native | "
                                                       "qemu-aarch64 (emulated: recorded, not checked)."),
+    lm_ops: str = typer.Option("custom", "--lm-ops", help="Causal LMs: custom (ExecuTorch's LLM kernels: Python runtime, "
+                                                         "Android AAR) | portable (core ops: the C++ runner)."),
     dump: Path = typer.Option(None, "--dump", help="Write the graph after each stage into this folder."),
     as_json: bool = JSON,
 ):
@@ -95,7 +97,7 @@ def build(
                 model, target, out, quant=quant, group_size=group_size, embedding_quant=embedding_quant,
                 seq_len=seq_len, threads=threads, min_sqnr_db=min_sqnr, enforce=enforce, bench_iters=bench_iters,
                 eval_data=eval_data, max_accuracy_drop=max_accuracy_drop, prune=prune, attention=attention, data=data,
-                max_context=max_context, device=device, dump=dump, stage=timed_stage(done),
+                max_context=max_context, device=device, lm_ops=lm_ops, dump=dump, stage=timed_stage(done),
             )
     except BudgetError as e:
         if e.result is not None:  # still show every budget, as a table or as JSON for scripts
@@ -325,7 +327,7 @@ def bench(
     a = edgeformer.load_artifact(artifact)  # verify before spending time
     t = threads or a.manifest.recipe["threads"]
     if device is not None:
-        _bench_on_device(a, device, t, warmup, iters, new_tokens, as_json)
+        _bench_on_device(a, device, t, warmup, iters, prompt_tokens, new_tokens, as_json)
         return
     if a.manifest.generation:
         from edgeformer.lm.bench import default_lengths, measure_lm
@@ -348,12 +350,14 @@ def bench(
         report.print_tables([report.bench_table(str(a.path), r)])
 
 
-def _bench_on_device(a, spec: str, threads: int, warmup: int, iters: int, new_tokens: int | None, as_json: bool) -> None:
+def _bench_on_device(a, spec: str, threads: int, warmup: int, iters: int, prompt_tokens: int | None, new_tokens: int | None,
+                     as_json: bool) -> None:
     from edgeformer.native.device import parse_device, record, run_on_device, runner_args
 
     dev = parse_device(spec)
     with err.status(f"benchmarking on {spec}…") as status:
-        r = run_on_device(dev, a, runner_args(a, threads, warmup, iters, new_tokens),
+        r = run_on_device(dev, a, runner_args(a, threads, warmup if not a.manifest.generation else 1, iters, prompt_tokens,
+                                              new_tokens),
                           log=lambda msg: status.update(f"building the runner: {msg}…"))
     record(a, r)
     if as_json:

@@ -87,6 +87,7 @@ def build(
     data: str | None = None,
     max_context: int | None = None,
     device: str | None = None,
+    lm_ops: str = "custom",
     dump: str | Path | None = None,
     stage: Stage | None = None,
 ) -> BuildResult:
@@ -109,6 +110,12 @@ def build(
     A causal LM (`smollm2-135m`, a .gguf file, a *ForCausalLM folder) is built by
     `lm.build.build_lm`: `max_context` sets its cache, `attention="window=W[:sinks=S]"` makes
     the cache a sliding-window ring, and `eval_data` ("janeausten") measures perplexity.
+    `lm_ops="portable"` writes the cache and attention in core ops only (no LLM custom ops),
+    which the C++ runner built from the wheel can run.
+
+    `device` ("ssh://pi@raspberrypi.local", "qemu-aarch64", "native"; see `native.device`)
+    measures latency and memory there with the C++ runner, and the budgets are checked
+    against those numbers (emulated timings are recorded, never checked).
 
     Example:
         >>> r = edgeformer.build("minilm", target="host", out="out/minilm-host")
@@ -128,10 +135,12 @@ def build(
     if is_causal_lm(model):
         from edgeformer.lm.build import build_lm, check_lm_options
 
-        check_lm_options(prune, data, max_context)
+        check_lm_options(prune, data, max_context, lm_ops)
         return build_lm(model, tgt, recipe, out, backend, max_context=max_context, attention=attention, eval_data=eval_data,
-                        min_sqnr_db=min_sqnr_db, enforce=enforce, bench_iters=bench_iters, device=device, dump=dump,
-                        stage=stage)
+                        min_sqnr_db=min_sqnr_db, enforce=enforce, bench_iters=bench_iters, device=device, lm_ops=lm_ops,
+                        dump=dump, stage=stage)
+    if lm_ops != "custom":
+        raise UserError(f"--lm-ops {lm_ops} applies to causal LMs; {model} is an encoder (its ops are all core ops)")
     if max_context is not None:
         raise UserError(f"--max-context {max_context} applies to causal LMs; {model} is an encoder (use --seq-len)")
     attention_plan = parse_attention(attention)
@@ -218,7 +227,7 @@ def measure_stage(manifest: Manifest, tgt: Target, bench_iters: int, stage: Stag
         dev = parse_device(device)
         a = art.load_artifact(staged)
         with stage(f"{name} on {device}"):
-            r = run_on_device(dev, a, runner_args(a, manifest.recipe["threads"], None, bench_iters, min(bench_iters, 128)))
+            r = run_on_device(dev, a, runner_args(a, manifest.recipe["threads"], None, bench_iters))
         manifest.measurements = r
         manifest.devices = [r]
         if dev.kind == "emulated":  # correctness only: emulated timings are not the device's

@@ -70,7 +70,7 @@ def _positive_int(text: str, what: str) -> int:
 
 def build_lm(model: str, tgt: Target, recipe: Recipe, out: Path, backend, *, max_context: int | None,
              attention, eval_data: str | None, min_sqnr_db: float | None, enforce: bool, bench_iters: int,
-             device: str | None, dump, stage):
+             device: str | None, lm_ops: str, dump, stage):
     """`pipeline.build` for causal LMs (same arguments, same result and errors)."""
     from edgeformer.lm.bench import default_lengths, measure_lm
     from edgeformer.pipeline import BuildResult, _versions, lower_stage, measure_stage, publish
@@ -80,7 +80,7 @@ def build_lm(model: str, tgt: Target, recipe: Recipe, out: Path, backend, *, max
 
     # Phase 1: load
     with stage("load model"):
-        lm = load_lm(model, max_context, window, sinks, chunk=recipe.seq_len)
+        lm = load_lm(model, max_context, window, sinks, chunk=recipe.seq_len, portable=lm_ops == "portable")
         text = None
         if eval_data is not None:
             from edgeformer.data.janeausten import load_text
@@ -186,6 +186,7 @@ def _manifest(lm: LoadedLM, tok: Tokenizer, tgt: Target, recipe: Recipe, lowered
             cache_bytes_per_token=per_token, cache_mb=round(per_token * s.cache_len / 2**20, 1),
             embedding_bytes=s.vocab_size * s.hidden * emb_bits // 8, stop_ids=lm.stop_ids,
             chat_template=lm.chat_template, special_tokens=special, max_positions=lm.source["max_positions"],
+            ops="portable" if s.portable else "custom",
         ),
     )
 
@@ -194,7 +195,13 @@ def _token(tok, i) -> str | None:
     return tok.id_to_token(i) if isinstance(i, int) else None
 
 
-def check_lm_options(prune, data, max_context: int | None) -> None:
+LM_OPS = ("custom", "portable")
+
+
+def check_lm_options(prune, data, max_context: int | None, lm_ops: str) -> None:
+    if lm_ops not in LM_OPS:
+        raise UserError(f"--lm-ops {lm_ops!r}: use custom (ExecuTorch's LLM kernels, the Python runtime and the Android "
+                        "AAR) or portable (core ops only, for the C++ runner built from the wheel)")
     if prune is not None or data is not None:
         raise UserError("--prune/--data apply to encoder classifiers; causal LMs are not pruned yet")
     if max_context is not None and max_context < 2:

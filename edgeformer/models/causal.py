@@ -99,7 +99,8 @@ def load_reference(folder: Path, gguf: str | None = None):
         return tf.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kw).eval()
 
 
-def load_lm(model: str, max_context: int | None = None, window: int | None = None, sinks: int = 0, chunk: int = 128) -> LoadedLM:
+def load_lm(model: str, max_context: int | None = None, window: int | None = None, sinks: int = 0, chunk: int = 128,
+            portable: bool = False) -> LoadedLM:
     """Load a Llama-family causal LM and build its cached `Decoder`: a full cache of `max_context`
     tokens (default: 1024 or the model's positions if fewer), or with `window` a ring cache
     (sinks + window + chunk - 1 slots, any length)."""
@@ -120,7 +121,7 @@ def load_lm(model: str, max_context: int | None = None, window: int | None = Non
     stop = {i for i in (tok.eos_token_id, getattr(hf.generation_config, "eos_token_id", None)) if i is not None}
     stop = {j for i in stop for j in (i if isinstance(i, list) else [i])}
     return LoadedLM(
-        hf=hf, decoder=from_hf(hf, max_context, window, sinks, chunk), tokenizer_json=tok.backend_tokenizer.to_str(),
+        hf=hf, decoder=from_hf(hf, max_context, window, sinks, chunk, portable), tokenizer_json=tok.backend_tokenizer.to_str(),
         chat_template=getattr(tok, "chat_template", None), stop_ids=sorted(stop),
         source=dict(name=name, path=str(folder / gguf) if gguf else str(folder), architecture=arch, task="causal-lm",
                     params=sum(p.numel() for p in hf.parameters()), max_positions=limit),

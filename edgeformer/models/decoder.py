@@ -23,6 +23,11 @@ trained), `llama::update_cache_with_indices` writes each token at its slot, and
 `custom_sdpa` reads every slot under a [T, slots] mask computed in the graph from input_pos.
 While the sequence fits in sinks + window this is exactly full attention.
 
+Portable variant (`portable`, `build --lm-ops portable`): the cache written with index_put and
+attention as two bmm + softmax over every slot under a mask, all core ATen ops. ExecuTorch's
+C++ libraries in the wheel have no LLM custom ops (those live only in a Python extension that
+links libtorch), so this is the form the C++ runner (`runtimes/cpp`) can run.
+
 forward(tokens [1, T] int64, input_pos [1] int64) writes positions input_pos .. input_pos+T-1
 into the cache and returns logits [1, T, vocab] (`full_logits`) or [1, 1, vocab] for the last
 token. One method serves prefill (T > 1) and decode (T = 1): export it with a dynamic T.
@@ -55,6 +60,7 @@ class DecoderShape:
     window: int | None = None  # sliding-window ring cache: the recent positions each query sees
     sinks: int = 0  # first positions every query also sees (ring cache only)
     chunk: int = 128  # ring cache: the most tokens one call may write (longer prompts are fed in chunks)
+    portable: bool = False  # core ATen ops only (index_put, bmm, softmax): no LLM custom-op library needed
 
     def __post_init__(self):
         if self.num_heads % self.num_kv_heads:
@@ -91,6 +97,7 @@ class DecoderLayer(nn.Module):
     def __init__(self, s: DecoderShape):
         super().__init__()
         self.h, self.kv, self.d = s.num_heads, s.num_kv_heads, s.head_dim
+        self.portable = s.portable
         self.norm1 = RMSNorm(s.hidden, s.eps)
         self.q = nn.Linear(s.hidden, s.num_heads * s.head_dim, bias=s.qkv_bias)
         self.k = nn.Linear(s.hidden, s.num_kv_heads * s.head_dim, bias=s.qkv_bias)
@@ -109,7 +116,9 @@ class DecoderLayer(nn.Module):
         q = _rope(self.q(y).view(1, -1, self.h, self.d), cos, sin, rot)
         k = _rope(self.k(y).view(1, -1, self.kv, self.d), cos, sin, rot)
         v = self.v(y).view(1, -1, self.kv, self.d)
-        if ring is None:  # full cache: positions are slots, causal attention up to the last one written
+        if self.portable:
+            attn = self._portable_attention(q, k, v, *ring)
+        elif ring is None:  # full cache: positions are slots, causal attention up to the last one written
             torch.ops.llama.update_cache(k, self.k_cache, start)
             torch.ops.llama.update_cache(v, self.v_cache, start)
             attn = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, start, None, 0.0, True)
@@ -122,6 +131,21 @@ class DecoderLayer(nn.Module):
         x = x + self.o(attn.view(1, -1, self.h * self.d))
         y = self.norm2(x)
         return x + self.down(F.silu(self.gate(y)) * self.up(y))
+
+
+    def _portable_attention(self, q, k, v, slots, mask):
+        """The cache write and attention in core ATen ops, which every ExecuTorch runtime has:
+        index_put at the slots, then grouped-query attention over every slot under `mask`
+        ([T, slots], additive). Reads the whole cache each call, where custom_sdpa stops at
+        the last written position."""
+        t, g = q.shape[1], self.h // self.kv
+        self.k_cache[:, slots[0]] = k
+        self.v_cache[:, slots[0]] = v
+        qg = q.view(t, self.kv, g, self.d).permute(1, 2, 0, 3).reshape(self.kv, g * t, self.d)
+        scores = torch.bmm(qg, self.k_cache[0].permute(1, 2, 0)) * self.d**-0.5  # [kv, g*T, slots]
+        p = torch.softmax(scores.view(self.kv, g, t, -1) + mask, dim=-1).view(self.kv, g * t, -1)
+        out = torch.bmm(p, self.v_cache[0].permute(1, 0, 2))  # [kv, g*T, d]
+        return out.view(self.kv, g, t, self.d).permute(2, 0, 1, 3).reshape(1, t, self.h * self.d)
 
 
 def _rope(x, cos, sin, rot):
@@ -157,6 +181,9 @@ class Decoder(nn.Module):
         ring = None
         if self.shape.window is None:
             torch._check(start + t <= self.shape.max_context)
+            if self.shape.portable:  # slots are positions; causal mask over every slot
+                seen = torch.arange(self.shape.max_context)[None, :] <= pos[:, None]
+                ring = pos[None, :], torch.where(seen, 0.0, float("-inf"))
         else:
             ring = self._ring(pos)
         x = self.embed(tokens)
@@ -190,7 +217,8 @@ class Decoder(nn.Module):
             layer.v_cache.zero_()
 
 
-def from_hf(model, max_context: int, window: int | None = None, sinks: int = 0, chunk: int = 128) -> Decoder:
+def from_hf(model, max_context: int, window: int | None = None, sinks: int = 0, chunk: int = 128,
+            portable: bool = False) -> Decoder:
     """A `Decoder` with the weights of a Hugging Face Llama-family causal LM.
 
     `window` makes the cache a ring (see the module docstring); `max_context` is then unused."""
@@ -206,6 +234,7 @@ def from_hf(model, max_context: int, window: int | None = None, sinks: int = 0, 
         num_kv_heads=c.num_key_value_heads, head_dim=head_dim, ffn=c.intermediate_size, max_context=max_context,
         rope_theta=float(theta), eps=c.rms_norm_eps, tie_embeddings=bool(getattr(c, "tie_word_embeddings", False)),
         qkv_bias=model.model.layers[0].self_attn.q_proj.bias is not None, window=window, sinks=sinks, chunk=chunk,
+        portable=portable,
     )
     dec = Decoder(shape)
     src = model.model

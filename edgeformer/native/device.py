@@ -59,15 +59,19 @@ def parse_device(spec: str) -> Device:
     raise UserError(f"--device {spec!r} is not one of: native, qemu-aarch64, ssh://user@host[:port], adb:SERIAL")
 
 
-def runner_args(a: Artifact, threads: int, warmup: int | None, iters: int | None, max_new_tokens: int | None) -> list[str]:
+def runner_args(a: Artifact, threads: int, warmup: int | None, iters: int | None, prompt_tokens: int | None = None,
+                new_tokens: int | None = None) -> list[str]:
+    """The runner's command line: encoders time `iters` runs; causal LMs prefill `prompt_tokens`
+    seeded ids and decode `new_tokens` greedily (the artifact's defaults when None)."""
     args = ["--threads", str(threads), "--no-outputs"]
     if warmup is not None:
         args += ["--warmup", str(warmup)]
-    if iters is not None and not a.manifest.generation:
-        args += ["--iters", str(iters)]
-    if max_new_tokens is not None and a.manifest.generation:
-        args += ["--max-new-tokens", str(max_new_tokens), "--ignore-eos"]
-    return args
+    if not a.manifest.generation:
+        return args + (["--iters", str(iters)] if iters is not None else [])
+    from edgeformer.lm.bench import default_lengths
+
+    prompt_tokens, new_tokens = default_lengths(a.manifest.generation, prompt_tokens, new_tokens)
+    return args + ["--prompt-tokens", str(prompt_tokens), "--max-new-tokens", str(new_tokens), "--ignore-eos"]
 
 
 def run_on_device(device: Device, a: Artifact, args: list[str], inputs: Path | None = None, log=None,

@@ -3,12 +3,12 @@
 // and prints one JSON object: outputs, latency p50/p90, peak RSS, and the device's fingerprint.
 //
 //   edgeformer-runner ARTIFACT [--inputs FILE.json] [--threads N] [--warmup N] [--iters N]
-//                              [--max-new-tokens N] [--ignore-eos] [--no-outputs]
+//                              [--prompt-tokens N] [--max-new-tokens N] [--ignore-eos] [--no-outputs]
 //
 // Encoders: inputs are the manifest's [1, S] int64 tensors (input_ids, attention_mask), from
 // --inputs {"input_ids": [...], "attention_mask": [...]} or seeded ids; the outputs of the
 // last timed run are printed. Causal LMs (manifest.generation): --inputs {"prompt_ids": [...]}
-// (or 128 seeded ids) is prefilled in chunks, then up to --max-new-tokens greedy tokens are
+// (or --prompt-tokens seeded ids, default 128) is prefilled in chunks, then up to --max-new-tokens greedy tokens are
 // decoded; it prints the ids, the first next-token logits, prefill and decode rates.
 //
 // Exit codes: 0 ok, 2 bad arguments or artifact, 3 the runtime failed to load or run it.
@@ -179,7 +179,7 @@ std::vector<EValue> run(Module& m, const std::vector<TensorPtr>& inputs) {
 
 struct Options {
   std::string artifact, inputs;
-  int threads = 2, warmup = -1, iters = -1, max_new_tokens = 32;
+  int threads = 2, warmup = -1, iters = -1, max_new_tokens = 32, prompt_tokens = 128;
   bool ignore_eos = false, outputs = true;
 };
 
@@ -203,6 +203,7 @@ Options parse_args(int argc, char** argv) {
     else if (a == "--warmup") o.warmup = number(i, 0);
     else if (a == "--iters") o.iters = number(i, 1);
     else if (a == "--max-new-tokens") o.max_new_tokens = number(i, 1);
+    else if (a == "--prompt-tokens") o.prompt_tokens = number(i, 1);
     else if (a == "--ignore-eos") o.ignore_eos = true;
     else if (a == "--no-outputs") o.outputs = false;
     else if (a == "--version") { printf("edgeformer-runner %s\n", EDGEFORMER_RUNNER_VERSION); exit(0); }
@@ -211,7 +212,7 @@ Options parse_args(int argc, char** argv) {
     else throw UserError{"one artifact only; got " + o.artifact + " and " + a};
   }
   if (o.artifact.empty()) throw UserError{"usage: edgeformer-runner ARTIFACT [--inputs FILE.json] [--threads N] "
-                                          "[--warmup N] [--iters N] [--max-new-tokens N] [--ignore-eos] [--no-outputs]"};
+                                          "[--warmup N] [--iters N] [--prompt-tokens N] [--max-new-tokens N] [--ignore-eos] [--no-outputs]"};
   return o;
 }
 
@@ -267,7 +268,7 @@ std::string run_lm(Module& m, const json::Value& mf, const json::Value& inputs, 
   bool ring = gen["cache"].as_str() == "ring";
   std::vector<int64_t> stop = gen.has("stop_ids") ? gen["stop_ids"].as_ints() : std::vector<int64_t>{};
   std::vector<int64_t> prompt = inputs.has("prompt_ids") ? inputs["prompt_ids"].as_ints()
-                                                           : seeded_ids(128, mf["tokenizer"]["vocab_size"].as_int());
+                                                           : seeded_ids(o.prompt_tokens, mf["tokenizer"]["vocab_size"].as_int());
   if (prompt.empty()) throw UserError{"prompt_ids is empty; give at least one token"};
   if (!ring && static_cast<int64_t>(prompt.size()) + o.max_new_tokens > context)
     throw UserError{std::to_string(prompt.size()) + " prompt + " + std::to_string(o.max_new_tokens) +

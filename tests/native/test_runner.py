@@ -116,3 +116,46 @@ def test_bad_device_and_arch(args, needle, built_fp32, capsys):
     code, out, err = run_cli([x.format(art=built_fp32.path) for x in args], capsys)
     assert code == 2 and needle in " ".join(err.split()), err
     assert "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def portable_lm(tiny_llama_folder, tmp_path_factory):
+    import edgeformer
+
+    out = tmp_path_factory.mktemp("lm") / "portable"
+    return edgeformer.build(str(tiny_llama_folder), "host", out, quant="fp32", max_context=64, lm_ops="portable",
+                            bench_iters=0).path
+
+
+def _greedy_python(art, prompt, n):
+    from edgeformer.lm.generate import Sampling, generate
+
+    a = load_artifact(art)
+    prog = Program(a.pte_file, 2, causal_lm=True)
+    return list(generate(prog, prompt, n, frozenset(), Sampling(temperature=0.0),
+                         chunk=a.manifest.generation["max_tokens_per_call"]))
+
+
+def test_runner_generates_what_python_generates(portable_lm, host_runner, arm_runner, tmp_path):
+    """The portable LM: the runner's greedy ids and first logits equal the Python runtime's, on
+    x86-64 and on ARM under qemu."""
+    prompt = [5, 17, 33, 2, 41, 8, 60, 12, 9]
+    f = tmp_path / "prompt.json"
+    f.write_text(json.dumps({"prompt_ids": prompt}))
+    args = [str(portable_lm), "--inputs", str(f), "--max-new-tokens", "20", "--ignore-eos", "--warmup", "0"]
+    host = _run([str(host_runner), *args])
+    arm = _run(["qemu-aarch64", "-cpu", QEMU_CPU, "-L", ARM_SYSROOT, str(arm_runner), *args])
+    want = _greedy_python(portable_lm, prompt, 20)
+    assert host["kind"] == "causal_lm" and host["generated_ids"] == want
+    assert arm["generated_ids"] == want
+    np.testing.assert_allclose(arm["first_logits"], host["first_logits"], atol=1e-4)
+    assert host["prompt_tokens"] == 9 and host["decode_tokens"] == 19 and host["decode_tok_s"] > 0
+
+
+def test_custom_op_lm_is_refused_with_the_fix(tiny_llama_folder, tmp_path, capsys, host_runner):
+    import edgeformer
+
+    out = edgeformer.build(str(tiny_llama_folder), "host", tmp_path / "custom", quant="fp32", max_context=64,
+                           bench_iters=0).path
+    code, _, err = run_cli(["bench", str(out), "--device", "native"], capsys)
+    assert code == 2 and "--lm-ops portable" in err

@@ -39,6 +39,7 @@ from edgeformer.models import LoadedModel, load_model
 from edgeformer.models.causal import is_causal_lm
 from edgeformer.models.hf import reference_forward
 from edgeformer.recipe import Recipe
+from edgeformer.report_md import write_report
 from edgeformer.runtime import Program
 from edgeformer.targets import Target, get_target
 from edgeformer.tokenize import TextEncoder
@@ -255,6 +256,7 @@ def publish(tmp: Path, out: Path, tgt: Target, result: BuildResult, checks, enfo
     """Phase 6 (shared with lm/build.py): write the manifest, then rename the staging folder
     into place, or with `enforce` and a missed budget raise BudgetError and keep nothing."""
     (tmp / art.MANIFEST).write_text(result.manifest.to_json())
+    write_report(tmp, result.manifest)
     if enforce and not result.manifest.passed:
         failed = [c.describe() for c in checks if c.passed is False]
         raise BudgetError(f"target {tgt.alias}: {len(failed)} budget(s) failed, artifact not written "

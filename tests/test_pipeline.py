@@ -120,3 +120,13 @@ def test_broken_artifacts_are_refused(built_fp32, tmp_path, mutate, msg):
     mutate(d)
     with pytest.raises(UserError, match=msg):
         load_artifact(d)
+
+
+def test_report_md_says_which_budget_failed(built_int8_cls):
+    from edgeformer.report_md import render
+
+    m = built_int8_cls.manifest
+    text = (built_int8_cls.path / "report.md").read_text()
+    assert text == render(m) and "all budgets met" in text and "| max_pte_mb |" in text
+    failed = type(m)(**{**m.__dict__, "budgets": [dict(b, passed=False) if b["name"] == "max_pte_mb" else b for b in m.budgets]})
+    assert "FAILED: max_pte_mb (measured" in render(failed)

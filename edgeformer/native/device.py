@@ -25,6 +25,7 @@ from edgeformer.artifact import MANIFEST, Artifact, load_artifact
 from edgeformer.errors import UserError
 from edgeformer.manifest import Manifest
 from edgeformer.native.runner_build import ANDROID, BINARY, ensure_runner
+from edgeformer.report_md import write_report
 
 QEMU_CPU = "cortex-a76"  # the Raspberry Pi 5's core; `-cpu max` runs XNNPACK's SME kernels wrong under qemu 7.2
 ARM_SYSROOT = "/usr/aarch64-linux-gnu"
@@ -144,4 +145,5 @@ def record(a: Artifact, result: dict) -> Manifest:
     tmp = a.path / f".{MANIFEST}.tmp"
     tmp.write_text(m.to_json())
     tmp.replace(a.path / MANIFEST)
+    write_report(a.path, m)
     return m

@@ -93,6 +93,8 @@ def test_bench_device_native_records_in_manifest(built_int8_cls, host_runner, tm
     m = load_artifact(art).manifest  # still verifies: the .pte is untouched
     assert (art / "model.pte").read_bytes() == before
     assert [d["measured_on"]["spec"] for d in m.devices] == ["native"] and m.devices[0]["iters"] == 3
+    report = (art / "report.md").read_text()  # rewritten with the device's numbers beside the build's
+    assert "## Budgets" in report and "Also measured this host `native`" in report
 
 
 def test_bench_device_qemu_is_marked_emulated(built_fp32, arm_runner, tmp_path, capsys):

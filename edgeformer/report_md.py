@@ -1,0 +1,97 @@
+"""report.md beside manifest.json: the artifact's story for a human, from the manifest alone.
+
+Written by `build` and rewritten whenever `bench --device` records a measurement. It says
+which budget failed and where every number was measured (artifact, host, emulated, device).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeformer.manifest import Manifest
+
+REPORT = "report.md"
+
+
+def _fmt(v, nd: int = 2) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def _where(on: dict | None) -> str:
+    if not on:
+        return "not measured"
+    kind = {"host": "this host", "emulated": "EMULATED: not device latency", "device": "on the device"}.get(on["kind"], on["kind"])
+    spec = f" `{on['spec']}`" if on.get("spec") else ""
+    return f"{kind}{spec}: {on.get('machine', '?')}, {on.get('processor', '?')}, {on.get('cores', '?')} cores, {on.get('system', '?')}"
+
+
+def _timing_rows(r: dict) -> list[str]:
+    if r.get("kind") == "causal_lm" or "decode_tok_s" in r:
+        return [f"| prefill | {_fmt(r.get('prefill_tok_s'), 0)} tok/s |", f"| decode | {_fmt(r.get('decode_tok_s'), 1)} tok/s |",
+                f"| per token p50 / p90 | {_fmt(r.get('latency_ms_p50'))} / {_fmt(r.get('latency_ms_p90'))} ms |",
+                f"| peak RSS | {_fmt(r.get('peak_rss_mb'), 0)} MiB |"]
+    return [f"| latency p50 / p90 | {_fmt(r.get('latency_ms_p50'))} / {_fmt(r.get('latency_ms_p90'))} ms |",
+            f"| peak RSS | {_fmt(r.get('peak_rss_mb'), 0)} MiB |"]
+
+
+def render(m: Manifest) -> str:
+    status = "**all budgets met**" if m.passed else "**FAILED: " + "; ".join(
+        f"{b['name']} (measured {_fmt(b['measured'])} {b['unit']}, limit {b['limit']} {b['unit']}, {b['where']})"
+        for b in m.failed_budgets()) + "**"
+    r = m.recipe
+    lines = [
+        f"# {m.model.get('name', 'model')} for {m.target['alias']} ({m.target['name']})", "",
+        f"{status}. Built {m.created} with " + ", ".join(f"{k} {v}" for k, v in m.toolchain.items()) + ".", "",
+        f"- model: {m.model.get('architecture')} {m.model.get('task')}, {m.model.get('params', 0) / 1e6:.1f} M params, "
+        f"from `{m.model.get('path')}`",
+        f"- recipe: quant {r.get('quant')}, embedding {r.get('embedding_quant')}, seq {r.get('seq_len')}, {r.get('threads')} threads",
+        f"- `.pte`: {m.pte['bytes'] / 2**20:.2f} MiB, sha256 `{m.pte['sha256'][:16]}…`",
+        "", "## Budgets", "", "| budget | limit | measured | where | status |", "|---|---|---|---|---|",
+    ]
+    for b in m.budgets:
+        st = {True: "pass", False: "**FAIL**", None: "not checked"}[b["passed"]]
+        lines.append(f"| {b['name']} | {b['limit']} {b['unit']} | {_fmt(b['measured'])} | {b['where']} | {st} |")
+    meas = m.measurements or {}
+    lines += ["", "## Latency and memory", "", f"Measured {_where(meas.get('measured_on'))}."
+              if meas.get("measured_on") else f"Not measured: {meas.get('reason', 'no measurement')}."]
+    if meas.get("measured_on"):
+        lines += ["", "| | |", "|---|---|", *_timing_rows(meas)]
+    for d in m.devices or []:
+        if d is meas or d.get("measured_on") == meas.get("measured_on"):
+            continue
+        lines += ["", f"Also measured {_where(d['measured_on'])} ({d.get('recorded', '')}):", "", "| | |", "|---|---|",
+                  *_timing_rows(d)]
+    n = m.numerics
+    lines += ["", "## Numerics", "", f"- SQNR vs {n.get('reference', 'fp32')}: {_fmt(n.get('sqnr_db'))} dB",
+              f"- SQNR vs the exported program (what lowering changed): {_fmt(n.get('sqnr_db_vs_exported'))} dB"]
+    if "top1_agreement" in n:
+        lines.append(f"- next-token top-1 agreement with fp32: {n['top1_agreement']:.0%}")
+    if m.accuracy:
+        a = m.accuracy
+        if a.get("metric") == "perplexity":
+            lines.append(f"- perplexity on {a.get('data')}: {_fmt(a.get('perplexity'))} vs fp32 {_fmt(a.get('reference_perplexity'))} "
+                         f"({_fmt(a.get('increase_pct'))}%)")
+        else:
+            lines.append(f"- accuracy on {a.get('data')}: {_fmt(a.get('accuracy'), 4)} (drop {_fmt(a.get('accuracy_drop_points'))} points)")
+    d = m.delegation
+    lines += ["", "## What runs where", "", f"- {d.get('delegated_subgraphs')} {d.get('backend')} subgraph(s), "
+              f"{d.get('delegated_nodes')} nodes delegated, {d.get('non_delegated_nodes')} outside ({_fmt(d.get('coverage', 0) * 100, 1)}% coverage)"]
+    for op, k in sorted((d.get("non_delegated_ops") or {}).items(), key=lambda kv: -kv[1])[:12]:
+        lines.append(f"  - outside: `{op}` × {k}")
+    lines += ["", "| part of the .pte | MiB |", "|---|---|", *(f"| {k} | {v / 2**20:.2f} |" for k, v in m.size.items())]
+    if m.generation:
+        g = m.generation
+        lines += ["", "## Generation", "", f"- cache: {g['cache']}, {g['cache_slots']} slots ({g.get('cache_mb')} MiB), "
+                  f"up to {g['max_tokens_per_call']} tokens per call, ops: {g.get('ops', 'custom')}",
+                  f"- stop ids: {g.get('stop_ids')}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(folder: Path, m: Manifest) -> None:
+    tmp = folder / f".{REPORT}.tmp"
+    tmp.write_text(render(m), encoding="utf-8")
+    tmp.replace(folder / REPORT)

@@ -78,8 +78,9 @@ def render(m: Manifest) -> str:
         else:
             lines.append(f"- accuracy on {a.get('data')}: {_fmt(a.get('accuracy'), 4)} (drop {_fmt(a.get('accuracy_drop_points'))} points)")
     d = m.delegation
+    coverage = _fmt(d.get("coverage", 0) * 100, 1)
     lines += ["", "## What runs where", "", f"- {d.get('delegated_subgraphs')} {d.get('backend')} subgraph(s), "
-              f"{d.get('delegated_nodes')} nodes delegated, {d.get('non_delegated_nodes')} outside ({_fmt(d.get('coverage', 0) * 100, 1)}% coverage)"]
+              f"{d.get('delegated_nodes')} nodes delegated, {d.get('non_delegated_nodes')} outside ({coverage}% coverage)"]
     for op, k in sorted((d.get("non_delegated_ops") or {}).items(), key=lambda kv: -kv[1])[:12]:
         lines.append(f"  - outside: `{op}` × {k}")
     lines += ["", "| part of the .pte | MiB |", "|---|---|", *(f"| {k} | {v / 2**20:.2f} |" for k, v in m.size.items())]

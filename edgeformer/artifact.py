@@ -76,6 +76,13 @@ class Artifact:
     def tokenizer_file(self) -> Path:
         return self.path / TOKENIZER
 
+    def check_runs_here(self) -> None:
+        """UserError when no runtime here can execute this artifact's backend (Vulkan)."""
+        if self.manifest.target.get("backend") == "vulkan":
+            raise UserError(f"{self.path} is a Vulkan artifact ({self.manifest.target['alias']}): the pip ExecuTorch runtime "
+                            "and the C++ runner have no Vulkan backend; run it on the phone with ExecuTorch's Android AAR "
+                            "(runtimes/android/), or build for --target android (XNNPACK) to run it here")
+
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()

@@ -325,6 +325,7 @@ def bench(
     if iters < 1 or warmup < 0:
         raise UserError(f"--iters {iters} / --warmup {warmup}: need iters >= 1 and warmup >= 0")
     a = edgeformer.load_artifact(artifact)  # verify before spending time
+    a.check_runs_here()
     t = threads or a.manifest.recipe["threads"]
     if device is not None:
         _bench_on_device(a, device, t, warmup, iters, prompt_tokens, new_tokens, as_json)

@@ -51,7 +51,7 @@ from edgeformer.validate.numerics import SAMPLE_TEXTS, check_numerics
 from edgeformer.validate.size import size_breakdown
 
 # Backends by name; each module has `lower(exported_program, recipe) -> Lowered`.
-BACKENDS = {"xnnpack": "edgeformer.targets.xnnpack", "cuda": "edgeformer.targets.cuda"}
+BACKENDS = {"xnnpack": "edgeformer.targets.xnnpack", "vulkan": "edgeformer.targets.vulkan", "cuda": "edgeformer.targets.cuda"}
 
 Stage = Callable[[str], AbstractContextManager]
 
@@ -134,6 +134,8 @@ def build(
     stage = stage or (lambda name: nullcontext())
     out = Path(out)
     if is_causal_lm(model):
+        if tgt.lm_budgets is None:
+            raise UserError(f"target {tgt.alias} does not take causal LMs yet; use host, rpi5 or android")
         from edgeformer.lm.build import build_lm, check_lm_options
 
         check_lm_options(prune, data, max_context, lm_ops)
@@ -145,6 +147,8 @@ def build(
     if max_context is not None:
         raise UserError(f"--max-context {max_context} applies to causal LMs; {model} is an encoder (use --seq-len)")
     attention_plan = parse_attention(attention)
+    if getattr(backend, "CANNOT_RUN_HERE", None) and (eval_data or prune or device):
+        raise UserError(f"target {tgt.alias}: --eval-data/--prune/--device need to run the .pte, and {backend.CANNOT_RUN_HERE}")
     data = data or (parse_data_spec(eval_data)[0] if eval_data else None)
 
     # Phase 0: compress (structured pruning, with distillation)
@@ -186,11 +190,15 @@ def build(
     with art.staging(out) as tmp:
         (tmp / art.PTE).write_bytes(lowered.pte)
         (tmp / art.TOKENIZER).write_bytes(loaded.hf.tokenizer_file.read_bytes())
-        with stage("check numerics"):
-            program = Program(lowered.pte, recipe.threads)
-            with torch.no_grad():
-                numerics = check_numerics(program, exported, reference, samples, is_logits=loaded.hf.task == "classifier")
-            numerics["reference"] = "fp32 with the attention transform" if attention_plan.changes_outputs else "fp32 Hugging Face"
+        cannot_run = getattr(backend, "CANNOT_RUN_HERE", None)
+        if cannot_run:  # structural validation only: delegation and size
+            numerics = dict(samples=0, sqnr_db=None, sqnr_db_vs_exported=None, reason=cannot_run)
+        else:
+            with stage("check numerics"):
+                program = Program(lowered.pte, recipe.threads)
+                with torch.no_grad():
+                    numerics = check_numerics(program, exported, reference, samples, is_logits=loaded.hf.task == "classifier")
+                numerics["reference"] = "fp32 with the attention transform" if attention_plan.changes_outputs else "fp32 Hugging Face"
         manifest = _manifest(loaded, tgt, recipe, lowered, text, numerics)
         manifest.model["attention"] = dict(**attention_info, layers=layer_kinds(loaded.encoder))
         if unpruned is not None:

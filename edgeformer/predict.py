@@ -11,6 +11,7 @@ class Predictor:
     """`Predictor(load_artifact(path))(text)` -> dict with the embedding or the label."""
 
     def __init__(self, artifact: Artifact, threads: int | None = None):
+        artifact.check_runs_here()
         m = artifact.manifest
         self.seq_len = m.inputs[0]["shape"][1]
         self.task = m.model["task"]

@@ -90,6 +90,18 @@ TARGETS: dict[str, Target] = {
                                min_lowering_sqnr_db=15.0, max_accuracy_drop=None, max_perplexity_increase_pct=5.0),
         ),
         Target(
+            name="android-arm64-vulkan",
+            alias="android-vulkan",
+            description="Android phone GPU through ExecuTorch's Vulkan delegate (validated structurally here)",
+            arch="aarch64",
+            backend="vulkan",
+            recipe=Recipe(quant="fp32", embedding_quant="fp32", seq_len=128, threads=4),
+            # numerics, latency and memory need the phone: the pip runtime cannot execute Vulkan
+            budgets=Budgets(max_pte_mb=128, max_latency_ms_p50=None, max_peak_memory_mb=None, min_sqnr_db=None,
+                            min_lowering_sqnr_db=None, max_accuracy_drop=None),
+            measure_here=False,
+        ),
+        Target(
             name="server-cuda",
             alias="server-cuda",
             description="NVIDIA GPU server (lowering not implemented yet)",

@@ -70,4 +70,6 @@ def _upper(name, limit, value, unit, at):
 
 
 def _lower(name, limit, value):
+    if value is None:  # the .pte could not run here (e.g. Vulkan)
+        return BudgetCheck(name, limit, None, "dB", None, "cannot run here")
     return BudgetCheck(name, limit, round(value, 2), "dB", None if limit is None else value >= limit, "artifact")

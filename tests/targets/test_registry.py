@@ -8,7 +8,7 @@ from edgeformer.targets import TARGETS, get_target
 def test_aliases_and_names_resolve():
     assert get_target("rpi5").name == "rpi5-arm64-xnnpack"
     assert get_target("rpi5-arm64-xnnpack").alias == "rpi5"
-    assert {t.alias for t in TARGETS.values()} == {"host", "rpi5", "android", "server-cuda"}
+    assert {t.alias for t in TARGETS.values()} == {"host", "rpi5", "android", "android-vulkan", "server-cuda"}
 
 
 def test_unknown_target_lists_known():
@@ -18,7 +18,9 @@ def test_unknown_target_lists_known():
 
 def test_every_target_has_budgets_and_a_valid_recipe():
     for t in TARGETS.values():
-        assert t.budgets.max_pte_mb and t.budgets.max_latency_ms_p50 and t.budgets.max_peak_memory_mb
+        assert t.budgets.max_pte_mb
+        if t.backend != "vulkan":  # Vulkan cannot run here: structural budgets only
+            assert t.budgets.max_latency_ms_p50 and t.budgets.max_peak_memory_mb
         assert t.recipe.quant in ("fp32", "int8", "8da4w")
 
 
@@ -26,3 +28,23 @@ def test_server_cuda_fails_clearly_and_writes_nothing(tiny_bert, tmp_path):
     with pytest.raises(UserError, match="server-cuda: CUDA lowering is not implemented yet"):
         edgeformer.build(str(tiny_bert), "server-cuda", tmp_path / "x", seq_len=16, bench_iters=0)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_vulkan_target_lowers_and_is_validated_structurally(tiny_bert, tmp_path, capsys):
+    """android-vulkan: everything delegated to Vulkan, size checked, numerics honestly not run;
+    running it here is refused with the reason and the fix."""
+    from conftest import run_cli
+
+    from edgeformer.artifact import load_artifact
+
+    out = tmp_path / "vk"
+    code, _, err = run_cli(["build", str(tiny_bert), "--target", "android-vulkan", "-o", str(out), "--seq-len", "16"], capsys)
+    assert code == 0, err
+    m = load_artifact(out).manifest
+    assert m.delegation["backend"] == "VulkanBackend" and m.delegation["non_delegated_nodes"] == 0
+    assert m.numerics["sqnr_db"] is None and "no Vulkan backend" in m.numerics["reason"]
+    checks = {b["name"]: b for b in m.budgets}
+    assert checks["max_pte_mb"]["passed"] is True and checks["min_sqnr_db"]["where"] == "cannot run here"
+    for cmd in (["bench", str(out)], ["run", str(out), "hello"], ["bench", str(out), "--device", "native"]):
+        code, _, err = run_cli(cmd, capsys)
+        assert code == 2 and "is a Vulkan artifact" in err and "Traceback" not in err

@@ -1,0 +1,35 @@
+"""Vulkan (mobile GPU) lowering: ExecuTorch's VulkanPartitioner, validated structurally.
+
+The pip runtime registers no Vulkan backend ("Backend VulkanBackend is not registered"), so
+the `.pte` cannot run here: the build checks what was delegated and the size; numerics and
+latency need the phone (ExecuTorch's Android AAR, which has the Vulkan delegate).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from torch.export import ExportedProgram
+
+from edgeformer.recipe import Recipe
+from edgeformer.targets.xnnpack import Lowered
+from edgeformer.validate.delegation import summarize_delegation
+
+BACKEND_ID = "VulkanBackend"
+CANNOT_RUN_HERE = "the pip ExecuTorch runtime has no Vulkan backend; run it on the phone (ExecuTorch's Android AAR)"
+
+
+def lower(ep: ExportedProgram, recipe: Recipe) -> Lowered:
+    from executorch.backends.vulkan.partitioner.vulkan_partitioner import VulkanPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.WARNING)  # the partitioner logs every op it sees at INFO
+    try:
+        edge = to_edge_transform_and_lower(ep, partitioner=[VulkanPartitioner()])
+        et = edge.to_executorch()
+    finally:
+        root.setLevel(level)
+    final = et.exported_program()
+    return Lowered(pte=et.buffer, delegation=summarize_delegation(final, BACKEND_ID), program=final)

@@ -19,6 +19,7 @@ import copy
 import importlib
 import os
 import platform
+import shutil
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -265,6 +266,10 @@ def publish(tmp: Path, out: Path, tgt: Target, result: BuildResult, checks, enfo
     into place, or with `enforce` and a missed budget raise BudgetError and keep nothing."""
     (tmp / art.MANIFEST).write_text(result.manifest.to_json())
     write_report(tmp, result.manifest)
+    if tgt.alias.startswith("android"):  # the app's side of the bundle
+        android = Path(__file__).resolve().parents[1] / "runtimes" / "android"
+        if android.is_dir():
+            shutil.copytree(android, tmp / "android")
     if enforce and not result.manifest.passed:
         failed = [c.describe() for c in checks if c.passed is False]
         raise BudgetError(f"target {tgt.alias}: {len(failed)} budget(s) failed, artifact not written "

@@ -112,6 +112,7 @@ def test_bench_device_qemu_is_marked_emulated(built_fp32, arm_runner, tmp_path, 
     (["bench", "{art}", "--device", "ssh://"], "is not ssh://[user@]host[:port][/dir]"),
     (["bench", "{art}", "--device", "ssh://pi@host:99999"], "is not ssh://[user@]host[:port][/dir]"),
     (["runtime", "build", "--arch", "mips"], "--arch 'mips' is not supported"),
+    (["bench", "{art}", "--device", "adb:emulator-5554"], "adb"),
     (["runtime", "build", "--arch", "android-arm64"], "needs ExecuTorch's libraries built with the NDK"),
 ])
 def test_bad_device_and_arch(args, needle, built_fp32, capsys):

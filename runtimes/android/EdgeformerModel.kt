@@ -1,0 +1,89 @@
+// Drop-in use of an edgeformer encoder artifact on Android through ExecuTorch's AAR
+// (Gradle: implementation("org.pytorch:executorch-android:<the executorch version in manifest.json>")).
+// Copy model.pte, tokenizer.json and manifest.json into app/src/main/assets/edgeformer/.
+//
+// Not compiled or run here (no Android SDK on the build machines); it follows the AAR's
+// org.pytorch.executorch API: Module.load(path), Tensor.fromBlob(long[], shape), EValue.from,
+// module.forward(...)[0].toTensor().getDataAsFloatArray().
+package ai.edgeformer
+
+import android.content.Context
+import org.json.JSONObject
+import org.pytorch.executorch.EValue
+import org.pytorch.executorch.Module
+import org.pytorch.executorch.Tensor
+import java.io.File
+import java.security.MessageDigest
+
+class EdgeformerModel(context: Context, assetDir: String = "edgeformer") {
+    private val manifest: JSONObject
+    private val module: Module
+    val seqLen: Int
+    val labels: List<String>
+    private val vocab: Map<String, Long>
+    private val padId: Long
+
+    init {
+        // Module.load needs a file path: copy the assets out once (the .pte is mapped from there).
+        val dir = File(context.filesDir, assetDir).apply { mkdirs() }
+        for (name in listOf("model.pte", "tokenizer.json", "manifest.json")) {
+            val f = File(dir, name)
+            if (!f.exists()) context.assets.open("$assetDir/$name").use { i -> f.outputStream().use { i.copyTo(it) } }
+        }
+        manifest = JSONObject(File(dir, "manifest.json").readText())
+        val pte = File(dir, manifest.getJSONObject("pte").getString("file"))
+        val want = manifest.getJSONObject("pte").getString("sha256")
+        require(sha256(pte) == want) { "model.pte does not match manifest.json: copy the whole artifact again" }
+        module = Module.load(pte.absolutePath)
+        seqLen = manifest.getJSONArray("inputs").getJSONObject(0).getJSONArray("shape").getInt(1)
+        val l = manifest.getJSONObject("model").optJSONArray("labels")
+        labels = if (l == null) emptyList() else List(l.length()) { l.getString(it) }
+        val v = JSONObject(File(dir, "tokenizer.json").readText()).getJSONObject("model").getJSONObject("vocab")
+        vocab = v.keys().asSequence().associateWith { v.getLong(it) }
+        padId = manifest.getJSONObject("tokenizer").optLong("pad_id", 0)
+    }
+
+    /** The model's output for `text`: an L2-normalised embedding, or class logits (see `labels`). */
+    fun run(text: String): FloatArray {
+        val ids = encode(text)
+        val mask = LongArray(seqLen) { if (it < ids.size) 1 else 0 }
+        val padded = LongArray(seqLen) { if (it < ids.size) ids[it] else padId }
+        val shape = longArrayOf(1, seqLen.toLong())
+        val out = module.forward(EValue.from(Tensor.fromBlob(padded, shape)), EValue.from(Tensor.fromBlob(mask, shape)))
+        return out[0].toTensor().dataAsFloatArray
+    }
+
+    /** BERT WordPiece (lower-cased, punctuation split), [CLS] ... [SEP], cut to seqLen. */
+    fun encode(text: String): LongArray {
+        val unk = vocab["[UNK]"] ?: 0L
+        val out = mutableListOf(vocab["[CLS]"] ?: 101L)
+        val words = Regex("""\p{L}+|\p{N}+|[^\s\p{L}\p{N}]""").findAll(text.lowercase()).map { it.value }
+        for (w in words) {
+            var start = 0
+            val pieces = mutableListOf<Long>()
+            while (start < w.length) {
+                var end = w.length
+                var id: Long? = null
+                while (end > start) {
+                    val piece = (if (start > 0) "##" else "") + w.substring(start, end)
+                    id = vocab[piece]
+                    if (id != null) break
+                    end--
+                }
+                if (id == null) { pieces.clear(); pieces.add(unk); break }
+                pieces.add(id)
+                start = end
+            }
+            out.addAll(pieces)
+        }
+        val cut = out.take(seqLen - 1).toMutableList()
+        cut.add(vocab["[SEP]"] ?: 102L)
+        return cut.toLongArray()
+    }
+
+    private fun sha256(f: File): String {
+        val md = MessageDigest.getInstance("SHA-256")
+        f.inputStream().use { i -> val buf = ByteArray(1 shl 16); while (true) { val n = i.read(buf); if (n < 0) break; md.update(buf, 0, n) } }
+        return md.digest().joinToString("") { "%02x".format(it) }
+    }
+}

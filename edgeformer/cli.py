@@ -82,6 +82,7 @@ def build(
                                                       "qemu-aarch64 (emulated: recorded, not checked)."),
     lm_ops: str = typer.Option("custom", "--lm-ops", help="Causal LMs: custom (ExecuTorch's LLM kernels: Python runtime, "
                                                          "Android AAR) | portable (core ops: the C++ runner)."),
+    fallback: str = typer.Option(None, "--fallback", help="server-cuda without a GPU: cpu builds the package for the CPU."),
     dump: Path = typer.Option(None, "--dump", help="Write the graph after each stage into this folder."),
     as_json: bool = JSON,
 ):
@@ -97,7 +98,8 @@ def build(
                 model, target, out, quant=quant, group_size=group_size, embedding_quant=embedding_quant,
                 seq_len=seq_len, threads=threads, min_sqnr_db=min_sqnr, enforce=enforce, bench_iters=bench_iters,
                 eval_data=eval_data, max_accuracy_drop=max_accuracy_drop, prune=prune, attention=attention, data=data,
-                max_context=max_context, device=device, lm_ops=lm_ops, dump=dump, stage=timed_stage(done),
+                max_context=max_context, device=device, lm_ops=lm_ops, fallback=fallback, dump=dump,
+                stage=timed_stage(done),
             )
     except BudgetError as e:
         if e.result is not None:  # still show every budget, as a table or as JSON for scripts

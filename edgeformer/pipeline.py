@@ -90,6 +90,7 @@ def build(
     max_context: int | None = None,
     device: str | None = None,
     lm_ops: str = "custom",
+    fallback: str | None = None,
     dump: str | Path | None = None,
     stage: Stage | None = None,
 ) -> BuildResult:
@@ -114,6 +115,9 @@ def build(
     the cache a sliding-window ring, and `eval_data` ("janeausten") measures perplexity.
     `lm_ops="portable"` writes the cache and attention in core ops only (no LLM custom ops),
     which the C++ runner built from the wheel can run.
+
+    `server-cuda` builds an AOTInductor package for a GPU server (`server.py`); on a machine
+    without CUDA it stops, or with `fallback="cpu"` compiles it for the CPU.
 
     `device` ("ssh://pi@raspberrypi.local", "qemu-aarch64", "native"; see `native.device`)
     measures latency and memory there with the C++ runner, and the budgets are checked
@@ -143,6 +147,16 @@ def build(
         return build_lm(model, tgt, recipe, out, backend, max_context=max_context, attention=attention, eval_data=eval_data,
                         min_sqnr_db=min_sqnr_db, enforce=enforce, bench_iters=bench_iters, device=device, lm_ops=lm_ops,
                         dump=dump, stage=stage)
+    if tgt.backend == "cuda":
+        from edgeformer.server import build_server
+
+        if prune or attention or eval_data or device or data:
+            raise UserError("target server-cuda takes a model as it is: --prune, --attention, --eval-data, --data and "
+                            "--device are for the on-device targets (host, rpi5, android)")
+        return build_server(model, tgt, recipe, out, budgets, fallback=fallback, enforce=enforce, bench_iters=bench_iters,
+                            stage=stage)
+    if fallback is not None:
+        raise UserError(f"--fallback {fallback} applies to --target server-cuda")
     if lm_ops != "custom":
         raise UserError(f"--lm-ops {lm_ops} applies to causal LMs; {model} is an encoder (its ops are all core ops)")
     if max_context is not None:
@@ -200,7 +214,8 @@ def build(
                 with torch.no_grad():
                     numerics = check_numerics(program, exported, reference, samples, is_logits=loaded.hf.task == "classifier")
                 numerics["reference"] = "fp32 with the attention transform" if attention_plan.changes_outputs else "fp32 Hugging Face"
-        manifest = _manifest(loaded, tgt, recipe, lowered, text, numerics)
+        manifest = _manifest(loaded, tgt, recipe, lowered.pte, lowered.delegation.to_dict(), size_breakdown(lowered.pte),
+                             text, numerics)
         manifest.model["attention"] = dict(**attention_info, layers=layer_kinds(loaded.encoder))
         if unpruned is not None:
             manifest.model["pruning"] = dict(unpruned=unpruned, mode=pruning["mode"], plan=pruning["plan"],
@@ -336,7 +351,9 @@ def _why_not_measured(tgt: Target, bench_iters: int) -> str:
     return f"{tgt.alias} is not this machine: latency and memory are not measured on device yet"
 
 
-def _manifest(loaded: LoadedModel, tgt: Target, recipe: Recipe, lowered, text: TextEncoder, numerics: dict) -> Manifest:
+def _manifest(loaded: LoadedModel, tgt: Target, recipe: Recipe, program: bytes, delegation: dict, size: dict,
+              text: TextEncoder, numerics: dict) -> Manifest:
+    """An encoder artifact's manifest (`program`: the bytes of the .pte or server package)."""
     s = recipe.seq_len
     shape = loaded.encoder.shape
     if loaded.hf.task == "classifier":
@@ -351,15 +368,15 @@ def _manifest(loaded: LoadedModel, tgt: Target, recipe: Recipe, lowered, text: T
         target=dict(name=tgt.name, alias=tgt.alias, arch=tgt.arch, backend=tgt.backend),
         recipe=recipe.to_dict(),
         toolchain=_versions(),
-        pte=dict(file=art.PTE, sha256=art.sha256_bytes(lowered.pte), bytes=len(lowered.pte)),
+        pte=dict(file=art.PTE, sha256=art.sha256_bytes(program), bytes=len(program)),
         tokenizer=dict(file=art.TOKENIZER, sha256=art.sha256_bytes(loaded.hf.tokenizer_file.read_bytes()),
                        pad_id=text.pad_id, vocab_size=text.tok.get_vocab_size()),
         inputs=[dict(name="input_ids", dtype="int64", shape=[1, s]),
                 dict(name="attention_mask", dtype="int64", shape=[1, s])],
         outputs=outputs,
         numerics=numerics,
-        delegation=lowered.delegation.to_dict(),
-        size=size_breakdown(lowered.pte),
+        delegation=delegation,
+        size=size,
         measurements={},
         budgets=[],
     )

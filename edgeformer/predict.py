@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edgeformer.artifact import Artifact
-from edgeformer.runtime import Program
+from edgeformer.runtime import open_program
 from edgeformer.tokenize import TextEncoder
 
 
@@ -11,13 +11,12 @@ class Predictor:
     """`Predictor(load_artifact(path))(text)` -> dict with the embedding or the label."""
 
     def __init__(self, artifact: Artifact, threads: int | None = None):
-        artifact.check_runs_here()
         m = artifact.manifest
         self.seq_len = m.inputs[0]["shape"][1]
         self.task = m.model["task"]
         self.labels = m.model.get("labels") or []
         self.text = TextEncoder(artifact.tokenizer_file, self.seq_len, m.tokenizer["pad_id"])
-        self.program = Program(artifact.pte_file, threads or m.recipe["threads"])
+        self.program = open_program(artifact, threads or m.recipe["threads"])
 
     def __call__(self, text: str, truncate: bool = True) -> dict:
         enc = self.text.encode(text, truncate=truncate)

@@ -19,6 +19,36 @@ def set_threads(n: int) -> None:
             portable_lib._unsafe_reset_threadpool(n)
 
 
+class AotiProgram:
+    """A server artifact's AOTInductor package (`model.pt2`): `program(*inputs) -> output` on
+    the device it was compiled for (inputs moved there, the output brought back to the CPU)."""
+
+    def __init__(self, package: Path, device: str, threads: int):
+        if device == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"{package} was compiled for a CUDA GPU and this machine has none; run it on the GPU server "
+                            "or rebuild with --fallback cpu")
+        torch.set_num_threads(threads)
+        try:
+            self._run = torch._inductor.aoti_load_package(str(package))
+        except Exception as e:
+            raise UserError(f"could not load the AOTInductor package {package} ({e}); rebuild the artifact") from None
+        self.device = device
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            out = self._run(*(x.to(self.device) for x in inputs))
+        return (out[0] if isinstance(out, (list, tuple)) else out).cpu()
+
+
+def open_program(artifact, threads: int, pte: Path | None = None):
+    """The runnable form of an artifact: its `.pte` through ExecuTorch, or a server package."""
+    artifact.check_runs_here()
+    m = artifact.manifest
+    if m.pte.get("format") == "aoti":
+        return AotiProgram(pte or artifact.pte_file, m.pte.get("device", "cpu"), threads)
+    return Program(pte or artifact.pte_file, threads, causal_lm=bool(m.generation))
+
+
 class Program:
     """A loaded `.pte` forward method: `program(*inputs) -> output`.
 

@@ -48,6 +48,7 @@ class Target:
     # 18.8 dB vs fp32, 19.4 dB vs the torchao eager model, top-1 agreement 94%), so the
     # perplexity budget is the quality gate and the SQNR floors only catch broken lowering.
     lm_budgets: Budgets | None = None
+    fallback_budgets: Budgets | None = None  # server-cuda built with --fallback cpu: a CPU server's limits
 
 
 TARGETS: dict[str, Target] = {
@@ -104,14 +105,13 @@ TARGETS: dict[str, Target] = {
         Target(
             name="server-cuda",
             alias="server-cuda",
-            description="NVIDIA GPU server (lowering not implemented yet)",
+            description="NVIDIA GPU server: an AOTInductor package (--fallback cpu: the same for a CPU server)",
             arch="x86_64+cuda",
             backend="cuda",
             recipe=Recipe(quant="int8", embedding_quant="fp32", seq_len=128, threads=2),
             budgets=Budgets(max_pte_mb=512, max_latency_ms_p50=5, max_peak_memory_mb=4096),
             measure_here=False,
-            lm_budgets=Budgets(max_pte_mb=512, max_latency_ms_p50=10, max_peak_memory_mb=4096, min_sqnr_db=15.0,
-                               min_lowering_sqnr_db=15.0, max_accuracy_drop=None, max_perplexity_increase_pct=5.0),
+            fallback_budgets=Budgets(max_pte_mb=512, max_latency_ms_p50=50, max_peak_memory_mb=4096),
         ),
     ]
 }

@@ -63,17 +63,16 @@ def _measure(path: Path, pte_override: Path | None, threads: int, warmup: int, i
     from executorch.runtime import Runtime  # noqa: F401
 
     from edgeformer.artifact import load_artifact
-    from edgeformer.runtime import Program
+    from edgeformer.runtime import open_program
 
     art = load_artifact(path)
-    pte = pte_override or art.pte_file  # mapped by path, as a device runtime loads it
     shape = art.manifest.inputs[0]["shape"]
     vocab = art.manifest.tokenizer["vocab_size"]
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, vocab, shape, generator=g)
     mask = torch.ones(shape, dtype=torch.long)
     rss_before = rss_mb()
-    prog = Program(pte, threads)
+    prog = open_program(art, threads, pte_override)  # a .pte is mapped by path, as a device runtime loads it
     for _ in range(warmup):
         prog(ids, mask)
     times = []

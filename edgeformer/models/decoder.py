@@ -108,8 +108,11 @@ class DecoderLayer(nn.Module):
         self.up = nn.Linear(s.hidden, s.ffn, bias=False)
         self.down = nn.Linear(s.ffn, s.hidden, bias=False)
         cache = (1, s.cache_len, s.num_kv_heads, s.head_dim)  # the layout update_cache/custom_sdpa take
-        self.register_buffer("k_cache", torch.zeros(cache), persistent=False)
-        self.register_buffer("v_cache", torch.zeros(cache), persistent=False)
+        k_cache = v_cache = cache
+        if s.portable:  # the layouts bmm reads without a copy: K transposed [kv, d, slots], V [kv, slots, d]
+            k_cache, v_cache = (s.num_kv_heads, s.head_dim, s.cache_len), (s.num_kv_heads, s.cache_len, s.head_dim)
+        self.register_buffer("k_cache", torch.zeros(k_cache), persistent=False)
+        self.register_buffer("v_cache", torch.zeros(v_cache), persistent=False)
 
     def forward(self, x, cos, sin, rot, start, ring):
         y = self.norm1(x)
@@ -139,12 +142,12 @@ class DecoderLayer(nn.Module):
         ([T, slots], additive). Reads the whole cache each call, where custom_sdpa stops at
         the last written position."""
         t, g = q.shape[1], self.h // self.kv
-        self.k_cache[:, slots[0]] = k
-        self.v_cache[:, slots[0]] = v
+        self.k_cache[:, :, slots[0]] = k[0].permute(1, 2, 0)  # in place once lowering re-inplaces index_put
+        self.v_cache[:, slots[0]] = v[0].transpose(0, 1)
         qg = q.view(t, self.kv, g, self.d).permute(1, 2, 0, 3).reshape(self.kv, g * t, self.d)
-        scores = torch.bmm(qg, self.k_cache[0].permute(1, 2, 0)) * self.d**-0.5  # [kv, g*T, slots]
+        scores = torch.bmm(qg, self.k_cache) * self.d**-0.5  # [kv, g*T, slots]
         p = torch.softmax(scores.view(self.kv, g, t, -1) + mask, dim=-1).view(self.kv, g * t, -1)
-        out = torch.bmm(p, self.v_cache[0].permute(1, 0, 2))  # [kv, g*T, d]
+        out = torch.bmm(p, self.v_cache)  # [kv, g*T, d]
         return out.view(self.kv, g, t, self.d).permute(2, 0, 1, 3).reshape(1, t, self.h * self.d)
 
 

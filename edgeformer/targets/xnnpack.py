@@ -29,6 +29,8 @@ def lower(ep: ExportedProgram, recipe: Recipe) -> Lowered:
     edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
     # Quant fusion turns torchao's dequantize_affine + embedding into the quantized gather
     # kernels (quantized_decomposed::embedding_byte / embedding_4bit).
-    et = edge.to_executorch(ExecutorchBackendConfig(do_quant_fusion_and_const_prop=True))
+    # The reinplace pass turns index_put on a mutable buffer (the portable decoder's KV-cache
+    # write) into index_put_: without it every call copies each layer's whole cache twice.
+    et = edge.to_executorch(ExecutorchBackendConfig(do_quant_fusion_and_const_prop=True, run_reinplace_pass=True))
     final = et.exported_program()
     return Lowered(pte=et.buffer, delegation=summarize_delegation(final, BACKEND_ID), program=final)

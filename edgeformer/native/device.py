@@ -19,7 +19,7 @@ import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from edgeformer.artifact import MANIFEST, Artifact, load_artifact
 from edgeformer.errors import UserError
@@ -39,6 +39,7 @@ class Device:
     user: str | None = None
     host: str | None = None
     port: int | None = None
+    python: str = "python3"  # ssh: the device's interpreter to try for the Python runtime (?python=PATH)
 
 
 def parse_device(spec: str) -> Device:
@@ -52,9 +53,11 @@ def parse_device(spec: str) -> Device:
             port = u.port
         except ValueError:
             port = -1
-        if not u.hostname or port == -1:
-            raise UserError(f"--device {spec!r} is not ssh://[user@]host[:port][/dir]; e.g. ssh://pi@raspberrypi.local")
-        return Device(spec, "device", "ssh", u.username, u.hostname, port)
+        query = parse_qs(u.query)
+        if not u.hostname or port == -1 or set(query) - {"python"}:
+            raise UserError(f"--device {spec!r} is not ssh://[user@]host[:port][/dir][?python=PATH]; "
+                            "e.g. ssh://pi@raspberrypi.local")
+        return Device(spec, "device", "ssh", u.username, u.hostname, port, query.get("python", ["python3"])[0])
     if spec.startswith("adb:"):
         return Device(spec, "device", "adb", host=spec[4:] or None)
     raise UserError(f"--device {spec!r} is not one of: native, qemu-aarch64, ssh://user@host[:port], adb:SERIAL")
@@ -78,7 +81,6 @@ def runner_args(a: Artifact, threads: int, warmup: int | None, iters: int | None
 def run_on_device(device: Device, a: Artifact, args: list[str], inputs: Path | None = None, log=None,
                   timeout: float = 1800) -> dict:
     """Run the runner on `device` over artifact `a`; the runner's JSON plus `measured_on`."""
-    _check_ops(a)
     if device.transport == "ssh":
         from edgeformer.native.ssh import run_over_ssh
 
@@ -88,6 +90,7 @@ def run_on_device(device: Device, a: Artifact, args: list[str], inputs: Path | N
             raise UserError(f"--device {device.spec}: adb is not installed (Android platform-tools); install it and "
                             "connect the phone with USB debugging on")
         raise UserError(f"--device {device.spec}: " + _android_runner_missing())
+    check_ops(a)
     arch = platform.machine() if device.transport == "local" else "aarch64"
     runner = ensure_runner(arch, log) / BINARY
     cmd = [str(runner), str(a.path), *args]
@@ -120,10 +123,14 @@ def parse_runner_output(rc: int, stdout: str, stderr: str, where: str) -> dict:
     raise UserError(f"the runner failed on {where} (exit {rc}): {last}")
 
 
-def _check_ops(a: Artifact) -> None:
+def needs_python(a: Artifact) -> bool:
     """The wheel's C++ libraries lack ExecuTorch's LLM custom ops (they live only in a Python
     extension that links libtorch), so the runner cannot load LM artifacts that use them."""
-    if a.manifest.generation and a.manifest.generation.get("ops", "custom") == "custom":
+    return bool(a.manifest.generation) and a.manifest.generation.get("ops", "custom") == "custom"
+
+
+def check_ops(a: Artifact) -> None:
+    if needs_python(a):
         raise UserError("this causal LM uses ExecuTorch's LLM custom ops (llama::custom_sdpa, update_cache), which the "
                         "C++ libraries of the executorch wheel do not have; rebuild it with --lm-ops portable for the "
                         "native runner, or bench it without --device (Python runtime)")

@@ -24,31 +24,45 @@ from pathlib import Path
 
 from edgeformer.artifact import MANIFEST, TOKENIZER, Artifact
 from edgeformer.errors import UserError
-from edgeformer.native.runner_build import BINARY, ensure_runner
+from edgeformer.native.device import check_ops, needs_python, parse_runner_output
+from edgeformer.native.runner_build import BINARY, SOURCES, ensure_runner
 
 ARCH_NAMES = {"aarch64": "aarch64", "arm64": "aarch64", "x86_64": "x86_64", "amd64": "x86_64"}
 DEFAULT_DIR = ".cache/edgeformer-device"  # relative to the remote home
 EXIT_MARK = "edgeformer-runner-exit="
+WORKER = "edgeformer_worker.py"
 
 
 def run_over_ssh(device, a: Artifact, args: list[str], inputs: Path | None, log, timeout: float) -> dict:
-    from edgeformer.native.device import parse_runner_output
-
     base = _remote_dir(device)
     if log:
         log(f"probing {device.spec}")
-    machine = _ssh(device, "uname -m", timeout=60).stdout.strip()
-    arch = ARCH_NAMES.get(machine)
-    if arch is None:
-        raise UserError(f"{device.spec} reports architecture {machine!r}; the runner needs 64-bit Linux (aarch64 or "
-                        "x86_64): on a Raspberry Pi, install the 64-bit Raspberry Pi OS")
-    runner = ensure_runner(arch, log)
-    runner_id = _sha256(runner / BINARY)[:16]
-    remote_runner = f"{base}/runners/{runner_id}"
+    py = shlex.quote(device.python)
+    probe = _ssh(device, f"uname -m; {py} -c 'import executorch.runtime' >/dev/null 2>&1 && echo has-executorch || true",
+                 timeout=60).stdout.split()
+    machine, has_python = (probe or ["?"])[0], "has-executorch" in probe
+    cmd = _python_worker(device, base, log) if (needs_python(a) and has_python) else None
+    if cmd is None:
+        arch = ARCH_NAMES.get(machine)
+        if arch is None:
+            raise UserError(f"{device.spec} reports architecture {machine!r}; the runner needs 64-bit Linux (aarch64 or "
+                            "x86_64): on a Raspberry Pi, install the 64-bit Raspberry Pi OS")
+        if needs_python(a):
+            check_ops(a)  # a custom-op LM and no executorch on the device: say what would fix it
+        try:
+            runner = ensure_runner(arch, log)
+        except UserError as e:
+            if not has_python:
+                raise UserError(f"no runtime for {device.spec}: {e}; or pip install executorch on the device "
+                                f"(then the Python runtime is used)") from None
+            cmd = _python_worker(device, base, log)
+        else:
+            remote_runner = f"{base}/runners/{_sha256(runner / BINARY)[:16]}"
+            _install(device, runner, None, remote_runner, log, "the runner")
+            cmd = [f"{remote_runner}/{BINARY}"]
     remote_art = f"{base}/artifacts/{a.manifest.pte['sha256'][:16]}"
-    _install(device, runner, None, remote_runner, log, "the runner")
     _install(device, a.path, [a.pte_file.name, MANIFEST, TOKENIZER], remote_art, log, "the artifact")
-    cmd = [f"{remote_runner}/{BINARY}", remote_art, *args]
+    cmd = [*cmd, remote_art, *args]
     stdin = None
     if inputs is not None:
         cmd += ["--inputs", "/dev/stdin"]
@@ -65,6 +79,14 @@ def run_over_ssh(device, a: Artifact, args: list[str], inputs: Path | None, log,
     result = parse_runner_output(int(marks[-1][len(EXIT_MARK):]), proc.stdout, proc.stderr, device.spec)
     result["measured_on"] = dict(kind="device", transport="ssh", spec=device.spec, **result.pop("device"))
     return result
+
+
+def _python_worker(device, base: str, log) -> list[str]:
+    """Install runtimes/python/edgeformer_worker.py on the device; the command that runs it."""
+    worker = SOURCES.parent / "python" / WORKER
+    remote = f"{base}/workers/{_sha256(worker)[:16]}"
+    _install(device, worker.parent, [WORKER], remote, log, "the Python worker")
+    return [device.python, f"{remote}/{WORKER}"]
 
 
 def _remote_dir(device) -> str:

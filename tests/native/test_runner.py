@@ -162,3 +162,20 @@ def test_custom_op_lm_is_refused_with_the_fix(tiny_llama_folder, tmp_path, capsy
                            bench_iters=0).path
     code, _, err = run_cli(["bench", str(out), "--device", "native"], capsys)
     assert code == 2 and "--lm-ops portable" in err
+
+
+def test_python_worker_agrees_with_the_runner(built_fp32, portable_lm, host_runner, tmp_path):
+    """runtimes/python/edgeformer_worker.py (for devices with executorch but no runner): same
+    arguments, same JSON, same numbers as the C++ runner."""
+    import sys
+    from pathlib import Path
+
+    worker = Path(__file__).resolve().parents[2] / "runtimes" / "python" / "edgeformer_worker.py"
+    a = load_artifact(built_fp32.path)
+    f, _ = _inputs(a, tmp_path, TEXTS[0])
+    args = [str(a.path), "--inputs", str(f), "--iters", "2", "--warmup", "0"]
+    py, cc = _run([sys.executable, str(worker), *args]), _run([str(host_runner), *args])
+    assert set(cc) - set(py) == set() and py["kind"] == "encoder"
+    np.testing.assert_allclose(py["outputs"][0]["data"], cc["outputs"][0]["data"], atol=1e-6)
+    lm_args = [str(portable_lm), "--prompt-tokens", "7", "--max-new-tokens", "9", "--ignore-eos", "--warmup", "0"]
+    assert _run([sys.executable, str(worker), *lm_args])["generated_ids"] == _run([str(host_runner), *lm_args])["generated_ids"]

@@ -152,3 +152,33 @@ def test_build_under_qemu_records_but_does_not_check_timings(tiny_bert_cls, tmp_
     assert m.measurements["measured_on"]["kind"] == "emulated"
     lat = next(b for b in m.budgets if b["name"] == "max_latency_ms_p50")
     assert lat["passed"] is None and lat["where"] == "emulated: not checked"
+
+
+def test_custom_op_lm_uses_the_devices_python_runtime(sshd, tiny_llama_folder, tmp_path, capsys):
+    """A device with executorch installed (?python= names its interpreter) runs what the C++
+    runner cannot: a causal LM built with ExecuTorch's LLM custom ops."""
+    import sys
+
+    import edgeformer
+
+    art = edgeformer.build(str(tiny_llama_folder), "host", tmp_path / "lm", quant="fp32", max_context=64, bench_iters=0).path
+    url = f"{sshd['url']}{_remote(tmp_path)}?python={sys.executable}"
+    code, out, err = run_cli(["bench", str(art), "--device", url, "--json", "--prompt-tokens", "9", "--new-tokens", "6"],
+                             capsys)
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["runner"] == "edgeformer-worker (python)" and r["kind"] == "causal_lm" and len(r["generated_ids"]) == 6
+    assert r["measured_on"]["kind"] == "device"
+    # without executorch on the device, the refusal names both fixes
+    code, _, err = run_cli(["bench", str(art), "--device", f"{sshd['url']}{_remote(tmp_path)}"], capsys)
+    assert code == 2 and "--lm-ops portable" in err
+
+
+def test_wrong_architecture_is_named(sshd, art, tmp_path, capsys, monkeypatch):
+    """A 32-bit board: `uname -m` answers armv7l (a fake ssh answers the probe, then stops)."""
+    fake = tmp_path / "armv7-ssh"
+    fake.write_text("#!/bin/sh\necho armv7l\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("EDGEFORMER_SSH_COMMAND", str(fake))
+    code, _, err = run_cli(["bench", str(art), "--device", "ssh://pi@raspberrypi.local"], capsys)
+    assert code == 2 and "reports architecture 'armv7l'" in err and "64-bit Raspberry Pi OS" in " ".join(err.split())

@@ -1,0 +1,189 @@
+"""The Python twin of runtimes/cpp/runner.cpp, for a device that has `pip install executorch`
+but no edgeformer: same arguments, same JSON out. It needs only executorch and torch (which
+executorch installs), so `bench --device ssh://` can copy it next to an artifact and run it.
+It also runs causal LMs built with ExecuTorch's LLM custom ops (the C++ runner cannot).
+
+    python edgeformer_worker.py ARTIFACT [--inputs FILE.json] [--threads N] [--warmup N] [--iters N]
+                                [--prompt-tokens N] [--max-new-tokens N] [--ignore-eos] [--no-outputs]
+Exit codes: 0 ok, 2 bad arguments or artifact, 3 the runtime failed.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+
+def _status_mb(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return -1.0
+
+
+def _first(path, prefix):
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(prefix):
+                    return line.split(":" if ":" in line else "=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return ""
+
+
+def device():
+    try:
+        with open("/proc/device-tree/model") as f:
+            model = f.read().strip("\0\n")
+    except OSError:
+        model = _first("/proc/cpuinfo", "model name") or _first("/proc/cpuinfo", "Model") or platform.processor()
+    return dict(machine=platform.machine(), processor=model or "unknown", cores=os.cpu_count(),
+                system=_first("/etc/os-release", "PRETTY_NAME"), kernel=f"{platform.system()} {platform.release()}")
+
+
+def seeded_ids(n, vocab):  # the runner's generator: the same ids on every device
+    s, out = 0x9E3779B97F4A7C15, []
+    for _ in range(n):
+        s = (s * 6364136223846793005 + 1442695040888963407) % 2**64
+        out.append((s >> 33) % vocab)
+    return out
+
+
+def pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, round(q / 100 * (len(xs) - 1))))] if xs else 0.0
+
+
+class Fail(Exception):
+    def __init__(self, msg, code):
+        super().__init__(msg)
+        self.code = code
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("artifact")
+    p.add_argument("--inputs")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--iters", type=int, default=50)
+    p.add_argument("--prompt-tokens", type=int, default=128)
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--ignore-eos", action="store_true")
+    p.add_argument("--no-outputs", action="store_true")
+    a = p.parse_args(argv)
+    try:
+        print(json.dumps(run(a)))
+        return 0
+    except Fail as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.code
+
+
+def run(a):
+    try:
+        with open(os.path.join(a.artifact, "manifest.json")) as f:
+            mf = json.load(f)
+    except (OSError, ValueError) as e:
+        raise Fail(f"cannot read {a.artifact}/manifest.json ({e}); copy the whole artifact folder", 2) from None
+    pte = os.path.join(a.artifact, mf["pte"]["file"])
+    t0 = time.perf_counter()
+    h = hashlib.sha256()
+    with open(pte, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    hash_ms = (time.perf_counter() - t0) * 1e3
+    if h.hexdigest() != mf["pte"]["sha256"]:
+        raise Fail(f"{pte} sha256 does not match the manifest: the file was changed or damaged; copy it again", 2)
+    inputs = {}
+    if a.inputs:
+        with open(a.inputs) as f:
+            inputs = json.load(f)
+    import executorch.kernels.quantized  # noqa: F401  quantized embedding kernels
+    import torch
+    from executorch.extension.pybindings import portable_lib
+    from executorch.runtime import Runtime
+    if mf.get("generation"):
+        import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  llama::update_cache, custom_sdpa
+    portable_lib._unsafe_reset_threadpool(a.threads)
+    rss_before = _status_mb("VmRSS")
+    t0 = time.perf_counter()
+    try:
+        method = Runtime.get().load_program(pte).load_method("forward")
+    except Exception as e:
+        raise Fail(f"the ExecuTorch runtime could not load {pte} ({e})", 3) from None
+    load_ms = (time.perf_counter() - t0) * 1e3
+    body = lm(method, mf, inputs, a, torch) if mf.get("generation") else encoder(method, mf, inputs, a, torch)
+    peak = _status_mb("VmHWM")
+    return dict(runner="edgeformer-worker (python)", runner_version=f"executorch {executorch_version()}", artifact=a.artifact,
+                sha256_verified=True, hash_ms=hash_ms, load_ms=load_ms, threads=a.threads, **body, peak_rss_mb=peak,
+                runtime_baseline_rss_mb=rss_before, model_memory_mb=peak - rss_before, device=device())
+
+
+def executorch_version():
+    from importlib.metadata import version
+
+    return version("executorch")
+
+
+def encoder(method, mf, inputs, a, torch):
+    tensors = []
+    for spec in mf["inputs"]:
+        shape = spec["shape"]
+        n = shape[0] * shape[1]
+        default = seeded_ids(n, mf["tokenizer"]["vocab_size"]) if spec["name"] == "input_ids" else [1] * n
+        tensors.append(torch.tensor(inputs.get(spec["name"], default), dtype=torch.long).view(*shape))
+    warmup = 10 if a.warmup is None else a.warmup
+    for _ in range(warmup):
+        method.execute(tensors)
+    times = []
+    for _ in range(a.iters):
+        t0 = time.perf_counter()
+        out = method.execute(tensors)
+        times.append((time.perf_counter() - t0) * 1e3)
+    r = dict(kind="encoder", latency_ms_p50=statistics.median(times), latency_ms_p90=pct(times, 90),
+             latency_ms_min=min(times), iters=a.iters, warmup=warmup)
+    if not a.no_outputs:
+        r["outputs"] = [dict(name=spec["name"], shape=list(t.shape), data=t.flatten().tolist())
+                        for spec, t in zip(mf["outputs"], out)]
+    return r
+
+
+def lm(method, mf, inputs, a, torch):
+    g = mf["generation"]
+    per_call, stop = g["max_tokens_per_call"], set(g.get("stop_ids") or [])
+    prompt = inputs.get("prompt_ids") or seeded_ids(a.prompt_tokens, mf["tokenizer"]["vocab_size"])
+    if g["cache"] == "full" and len(prompt) + a.max_new_tokens > g["max_context"]:
+        raise Fail(f"{len(prompt)} prompt + {a.max_new_tokens} new tokens exceed max_context {g['max_context']}", 2)
+
+    def step(ids, pos):
+        return method.execute([torch.tensor([ids], dtype=torch.long), torch.tensor([pos], dtype=torch.long)])[0][0, -1]
+
+    warmup = 1 if a.warmup is None else a.warmup
+    for _ in range(warmup + 1):  # the last generation is the measured one
+        t0 = time.perf_counter()
+        for i in range(0, len(prompt), per_call):
+            logits = step(prompt[i:i + per_call], i)
+        prefill_ms = (time.perf_counter() - t0) * 1e3
+        first, ids, times = logits, [int(logits.argmax())], []
+        while len(ids) < a.max_new_tokens and (a.ignore_eos or ids[-1] not in stop):
+            t1 = time.perf_counter()
+            ids.append(int(step([ids[-1]], len(prompt) + len(ids) - 1).argmax()))
+            times.append((time.perf_counter() - t1) * 1e3)
+    r = dict(kind="causal_lm", prompt_tokens=len(prompt), generated_ids=ids, prefill_ms=prefill_ms,
+             prefill_tok_s=len(prompt) / (prefill_ms / 1e3), time_to_first_token_ms=prefill_ms, decode_tokens=len(times),
+             decode_tok_s=len(times) / (sum(times) / 1e3) if times else 0.0, latency_ms_p50=pct(times, 50),
+             latency_ms_p90=pct(times, 90), warmup=warmup)
+    if not a.no_outputs:
+        r["first_logits"] = first.tolist()
+    return r
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -151,7 +151,7 @@ def encoder(method, mf, inputs, a, torch):
              latency_ms_min=min(times), iters=a.iters, warmup=warmup)
     if not a.no_outputs:
         r["outputs"] = [dict(name=spec["name"], shape=list(t.shape), data=t.flatten().tolist())
-                        for spec, t in zip(mf["outputs"], out)]
+                        for spec, t in zip(mf["outputs"], out, strict=True)]
     return r
 
 

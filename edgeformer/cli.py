@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -248,9 +249,10 @@ def inspect(
     a = edgeformer.load_artifact(artifact)
     if iters < 1:
         raise UserError(f"--iters {iters}: profile at least 1 run (or pass --no-profile)")
-    size = size_breakdown(a.pte)
+    aoti = a.manifest.pte.get("format") == "aoti"  # a server package is not a .pte: no breakdown, no ETDump
+    size = a.manifest.size if aoti else size_breakdown(a.pte)
     timing = None
-    if profile:
+    if profile and not aoti and a.manifest.target.get("backend") != "vulkan":
         from edgeformer.validate.profile import profile as run_profile
 
         with err.status(f"profiling {iters} runs with ETDump…"):
@@ -426,7 +428,12 @@ def _stream(a, text: str, max_new_tokens: int, sampling, chat: bool, threads: in
         sys.stdout.flush()
         err.print(f"[dim]{stats.new_tokens} tokens in {seconds:.1f}s ({stats.stopped})[/]")
     if stats.stopped == "interrupted":
-        raise typer.Exit(130)
+        # Nothing is left to do but exit; skip interpreter teardown, where one interrupted
+        # stream in a full test run hung (not reproduced in 13 tries since; the suspect is
+        # the native threadpool's join at exit after an interrupt).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
 
 
 def main() -> None:

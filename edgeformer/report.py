@@ -56,7 +56,10 @@ def inspect_tables(manifest: Manifest, size: dict[str, int], timing: dict | None
     info.add_row("outputs", ", ".join(f"{o['name']} {o['dtype']}{o['shape']}" for o in manifest.outputs))
     if m.get("attention"):
         info.add_row("attention", ", ".join(f"{i}: {k}" for i, k in enumerate(m["attention"]["layers"])))
-    info.add_row("numerics", f"SQNR {n['sqnr_db']} dB vs fp32 reference; max |err| {n['max_abs_err_vs_exported']:.2e} vs exported")
+    if n.get("sqnr_db") is None:
+        info.add_row("numerics", f"not run: {n.get('reason', 'no numerics')}")
+    else:
+        info.add_row("numerics", f"SQNR {n['sqnr_db']} dB vs fp32 reference; max |err| {n['max_abs_err_vs_exported']:.2e} vs exported")
     if manifest.accuracy:
         a = manifest.accuracy
         info.add_row("accuracy", f"{a['accuracy']:.4f} on {a['data']} ({a['examples']} examples); "

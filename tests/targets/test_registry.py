@@ -39,6 +39,8 @@ def test_vulkan_target_lowers_and_is_validated_structurally(tiny_bert, tmp_path,
     assert m.numerics["sqnr_db"] is None and "no Vulkan backend" in m.numerics["reason"]
     checks = {b["name"]: b for b in m.budgets}
     assert checks["max_pte_mb"]["passed"] is True and checks["min_sqnr_db"]["where"] == "cannot run here"
+    code, out_, err = run_cli(["inspect", str(out)], capsys)  # structure only: nothing runs
+    assert code == 0 and "not run: the pip ExecuTorch runtime has no Vulkan backend" in " ".join(out_.split()), err
     for cmd in (["bench", str(out)], ["run", str(out), "hello"], ["bench", str(out), "--device", "adb:emulator-5554"]):
         code, _, err = run_cli(cmd, capsys)
         assert code == 2 and "is a Vulkan artifact" in err and "Traceback" not in err

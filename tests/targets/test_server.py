@@ -47,6 +47,8 @@ def test_cli_run_and_bench_on_the_package(cpu_server, capsys):
     code, out, err = run_cli(["bench", str(cpu_server.path), "--iters", "3", "--json"], capsys)
     assert code == 0, err
     assert json.loads(out)["latency_ms_p50"] > 0
+    code, out, err = run_cli(["inspect", str(cpu_server.path)], capsys)
+    assert code == 0 and "AOTInductor" in out, err
 
 
 @pytest.mark.parametrize("args,needle", [

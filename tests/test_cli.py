@@ -10,7 +10,7 @@ def test_targets_json(capsys):
     code, out, _ = run_cli(["targets", "--json"], capsys)
     assert code == 0
     t = json.loads(out)
-    assert set(t) == {"host", "rpi5", "android", "server-cuda"}
+    assert set(t) == {"host", "rpi5", "android", "android-vulkan", "server-cuda"}
     assert t["rpi5"]["budgets"]["max_latency_ms_p50"] == 50 and t["host"]["recipe"]["quant"] == "int8"
 
 

@@ -12,7 +12,7 @@ from edgeformer.manifest import SCHEMA_VERSION, Manifest
 
 def test_artifact_folder_and_manifest(built_fp32):
     r = built_fp32
-    assert sorted(p.name for p in r.path.iterdir()) == ["manifest.json", "model.pte", "tokenizer.json"]
+    assert sorted(p.name for p in r.path.iterdir()) == ["manifest.json", "model.pte", "report.md", "tokenizer.json"]
     m = Manifest.from_json((r.path / "manifest.json").read_text())
     assert m.schema_version == SCHEMA_VERSION
     assert m.target["name"] == "host-x86_64-xnnpack" and m.recipe["quant"] == "fp32" and m.recipe["seq_len"] == 16

@@ -11,6 +11,7 @@ from pathlib import Path
 from edgeformer.manifest import Manifest
 
 REPORT = "report.md"
+CHART = "budgets.png"
 
 
 def _fmt(v, nd: int = 2) -> str:
@@ -30,8 +31,10 @@ def _where(on: dict | None) -> str:
 
 
 def _timing_rows(r: dict) -> list[str]:
-    if r.get("kind") == "causal_lm" or "decode_tok_s" in r:
-        return [f"| prefill | {_fmt(r.get('prefill_tok_s'), 0)} tok/s |", f"| decode | {_fmt(r.get('decode_tok_s'), 1)} tok/s |",
+    """Rows for a measurement by the runner (prefill_tok_s...) or the Python bench (prefill_tokens_per_s...)."""
+    if r.get("kind") == "causal_lm" or "decode_tokens_per_s" in r:
+        prefill, decode = r.get("prefill_tok_s", r.get("prefill_tokens_per_s")), r.get("decode_tok_s", r.get("decode_tokens_per_s"))
+        return [f"| prefill | {_fmt(prefill, 0)} tok/s |", f"| decode | {_fmt(decode, 1)} tok/s |",
                 f"| per token p50 / p90 | {_fmt(r.get('latency_ms_p50'))} / {_fmt(r.get('latency_ms_p90'))} ms |",
                 f"| peak RSS | {_fmt(r.get('peak_rss_mb'), 0)} MiB |"]
     return [f"| latency p50 / p90 | {_fmt(r.get('latency_ms_p50'))} / {_fmt(r.get('latency_ms_p90'))} ms |",
@@ -50,7 +53,8 @@ def render(m: Manifest) -> str:
         f"from `{m.model.get('path')}`",
         f"- recipe: quant {r.get('quant')}, embedding {r.get('embedding_quant')}, seq {r.get('seq_len')}, {r.get('threads')} threads",
         f"- `.pte`: {m.pte['bytes'] / 2**20:.2f} MiB, sha256 `{m.pte['sha256'][:16]}…`",
-        "", "## Budgets", "", "| budget | limit | measured | where | status |", "|---|---|---|---|---|",
+        "", "## Budgets", "", f"![each budget: measured over its limit]({CHART})", "",
+        "| budget | limit | measured | where | status |", "|---|---|---|---|---|",
     ]
     for b in m.budgets:
         st = {True: "pass", False: "**FAIL**", None: "not checked"}[b["passed"]]
@@ -93,6 +97,45 @@ def render(m: Manifest) -> str:
 
 
 def write_report(folder: Path, m: Manifest) -> None:
+    """report.md and its chart, each written beside and renamed into place."""
+    tmp = folder / f".{CHART}.tmp.png"
+    plot_budgets(m, tmp)
+    tmp.replace(folder / CHART)
     tmp = folder / f".{REPORT}.tmp"
     tmp.write_text(render(m), encoding="utf-8")
     tmp.replace(folder / REPORT)
+
+
+def budget_ratios(m: Manifest) -> list[tuple[str, float, bool, str]]:
+    """(name, how much of the budget is used (1.0 = at the limit), passed, where) per checked budget.
+    For a floor (min_*) it is limit / measured, so below 1 passes either way."""
+    rows = []
+    for b in m.budgets:
+        if b["passed"] is None or not b["measured"] or not b["limit"]:
+            continue
+        ratio = b["limit"] / b["measured"] if b["name"].startswith("min_") else b["measured"] / b["limit"]
+        rows.append((b["name"], ratio, b["passed"], b["where"]))
+    return rows
+
+
+def plot_budgets(m: Manifest, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = budget_ratios(m)
+    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * max(len(rows), 1)))
+    names = [f"{n} ({w})" for n, _, _, w in rows]
+    ax.barh(names, [r for _, r, _, _ in rows], color=["#3a7" if p else "#d33" for _, _, p, _ in rows])
+    ax.axvline(1.0, color="black", linestyle="--", linewidth=1)
+    ax.invert_yaxis()
+    ax.set_xlabel("share of the budget used: measured / limit (a floor: limit / measured); 1 = at the limit")
+    ax.set_xlim(0, max([1.15, *(r * 1.05 for _, r, _, _ in rows)]))
+    ax.set_title(f"{m.model.get('name', 'model')} for {m.target['alias']}: " + ("all budgets met" if m.passed else "FAILED"),
+                 fontsize=10)
+    ax.tick_params(labelsize=8)
+    ax.xaxis.label.set_size(8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -12,7 +12,7 @@ from edgeformer.manifest import SCHEMA_VERSION, Manifest
 
 def test_artifact_folder_and_manifest(built_fp32):
     r = built_fp32
-    assert sorted(p.name for p in r.path.iterdir()) == ["manifest.json", "model.pte", "report.md", "tokenizer.json"]
+    assert sorted(p.name for p in r.path.iterdir()) == ["budgets.png", "manifest.json", "model.pte", "report.md", "tokenizer.json"]
     m = Manifest.from_json((r.path / "manifest.json").read_text())
     assert m.schema_version == SCHEMA_VERSION
     assert m.target["name"] == "host-x86_64-xnnpack" and m.recipe["quant"] == "fp32" and m.recipe["seq_len"] == 16
@@ -123,10 +123,15 @@ def test_broken_artifacts_are_refused(built_fp32, tmp_path, mutate, msg):
 
 
 def test_report_md_says_which_budget_failed(built_int8_cls):
-    from edgeformer.report_md import render
+    from edgeformer.report_md import budget_ratios, render
 
     m = built_int8_cls.manifest
     text = (built_int8_cls.path / "report.md").read_text()
     assert text == render(m) and "all budgets met" in text and "| max_pte_mb |" in text
+    assert "![each budget: measured over its limit](budgets.png)" in text
+    assert (built_int8_cls.path / "budgets.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ratios = {name: r for name, r, _, _ in budget_ratios(m)}
+    size = next(b for b in m.budgets if b["name"] == "max_pte_mb")
+    assert ratios["max_pte_mb"] == size["measured"] / size["limit"] < 1
     failed = type(m)(**{**m.__dict__, "budgets": [dict(b, passed=False) if b["name"] == "max_pte_mb" else b for b in m.budgets]})
     assert "FAILED: max_pte_mb (measured" in render(failed)

@@ -84,6 +84,13 @@ class Artifact:
                             "(runtimes/android/), or build for --target android (XNNPACK) to run it here")
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to a hidden sibling, then rename it over `path`: readers see old or new, whole."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:

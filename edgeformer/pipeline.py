@@ -162,8 +162,9 @@ def build(
     if max_context is not None:
         raise UserError(f"--max-context {max_context} applies to causal LMs; {model} is an encoder (use --seq-len)")
     attention_plan = parse_attention(attention)
-    if getattr(backend, "CANNOT_RUN_HERE", None) and (eval_data or prune or device):
-        raise UserError(f"target {tgt.alias}: --eval-data/--prune/--device need to run the .pte, and {backend.CANNOT_RUN_HERE}")
+    cannot_run = getattr(backend, "CANNOT_RUN_HERE", None)  # Vulkan: validated structurally only
+    if cannot_run and (eval_data or prune or device):
+        raise UserError(f"target {tgt.alias}: --eval-data/--prune/--device need to run the .pte, and {cannot_run}")
     data = data or (parse_data_spec(eval_data)[0] if eval_data else None)
 
     # Phase 0: compress (structured pruning, with distillation)
@@ -205,7 +206,6 @@ def build(
     with art.staging(out) as tmp:
         (tmp / art.PTE).write_bytes(lowered.pte)
         (tmp / art.TOKENIZER).write_bytes(loaded.hf.tokenizer_file.read_bytes())
-        cannot_run = getattr(backend, "CANNOT_RUN_HERE", None)
         if cannot_run:  # structural validation only: delegation and size
             numerics = dict(samples=0, sqnr_db=None, sqnr_db_vs_exported=None, reason=cannot_run)
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgeformer.artifact import write_text_atomic
 from edgeformer.manifest import Manifest
 
 REPORT = "report.md"
@@ -101,9 +102,7 @@ def write_report(folder: Path, m: Manifest) -> None:
     tmp = folder / f".{CHART}.tmp.png"
     plot_budgets(m, tmp)
     tmp.replace(folder / CHART)
-    tmp = folder / f".{REPORT}.tmp"
-    tmp.write_text(render(m), encoding="utf-8")
-    tmp.replace(folder / REPORT)
+    write_text_atomic(folder / REPORT, render(m))
 
 
 def budget_ratios(m: Manifest) -> list[tuple[str, float, bool, str]]:

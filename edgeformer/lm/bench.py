@@ -54,7 +54,7 @@ def _measure(path: Path, threads: int, prompt: int, new: int, rounds: int, promp
 
     from edgeformer.artifact import load_artifact
     from edgeformer.lm.generate import prefill
-    from edgeformer.runtime import Program
+    from edgeformer.runtime import open_program
 
     art = load_artifact(path)
     gen = art.manifest.generation
@@ -66,7 +66,7 @@ def _measure(path: Path, threads: int, prompt: int, new: int, rounds: int, promp
     ids = prompt_ids[:prompt] if prompt_ids else \
         torch.randint(0, art.manifest.tokenizer["vocab_size"], (prompt,), generator=torch.Generator().manual_seed(0)).tolist()
     baseline = rss_mb()
-    prog = Program(art.pte_file, threads, causal_lm=True)
+    prog = open_program(art, threads)
     prefill_s, ttft_s, per_token_ms, rss_curve = [], [], [], []
     for r in range(rounds + 1):
         t0 = time.perf_counter()

@@ -78,7 +78,7 @@ def evaluate_artifact(artifact, data: str, tokens: int = DEFAULT_TOKENS, segment
     from tokenizers import Tokenizer
 
     from edgeformer.data.janeausten import load_text
-    from edgeformer.runtime import Program
+    from edgeformer.runtime import open_program
 
     m = artifact.manifest
     limit = m.generation["max_context"]
@@ -93,6 +93,6 @@ def evaluate_artifact(artifact, data: str, tokens: int = DEFAULT_TOKENS, segment
         from edgeformer.models.causal import load_reference
 
         reference = load_reference(*((source.parent, source.name) if source.suffix == ".gguf" else (source,)))
-    r = evaluate_perplexity(Program(artifact.pte_file, threads or m.recipe["threads"], causal_lm=True), ids, tokens, segment, reference)
+    r = evaluate_perplexity(open_program(artifact, threads or m.recipe["threads"]), ids, tokens, segment, reference)
     return dict(target=str(artifact.path), data=name, **r,
                 reference=None if reference is None else f"fp32 {m.model['name']} (full attention)")

@@ -32,7 +32,7 @@ class LMSession:
     def __init__(self, artifact: Artifact, threads: int | None = None):
         from tokenizers import Tokenizer
 
-        from edgeformer.runtime import Program
+        from edgeformer.runtime import open_program
 
         m = artifact.manifest
         if m.model.get("task") != "causal-lm" or not m.generation:
@@ -40,7 +40,7 @@ class LMSession:
                             f"use `edgeformer run` with texts for it")
         self.gen = m.generation
         self.tok = Tokenizer.from_file(str(artifact.tokenizer_file))
-        self.program = Program(artifact.pte_file, threads or m.recipe["threads"], causal_lm=True)
+        self.program = open_program(artifact, threads or m.recipe["threads"])
 
     @property
     def chunk(self) -> int:

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from edgeformer.artifact import MANIFEST, Artifact, load_artifact
+from edgeformer.artifact import MANIFEST, Artifact, load_artifact, write_text_atomic
 from edgeformer.errors import UserError
 from edgeformer.manifest import Manifest
 from edgeformer.native.runner_build import ANDROID, BINARY, ensure_runner
@@ -40,6 +40,7 @@ class Device:
     host: str | None = None
     port: int | None = None
     python: str = "python3"  # ssh: the device's interpreter to try for the Python runtime (?python=PATH)
+    dir: str | None = None  # ssh: where to install on the device (the URL's path; None: the default)
 
 
 def parse_device(spec: str) -> Device:
@@ -57,7 +58,8 @@ def parse_device(spec: str) -> Device:
         if not u.hostname or port == -1 or set(query) - {"python"}:
             raise UserError(f"--device {spec!r} is not ssh://[user@]host[:port][/dir][?python=PATH]; "
                             "e.g. ssh://pi@raspberrypi.local")
-        return Device(spec, "device", "ssh", u.username, u.hostname, port, query.get("python", ["python3"])[0])
+        return Device(spec, "device", "ssh", u.username, u.hostname, port, query.get("python", ["python3"])[0],
+                      u.path if u.path not in ("", "/") else None)
     if spec.startswith("adb:"):
         return Device(spec, "device", "adb", host=spec[4:] or None)
     raise UserError(f"--device {spec!r} is not one of: native, qemu-aarch64, ssh://user@host[:port], adb:SERIAL")
@@ -105,8 +107,13 @@ def run_on_device(device: Device, a: Artifact, args: list[str], inputs: Path | N
     result = parse_runner_output(proc.returncode, proc.stdout, proc.stderr, device.spec)
     if device.transport == "qemu":  # qemu-user shows the host's /proc/cpuinfo
         result["device"]["processor"] = f"qemu {QEMU_CPU} on {result['device']['processor']}"
-    result["measured_on"] = dict(kind=device.kind, transport=device.transport, spec=device.spec,
-                                 **({"emulator": f"qemu-aarch64 -cpu {QEMU_CPU}"} if device.transport == "qemu" else {}),
+        return with_measured_on(device, result, emulator=f"qemu-aarch64 -cpu {QEMU_CPU}")
+    return with_measured_on(device, result)
+
+
+def with_measured_on(device: Device, result: dict, **extra) -> dict:
+    """The runner's `device` fingerprint moved into `measured_on`, with where and how it ran."""
+    result["measured_on"] = dict(kind=device.kind, transport=device.transport, spec=device.spec, **extra,
                                  **result.pop("device"))
     return result
 
@@ -149,8 +156,6 @@ def record(a: Artifact, result: dict) -> Manifest:
     entry.pop("artifact", None)
     spec = result["measured_on"]["spec"]
     m.devices = [d for d in (m.devices or []) if d["measured_on"]["spec"] != spec] + [entry]
-    tmp = a.path / f".{MANIFEST}.tmp"
-    tmp.write_text(m.to_json())
-    tmp.replace(a.path / MANIFEST)
+    write_text_atomic(a.path / MANIFEST, m.to_json())
     write_report(a.path, m)
     return m

@@ -19,6 +19,7 @@ import zipfile
 from importlib.metadata import version
 from pathlib import Path
 
+from edgeformer.artifact import commit
 from edgeformer.errors import UserError
 
 SOURCES = Path(__file__).resolve().parents[2] / "runtimes" / "cpp"
@@ -94,16 +95,12 @@ def build_runner(arch: str, out: Path | None = None, ndk: Path | None = None, lo
 
 
 def _publish(stage: Path, out: Path) -> None:
+    """Move the installed tree beside `out` (same file system), then swap it in as artifacts are."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     tmp.rmdir()
     shutil.move(str(stage), tmp)
-    old = out.with_name(f".{out.name}.old")
-    if out.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+    commit(tmp, out)
 
 
 def _executorch_root(arch: str, cross: bool) -> Path:

@@ -14,7 +14,6 @@ The local artifact is only read; `record` later adds the result to its manifest.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import shlex
@@ -22,9 +21,9 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from edgeformer.artifact import MANIFEST, TOKENIZER, Artifact
+from edgeformer.artifact import MANIFEST, TOKENIZER, Artifact, sha256_file
 from edgeformer.errors import UserError
-from edgeformer.native.device import check_ops, needs_python, parse_runner_output
+from edgeformer.native.device import check_ops, needs_python, parse_runner_output, with_measured_on
 from edgeformer.native.runner_build import BINARY, SOURCES, ensure_runner
 
 ARCH_NAMES = {"aarch64": "aarch64", "arm64": "aarch64", "x86_64": "x86_64", "amd64": "x86_64"}
@@ -34,7 +33,7 @@ WORKER = "edgeformer_worker.py"
 
 
 def run_over_ssh(device, a: Artifact, args: list[str], inputs: Path | None, log, timeout: float) -> dict:
-    base = _remote_dir(device)
+    base = device.dir or f"$HOME/{DEFAULT_DIR}"
     if log:
         log(f"probing {device.spec}")
     py = shlex.quote(device.python)
@@ -47,8 +46,7 @@ def run_over_ssh(device, a: Artifact, args: list[str], inputs: Path | None, log,
         if arch is None:
             raise UserError(f"{device.spec} reports architecture {machine!r}; the runner needs 64-bit Linux (aarch64 or "
                             "x86_64): on a Raspberry Pi, install the 64-bit Raspberry Pi OS")
-        if needs_python(a):
-            check_ops(a)  # a custom-op LM and no executorch on the device: say what would fix it
+        check_ops(a)  # a custom-op LM and no executorch on the device: say what would fix it
         try:
             runner = ensure_runner(arch, log)
         except UserError as e:
@@ -57,7 +55,7 @@ def run_over_ssh(device, a: Artifact, args: list[str], inputs: Path | None, log,
                                 f"(then the Python runtime is used)") from None
             cmd = _python_worker(device, base, log)
         else:
-            remote_runner = f"{base}/runners/{_sha256(runner / BINARY)[:16]}"
+            remote_runner = f"{base}/runners/{sha256_file(runner / BINARY)[:16]}"
             _install(device, runner, None, remote_runner, log, "the runner")
             cmd = [f"{remote_runner}/{BINARY}"]
     remote_art = f"{base}/artifacts/{a.manifest.pte['sha256'][:16]}"
@@ -77,23 +75,15 @@ def run_over_ssh(device, a: Artifact, args: list[str], inputs: Path | None, log,
     if not marks:
         raise _unreachable(device, proc.stderr)
     result = parse_runner_output(int(marks[-1][len(EXIT_MARK):]), proc.stdout, proc.stderr, device.spec)
-    result["measured_on"] = dict(kind="device", transport="ssh", spec=device.spec, **result.pop("device"))
-    return result
+    return with_measured_on(device, result)
 
 
 def _python_worker(device, base: str, log) -> list[str]:
     """Install runtimes/python/edgeformer_worker.py on the device; the command that runs it."""
     worker = SOURCES.parent / "python" / WORKER
-    remote = f"{base}/workers/{_sha256(worker)[:16]}"
+    remote = f"{base}/workers/{sha256_file(worker)[:16]}"
     _install(device, worker.parent, [WORKER], remote, log, "the Python worker")
     return [device.python, f"{remote}/{WORKER}"]
-
-
-def _remote_dir(device) -> str:
-    from urllib.parse import urlsplit
-
-    path = urlsplit(device.spec).path
-    return path if path not in ("", "/") else f"$HOME/{DEFAULT_DIR}"
 
 
 def _install(device, local: Path, files: list[str] | None, remote: str, log, what: str) -> None:
@@ -149,6 +139,3 @@ def _unreachable(device, stderr: str, during: str = "") -> UserError:
 def _q(s: str) -> str:
     return s if s.startswith("$HOME/") and "'" not in s and " " not in s else shlex.quote(s)
 
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -115,10 +115,10 @@ def test_copy_cut_midway_leaves_nothing_installed(sshd, art, tmp_path, capsys, m
 
 def test_runner_crash_on_device_is_reported(sshd, art, tmp_path, capsys, host_runner):
     """A runner that dies of a signal on the device: a clear error, the local artifact untouched."""
-    from edgeformer.native.ssh import _sha256
+    from edgeformer.artifact import sha256_file
 
     remote = _remote(tmp_path)
-    fake = remote / "runners" / _sha256(host_runner)[:16]
+    fake = remote / "runners" / sha256_file(host_runner)[:16]
     (fake / "bin").mkdir(parents=True)
     (fake / "bin" / "edgeformer-runner").write_text("#!/bin/sh\nkill -SEGV $$\n")
     (fake / "bin" / "edgeformer-runner").chmod(0o755)

@@ -20,22 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-THREADS = 2
-sys.path.insert(0, str(Path(__file__).parent))
-
-from bench_vs_onnxruntime import measure_rounds, round_ratio  # noqa: E402
+from common import ROOT, THREADS, log, measure_rounds, round_ratio, without, write_results
 
 LENGTHS = (128, 256, 512, 1024, 2048)
 ACCURACY_SPECS = {"full": None, "window=64": "window=64", "hard=top8 (auto)": "hard=top8",
                   "window=64 + hard=top8 (auto)": "window=64+hard=top8"}
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def build(model: str, out: Path, quant: str, seq_len: int, attention: str | None, **kw) -> dict:
@@ -50,7 +41,7 @@ def build(model: str, out: Path, quant: str, seq_len: int, attention: str | None
 
 
 def bench_cmd(art: Path, iters: int) -> list[str]:
-    return ["-m", "edgeformer.validate.bench", str(art), "--threads", str(THREADS), "--warmup", str(max(2, iters // 5)),
+    return ["-m", "edgeformer.validate.latency", str(art), "--threads", str(THREADS), "--warmup", str(max(2, iters // 5)),
             "--iters", str(iters)]
 
 
@@ -166,22 +157,15 @@ def main() -> None:
     parts = a.only.split(",")
     a.out.mkdir(parents=True, exist_ok=True)
     if "rewrite" in parts:
-        table = rewrite(a.model, a.work, a.rounds)
-        print(table)
-        (a.out / "attention-rewrite.md").write_text(table)
+        write_results(a.out, "attention-rewrite", rewrite(a.model, a.work, a.rounds))
     if "length" in parts:
         table, rows = length(a.model, a.work, max(3, a.rounds // 2), a.window)
-        print(table)
-        (a.out / "attention-length.md").write_text(table)
-        (a.out / "attention-length.json").write_text(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "cmd"}
-                                                                  for k, v in rows.items()}, indent=2))
+        write_results(a.out, "attention-length", table, without(rows, "cmd"))
         plot_length(rows, a.out / "attention-length.png", a.window)
     if "accuracy" in parts:
         if not a.tuned:
             p.error("the accuracy table needs --tuned (a fine-tuned classifier folder)")
-        table = accuracy(a.tuned, a.work)
-        print(table)
-        (a.out / "attention-accuracy.md").write_text(table)
+        write_results(a.out, "attention-accuracy", accuracy(a.tuned, a.work))
 
 
 if __name__ == "__main__":

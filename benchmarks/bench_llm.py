@@ -29,21 +29,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_vs_onnxruntime import round_ratio  # noqa: E402
+from common import RESULTS, ROOT, THREADS, cli_build, log, round_ratio, run_json, without, write_results
 
-THREADS, PROMPT, NEW, VOCAB = 2, 128, 128, 49152
+PROMPT, NEW, VOCAB = 128, 128, 49152
 FIELDS = ("prefill_tokens_per_s", "time_to_first_token_ms", "decode_tokens_per_s", "peak_rss_mb", "model_memory_mb")
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def gguf_path() -> Path:
@@ -130,32 +123,17 @@ def hf_worker(gguf: str, ids: list[int], new: int, rounds: int) -> dict:
 
 
 def run(cmd: list[str], python: str = sys.executable) -> dict:
-    p = subprocess.run([python, *cmd], capture_output=True, text=True, cwd=ROOT, env={"OMP_NUM_THREADS": str(THREADS),
-                                                                                     **_env()})
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
-    if p.returncode or not lines:
-        raise SystemExit(f"worker {cmd[:3]} failed: {(p.stderr.strip().splitlines() or ['no output'])[-1]}")
-    return json.loads(lines[-1])
-
-
-def _env() -> dict:
-    import os
-
-    return {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    return run_json([python, *cmd], timeout=None, cwd=ROOT)
 
 
 def build(out: Path, *args: str) -> Path:
-    if not (out / "manifest.json").is_file():
-        log(f"building {out} …")
-        subprocess.run([sys.executable, "-m", "edgeformer.cli", "build", "smollm2-135m", "--target", "host", "-o", str(out),
-                        "--bench-iters", "0", *args], check=True, cwd=ROOT, stdout=sys.stderr)
-    return out
+    return cli_build(out, ["smollm2-135m", "--target", "host", *args], stdout=sys.stderr, cwd=ROOT)
 
 
 def bytes_per_token(name: str, rows: dict, edge_manifest: dict, gguf: Path) -> float:
     pos = PROMPT + NEW // 2
     if name.startswith("edgeformer"):
-        from edgeformer.lm.bench import bytes_per_token as bpt
+        from edgeformer.lm.speed import bytes_per_token as bpt
         from edgeformer.manifest import Manifest
 
         return bpt(Manifest(**edge_manifest), pos)
@@ -192,7 +170,7 @@ def main() -> None:
     ring = build(a.work / "smol-ring", "--attention", "window=256:sinks=4")
     me = Path(__file__).resolve()
     rows = {
-        "edgeformer-int8": dict(cmd=["-m", "edgeformer.lm.bench", str(full), "--threads", str(THREADS), "--prompt-tokens",
+        "edgeformer-int8": dict(cmd=["-m", "edgeformer.lm.speed", str(full), "--threads", str(THREADS), "--prompt-tokens",
                                      str(PROMPT), "--new-tokens", str(NEW), "--rounds", str(a.inner), "--prompt-ids", str(ids_file)]),
         "llama.cpp-Q4_1": dict(cmd=[str(me), "--worker", "llama", "--ids", str(ids_file), "--inner", str(a.inner),
                                     "--work", str(a.work)], python=a.llama_python),
@@ -228,19 +206,13 @@ def main() -> None:
               f"{round_ratio(decode, 'edgeformer-int8', 'llama.cpp-Q4_1'):.2f}x, prefill "
               f"{round_ratio(prefill_s, 'edgeformer-int8', 'llama.cpp-Q4_1'):.2f}x"]
     log("long generation with the sliding-window cache …")
-    long = run(["-m", "edgeformer.lm.bench", str(ring), "--threads", str(THREADS), "--prompt-tokens", str(PROMPT),
+    long = run(["-m", "edgeformer.lm.speed", str(ring), "--threads", str(THREADS), "--prompt-tokens", str(PROMPT),
                 "--new-tokens", "2048", "--rounds", "1", "--prompt-ids", str(ids_file)])
     curve = long["rss_mb_by_tokens"]
     lines += ["", f"sliding-window cache (window 256 + 4 sinks, {ring_slots(ring)} slots), 2048 generated tokens: resident MiB by "
               "tokens " + ", ".join(f"{t}: {m:.0f}" for t, m in curve) + f"; peak {long['peak_rss_mb']:.0f} MiB, "
               f"decode {long['decode_tokens_per_s']:.1f} tok/s"]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "llm.md").write_text(table)
-    (out / "llm.json").write_text(json.dumps(dict(rows={k: {kk: vv for kk, vv in v.items() if kk not in ("cmd", "python")}
-                                                        for k, v in rows.items()}, runs=runs, long=long), indent=2))
+    write_results(RESULTS, "llm", "\n".join(lines) + "\n", dict(rows=without(rows, "cmd", "python"), runs=runs, long=long))
 
 
 def ring_slots(art: Path) -> int:

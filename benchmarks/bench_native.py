@@ -15,36 +15,15 @@ round; the table gives medians over rounds and ratios of rounds measured back to
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-THREADS = 2
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+from common import RESULTS, ROOT, THREADS, cli_build, log, run_json, write_results
 
 
 def build(work: Path, name: str, args: list[str]) -> Path:
-    out = work / name
-    if not (out / "manifest.json").is_file():
-        log(f"building {name}: edgeformer build {' '.join(args)}")
-        subprocess.run([sys.executable, "-m", "edgeformer.cli", "build", *args, "-o", str(out), "--bench-iters", "0"],
-                       check=True, stdout=subprocess.DEVNULL)
-    return out
-
-
-def run_json(cmd: list[str]) -> dict:
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env={**os.environ, "OMP_NUM_THREADS": str(THREADS)})
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
-    if p.returncode != 0 or not lines:
-        raise SystemExit(f"{cmd[:3]} failed: {p.stderr[-500:]}")
-    return json.loads(lines[-1])
+    return cli_build(work / name, args)
 
 
 def main() -> None:
@@ -53,7 +32,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--iters", type=int, default=100)
     a = ap.parse_args()
-    from edgeformer.native.runner_build import BINARY, ensure_runner
+    from edgeformer.devices.runner_build import BINARY, ensure_runner
 
     runner = str(ensure_runner("x86_64") / BINARY)
     py = sys.executable
@@ -64,10 +43,10 @@ def main() -> None:
     lm_cc = ["--threads", str(THREADS), "--prompt-tokens", "128", "--max-new-tokens", "128", "--ignore-eos", "--warmup", "1",
              "--no-outputs"]
     contenders = {
-        "minilm int8 · Python runtime": [py, "-m", "edgeformer.validate.bench", str(minilm), "--iters", str(a.iters)],
+        "minilm int8 · Python runtime": [py, "-m", "edgeformer.validate.latency", str(minilm), "--iters", str(a.iters)],
         "minilm int8 · C++ runner": [runner, str(minilm), "--iters", str(a.iters), "--no-outputs"],
-        "smollm2 int8 custom ops · Python runtime": [py, "-m", "edgeformer.lm.bench", str(smol), *lm_py],
-        "smollm2 int8 portable · Python runtime": [py, "-m", "edgeformer.lm.bench", str(portable), *lm_py],
+        "smollm2 int8 custom ops · Python runtime": [py, "-m", "edgeformer.lm.speed", str(smol), *lm_py],
+        "smollm2 int8 portable · Python runtime": [py, "-m", "edgeformer.lm.speed", str(portable), *lm_py],
         "smollm2 int8 portable · C++ runner": [runner, str(portable), *lm_cc],
     }
     samples: dict[str, list[dict]] = {k: [] for k in contenders}
@@ -101,11 +80,7 @@ def main() -> None:
               f"- SmolLM2 decode, portable C++ / custom-op Python per round: "
               f"{ratio(sr, sc, 'decode_tok_s', 'decode_tokens_per_s'):.2f}x; portable Python / custom-op Python: "
               f"{ratio(sp, sc, 'decode_tok_s', 'decode_tokens_per_s'):.2f}x"]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    out = ROOT / "benchmarks" / "results"
-    (out / "native.md").write_text(table)
-    (out / "native.json").write_text(json.dumps(samples, indent=1))
+    write_results(RESULTS, "native", "\n".join(lines) + "\n", samples, indent=1)
 
 
 if __name__ == "__main__":

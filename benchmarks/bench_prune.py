@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-THREADS = 2
-sys.path.insert(0, str(Path(__file__).parent))
+from common import ROOT, THREADS, cpu_line, export_onnx, log, measure_rounds, ort_accuracy, round_ratio, save_results
 
 # name -> `edgeformer prune` arguments (None: the unpruned model)
 LEVELS: dict[str, list[str] | None] = {
@@ -38,7 +35,7 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name).strip("-")
 
 
-def prune_level(model: str, work: Path, name: str, args: list[str] | None, log) -> Path:
+def prune_level(model: str, work: Path, name: str, args: list[str] | None) -> Path:
     if args is None:
         return Path(model)
     folder = work / slug(name)
@@ -98,12 +95,9 @@ def main() -> None:
         plot(json.loads((a.out / "prune.json").read_text()), a.out / "prune.png")
         return
 
-    from bench_vs_onnxruntime import export_onnx, measure_rounds, ort_accuracy, round_ratio, save_results
-
     import edgeformer
     from edgeformer.validate.accuracy import evaluate
 
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     a.work.mkdir(parents=True, exist_ok=True)
     timing = ["--iters", str(a.iters), "--warmup", str(a.warmup)]
     vs_ort = str(ROOT / "benchmarks" / "bench_vs_onnxruntime.py")
@@ -116,7 +110,7 @@ def main() -> None:
     rows["ort int8 (unpruned)"] = dict(flops_ratio=1.0, bytes=int8_onnx.stat().st_size, accuracy=ort_accuracy(int8_onnx, a.model),
                                        cmd=[vs_ort, "--worker", "ort", "--path", str(int8_onnx), *timing])
     for name in a.levels:
-        folder = prune_level(a.model, a.work, name, LEVELS[name], log)
+        folder = prune_level(a.model, a.work, name, LEVELS[name])
         log(f"building {name} …")
         r = edgeformer.build(str(folder), "host", a.work / f"art-{slug(name)}", quant="int8", enforce=False, bench_iters=0)
         report = json.loads((folder / "prune.json").read_text()) if LEVELS[name] else None
@@ -127,21 +121,19 @@ def main() -> None:
             search_s=report["search_seconds"] if report else None,
             distill_s=report["distill"]["seconds"] if report and report["distill"] else None,
             accuracy=evaluate(str(r.path), "fine-foods:test", threads=THREADS, reference=False)["accuracy"],
-            cmd=["-m", "edgeformer.validate.bench", str(r.path), "--threads", str(THREADS), *timing])
+            cmd=["-m", "edgeformer.validate.latency", str(r.path), "--threads", str(THREADS), *timing])
 
     samples = measure_rounds(rows, a.rounds)
 
     def ratio(base: str, name: str) -> float:
         return round_ratio(samples, base, name)
 
-    from edgeformer.pipeline import _cpu_model
-
     eager = rows["eager fp32 (unpruned)"]
     lines = [
         f"Fine-tuned MiniLM ({a.model}) pruned with `edgeformer prune` (distilled 2 epochs), built int8 for host; "
         f"fine-foods test (1000 reviews). Latency at batch 1, seq 128, {THREADS} threads, median of {a.rounds} rounds x "
         f"{a.iters} runs ({a.warmup} warm-up), each contender in its own process; speed-ups are medians of per-round ratios. "
-        f"CPU: {_cpu_model()}, {os.cpu_count()} cores.",
+        f"{cpu_line()}",
         "",
         "| contender | encoder FLOPs | heads per layer | FFN per layer | p50 ms | vs eager | vs ORT int8 | MiB "
         "| test acc | vs eager (points) |",

@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SEQ, THREADS = 128, 2
+from common import RESULTS, SEQ, THREADS, cpu_line, log, measure_rounds, round_ratio, without, write_results
 
 
 def minilm_gflop(seq: int = SEQ, hidden: int = 384, ffn: int = 1536, layers: int = 6) -> float:
@@ -44,7 +41,8 @@ def build_plain_int8(out: Path) -> Path:
     from edgeformer.models import load_model
     from edgeformer.models.hf import reference_forward
     from edgeformer.recipe import Recipe
-    from edgeformer.targets import xnnpack
+    from edgeformer.targets.backend import config_for
+    from edgeformer.targets.xnnpack import XNNPACK
     from edgeformer.transforms.quantize import quantize_model
 
     loaded = load_model("minilm")
@@ -61,19 +59,17 @@ def build_plain_int8(out: Path) -> Path:
     from torchao.quantization import quantize_
     from torchao.utils import unwrap_tensor_subclass
 
-    from edgeformer.transforms.quantize import embedding_config
-
     # padding_idx only affects gradients; with it set, aten.embedding carries an argument that
     # ExecuTorch's quantized-embedding fusion pattern does not match.
     loaded.hf.reference.embeddings.word_embeddings.padding_idx = None
     m = quantize_model(Pooled(loaded.hf), Recipe(quant="int8", embedding_quant="fp32"))
     # Only the word table: the position/type lookups do not match ExecuTorch's quantized
     # embedding fusion and would leave a dequantize_affine without an out-variant.
-    quantize_(m, embedding_config("int8", 32), filter_fn=lambda mod, fqn: fqn.endswith("word_embeddings"))
+    quantize_(m, config_for(XNNPACK, "embedding", "int8", 32), filter_fn=lambda mod, fqn: fqn.endswith("word_embeddings"))
     unwrap_tensor_subclass(m)
     ids = torch.randint(0, 30522, (1, SEQ))
     ep = torch.export.export(m, (ids, torch.ones(1, SEQ, dtype=torch.long)))
-    lowered = xnnpack.lower(ep, Recipe())
+    lowered = XNNPACK.lower(ep, Recipe())
     # Reuse an edgeformer artifact's manifest and tokenizer; bench it with --pte.
     shutil.copytree(out.parent / "edgeformer-int8", out)
     (out / "plain.pte").write_bytes(lowered.pte)
@@ -83,18 +79,12 @@ def build_plain_int8(out: Path) -> Path:
     return out / "plain.pte"
 
 
-def run_worker(args: list[str]) -> dict:
-    from edgeformer.validate.bench import run_json_worker
-
-    return run_json_worker(args, THREADS, f"worker {' '.join(args)}", cwd=ROOT)
-
-
 def plain_sqnr(pte: Path) -> float:
     import torch
 
     from edgeformer.models import load_model
     from edgeformer.models.hf import reference_forward
-    from edgeformer.runtime import Program
+    from edgeformer.program import Program
     from edgeformer.tokenize import TextEncoder
     from edgeformer.validate.numerics import SAMPLE_TEXTS, sqnr_db
 
@@ -113,7 +103,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=20)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--out", type=Path, default=RESULTS)
     a = ap.parse_args()
 
     import edgeformer
@@ -122,40 +112,35 @@ def main() -> None:
     rows: dict[str, dict] = {}
     for quant, emb in (("fp32", "fp32"), ("int8", "int8"), ("8da4w", "int8")):
         name = f"edgeformer-{quant}"
-        print(f"building {name} …", file=sys.stderr, flush=True)
+        log(f"building {name} …")
         r = edgeformer.build("minilm", "host", work / name, quant=quant, embedding_quant=emb, enforce=False, bench_iters=0)
         m = r.manifest
         rows[name] = dict(bytes=m.pte["bytes"], sqnr_db=m.numerics["sqnr_db"], outside=m.delegation["non_delegated_nodes"],
-                          cmd=["-m", "edgeformer.validate.bench", str(r.path)])
-    print("building plain-int8 …", file=sys.stderr, flush=True)
+                          cmd=["-m", "edgeformer.validate.latency", str(r.path)])
+    log("building plain-int8 …")
     plain = build_plain_int8(work / "plain-int8")
     pm = json.loads((plain.parent / "manifest.json").read_text())
     rows["plain-int8"] = dict(bytes=plain.stat().st_size, sqnr_db=round(plain_sqnr(plain), 2),
                               outside=pm["delegation"]["non_delegated_nodes"],
-                              cmd=["-m", "edgeformer.validate.bench", str(plain.parent), "--pte", str(plain)])
+                              cmd=["-m", "edgeformer.validate.latency", str(plain.parent), "--pte", str(plain)])
     rows["eager-fp32"] = dict(bytes=None, sqnr_db=None, outside=None,
                               # the eager worker of the ONNX Runtime benchmark: same inputs, own process
                               cmd=[str(Path(__file__).with_name("bench_vs_onnxruntime.py")), "--worker", "eager", "--path", "minilm"])
 
     order = ["eager-fp32", "plain-int8", "edgeformer-fp32", "edgeformer-int8", "edgeformer-8da4w"]
-    samples: dict[str, list[float]] = {k: [] for k in order}
-    for rnd in range(a.rounds):
-        for name in order:
-            extra = ["--iters", str(a.iters), "--warmup", str(a.warmup)]
-            if name != "eager-fp32":
-                extra += ["--threads", str(THREADS)]
-            samples[name].append(run_worker(rows[name]["cmd"] + extra)["latency_ms_p50"])
-            print(f"round {rnd + 1}: {name} {samples[name][-1]:.2f} ms", file=sys.stderr, flush=True)
+    timing = ["--iters", str(a.iters), "--warmup", str(a.warmup)]
+    timed = {name: dict(cmd=rows[name]["cmd"] + timing + ([] if name == "eager-fp32" else ["--threads", str(THREADS)]))
+             for name in order}
+    samples = measure_rounds(timed, a.rounds)
 
     def speedup(name: str) -> float:
-        """Median over rounds of eager/name, each round's pair measured back to back."""
-        return statistics.median(e / x for e, x in zip(samples["eager-fp32"], samples[name], strict=True))
+        return round_ratio(samples, "eager-fp32", name)
 
     fp32_bytes = rows["edgeformer-fp32"]["bytes"]
     gflop = minilm_gflop()
     lines = [
         f"MiniLM (all-MiniLM-L6-v2), batch 1, seq {SEQ}, {THREADS} threads; median of {a.rounds} rounds x {a.iters} runs "
-        f"({a.warmup} warm-up), each contender in its own process; speed-ups are medians of per-round ratios. {_cpu()}",
+        f"({a.warmup} warm-up), each contender in its own process; speed-ups are medians of per-round ratios. {cpu_line()}",
         "",
         "| contender | p50 ms | vs eager | GFLOP/s | .pte MiB | fp32 .pte / size | SQNR vs eager dB | ops outside delegate |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -167,18 +152,7 @@ def main() -> None:
         sq = "(reference)" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f}"
         outside = "-" if r["outside"] is None else str(r["outside"])
         lines.append(f"| {name} | {p50:.2f} | {speedup(name):.2f}x | {gflop / p50 * 1e3:.0f} | {size} | {shrink} | {sq} | {outside} |")
-    table = "\n".join(lines) + "\n"
-    print(table)
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "quant.md").write_text(table)
-    (a.out / "quant.json").write_text(json.dumps(dict(samples_ms=samples, rows={k: {kk: vv for kk, vv in v.items() if kk != "cmd"}
-                                                                                    for k, v in rows.items()}), indent=2))
-
-
-def _cpu() -> str:
-    from edgeformer.pipeline import _cpu_model
-
-    return f"CPU: {_cpu_model()}, {os.cpu_count()} cores."
+    write_results(a.out, "quant", "\n".join(lines) + "\n", dict(samples_ms=samples, rows=without(rows, "cmd")))
 
 
 if __name__ == "__main__":

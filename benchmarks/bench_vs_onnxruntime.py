@@ -18,22 +18,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SEQ, THREADS = 128, 2
-
-
-def _inputs():
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    return rng.integers(0, 30522, (1, SEQ), dtype=np.int64), np.ones((1, SEQ), dtype=np.int64)
+from common import (
+    ROOT,
+    SEQ,
+    THREADS,
+    cpu_line,
+    export_onnx,
+    inputs,
+    log,
+    measure_rounds,
+    ort_accuracy,
+    ort_session,
+    round_ratio,
+    save_results,
+)
 
 
 def _time(fn, iters: int, warmup: int) -> float:
@@ -46,19 +49,9 @@ def _time(fn, iters: int, warmup: int) -> float:
     return statistics.median(times)
 
 
-def ort_session(path: Path):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = THREADS
-    so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
 def worker(kind: str, path: str, iters: int, warmup: int) -> dict:
     """Runs in its own process."""
-    ids, mask = _inputs()
+    ids, mask = inputs()
     if kind == "ort":
         s = ort_session(Path(path))
         return dict(latency_ms_p50=_time(lambda: s.run(None, {"input_ids": ids, "attention_mask": mask}), iters, warmup))
@@ -71,87 +64,6 @@ def worker(kind: str, path: str, iters: int, warmup: int) -> dict:
     t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask)
     with torch.no_grad():
         return dict(latency_ms_p50=_time(lambda: hf(input_ids=t_ids, attention_mask=t_mask), iters, warmup))
-
-
-def export_onnx(model: str, work: Path) -> tuple[Path, Path]:
-    import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from edgeformer.models import load_model
-
-    hf = load_model(model).hf.reference
-
-    class Logits(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.m = hf
-
-        def forward(self, input_ids, attention_mask):
-            return self.m(input_ids=input_ids, attention_mask=attention_mask).logits
-
-    ids, mask = (torch.from_numpy(x) for x in _inputs())
-    fp32 = work / "model.onnx"
-    torch.onnx.export(Logits().eval(), (ids, mask), str(fp32), input_names=["input_ids", "attention_mask"],
-                      output_names=["logits"], opset_version=17, dynamo=False)
-    int8 = work / "model.int8.onnx"
-    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
-    return fp32, int8
-
-
-def ort_accuracy(path: Path, model: str) -> float:
-    import numpy as np
-
-    from edgeformer.data import load_data
-    from edgeformer.models import load_model
-    from edgeformer.tokenize import TextEncoder
-
-    loaded = load_model(model)
-    labels = loaded.hf.labels
-    te = TextEncoder(loaded.hf.tokenizer_file, SEQ, loaded.pad_id)
-    test = load_data("fine-foods:test")
-    s = ort_session(path)
-    right = 0
-    for text, label in zip(test.texts, test.labels, strict=True):
-        e = te.encode(text)
-        logits = s.run(None, {"input_ids": e.input_ids.numpy(), "attention_mask": e.attention_mask.numpy()})[0]
-        right += labels[int(np.argmax(logits))] == label
-    return right / len(test)
-
-
-def run_worker(args: list[str]) -> dict:
-    from edgeformer.validate.bench import run_json_worker
-
-    return run_json_worker(args, THREADS, f"worker {' '.join(args)}", cwd=ROOT)
-
-
-def measure_rounds(rows: dict[str, dict], rounds: int, medians: tuple[str, ...] = ()) -> dict[str, list[float]]:
-    """Each contender's p50 per round, every run in its own fresh process, contenders
-    interleaved within a round; sets rows[name]["p50"] (and each worker field named in
-    `medians`, e.g. "peak_rss_mb") to the median over rounds."""
-    runs: dict[str, list[dict]] = {k: [] for k in rows}
-    for rnd in range(rounds):
-        for name, r in rows.items():
-            runs[name].append(run_worker(r["cmd"]))
-            print(f"round {rnd + 1}: {name} {runs[name][-1]['latency_ms_p50']:.2f} ms", file=sys.stderr, flush=True)
-    for name in rows:
-        for field, key in (("latency_ms_p50", "p50"), *((m, m) for m in medians)):
-            rows[name][key] = statistics.median(x[field] for x in runs[name])
-    return {k: [x["latency_ms_p50"] for x in v] for k, v in runs.items()}
-
-
-def round_ratio(samples: dict[str, list[float]], base: str, name: str) -> float:
-    """Median over rounds of base/name, each round's pair measured back to back."""
-    return statistics.median(b / x for b, x in zip(samples[base], samples[name], strict=True))
-
-
-def save_results(out: Path, stem: str, table: str, rows: dict, samples: dict, plot_fn) -> None:
-    """Print the table; write STEM.md, STEM.json (rows and raw samples) and STEM.png under `out`."""
-    print(table)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.md").write_text(table)
-    (out / f"{stem}.json").write_text(json.dumps(
-        {k: {kk: vv for kk, vv in v.items() if kk != "cmd"} | {"samples_ms": samples[k]} for k, v in rows.items()}, indent=2))
-    plot_fn(rows, out / f"{stem}.png")
 
 
 def plot(rows: dict, out: Path) -> None:
@@ -204,7 +116,6 @@ def main() -> None:
     me = str(Path(__file__).resolve())
     timing = ["--iters", str(a.iters), "--warmup", str(a.warmup)]
     rows: dict[str, dict] = {}
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
 
     log("eager accuracy …")
     rows["eager-fp32"] = dict(bytes=None, accuracy=evaluate(a.model, "fine-foods:test", threads=THREADS)["accuracy"],
@@ -222,7 +133,7 @@ def main() -> None:
         r = edgeformer.build(a.model, "host", work / name, quant=quant, embedding_quant=emb, enforce=False, bench_iters=0)
         rows[name] = dict(bytes=r.manifest.pte["bytes"], accuracy=evaluate(str(r.path), "fine-foods:test", threads=THREADS,
                                                                              reference=False)["accuracy"],
-                          cmd=["-m", "edgeformer.validate.bench", str(r.path), "--threads", str(THREADS), *timing])
+                          cmd=["-m", "edgeformer.validate.latency", str(r.path), "--threads", str(THREADS), *timing])
 
     samples = measure_rounds(rows, a.rounds)
     eager = rows["eager-fp32"]
@@ -230,13 +141,11 @@ def main() -> None:
     def ratio(base: str, name: str) -> float:
         return round_ratio(samples, base, name)
 
-    from edgeformer.pipeline import _cpu_model
-
     lines = [
         f"Fine-tuned MiniLM ({a.model}), fine-foods test (1000 reviews); latency at batch 1, seq {SEQ}, {THREADS} threads, "
         f"median of {a.rounds} rounds x {a.iters} runs ({a.warmup} warm-up), each contender in its own process; "
         f"speed-ups are medians of per-round ratios. "
-        f"CPU: {_cpu_model()}, {os.cpu_count()} cores.",
+        f"{cpu_line()}",
         "",
         "| contender | p50 ms | vs eager | vs ORT int8 | file MiB | test accuracy | vs eager (points) |",
         "|---|---:|---:|---:|---:|---:|---:|",

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from edgeformer import stopping
 from edgeformer.errors import UserError
 from edgeformer.manifest import Manifest
 
@@ -26,36 +26,60 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def check_out(out: Path, marker: str = MANIFEST) -> None:
+    """UserError unless `out` is free to be written: absent, an empty folder, or one of ours
+    (a folder holding `marker`). Call it before any work, so a bad -o fails at once.
+
+    Example:
+        >>> check_out(Path("out/minilm-host"))  # absent or an earlier artifact: fine
+    """
+    out = Path(out)
+    if not out.exists() or (out / marker).is_file():
+        return
+    kind = "an edgeformer artifact" if marker == MANIFEST else "a model folder"
+    if not out.is_dir():
+        what = "a file"
+    elif any(out.iterdir()):
+        what = f"a non-empty folder without {marker}"
+    else:
+        return
+    raise UserError(f"output {str(out)!r} exists and is not {kind} ({what}); choose another -o or remove it")
+
+
 @contextmanager
 def staging(out: Path, marker: str = MANIFEST):
     """A temporary folder beside `out`; the caller calls `commit(tmp, out)` to publish it.
 
-    An existing `out` is replaced only if it holds `marker` (it is one of ours) or is empty.
-    Whatever happens inside, the temporary folder is gone afterwards.
+    An existing `out` is replaced only if it holds `marker` (it is one of ours) or is empty
+    (`check_out`). Whatever happens inside, the temporary folder is gone afterwards, and a
+    SIGINT/SIGTERM under `stopping.guard` removes it too, even mid native call.
     """
     out = out.resolve()
-    if out.exists() and not (out / marker).is_file() and (not out.is_dir() or any(out.iterdir())):
-        kind = "an edgeformer artifact" if marker == MANIFEST else f"a model folder (no {marker})"
-        raise UserError(f"output {str(out)!r} exists and is not {kind}; choose another -o or remove it")
+    check_out(out, marker)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = stopping.make_staging_dir(out.parent, prefix=f".{out.name}.", suffix=".tmp")
     try:
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        stopping.unregister(tmp)
 
 
 def commit(tmp: Path, out: Path) -> None:
-    """Replace `out` with `tmp` (an earlier artifact there is replaced whole)."""
+    """Replace `out` with `tmp` (an earlier artifact there is replaced whole).
+
+    Refused (`stopping.Stopped`) once a stop was requested; a stop and a publish never interleave.
+    """
     out = out.resolve()
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    with stopping.publishing(out):
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+        tmp.rename(out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 @dataclass

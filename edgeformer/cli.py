@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 import edgeformer
-from edgeformer import report
+from edgeformer import tables
 from edgeformer.errors import BudgetError, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -34,7 +34,7 @@ def targets(as_json: bool = JSON):
                              recipe=t.recipe.to_dict(), budgets=t.budgets.to_dict())
                for t in edgeformer.TARGETS.values()})
     else:
-        report.print_tables([report.targets_table()])
+        tables.print_tables([tables.targets_table()])
 
 
 @app.command()
@@ -54,10 +54,12 @@ def models(as_json: bool = JSON):
 
 @app.command()
 def build(
-    model: str = typer.Argument(..., help="A bundled name (see `edgeformer models`), a Hugging Face model folder, "
-                                          "or a causal LM's .gguf file."),
-    target: str = typer.Option("host", "--target", "-t", help="Target alias or name (see `edgeformer targets`)."),
+    model: str = typer.Argument(None, help="A bundled name (see `edgeformer models`), a Hugging Face model folder, "
+                                           "or a causal LM's .gguf file (or --from a manifest)."),
+    target: str = typer.Option(None, "--target", "-t", help="Target alias or name (see `edgeformer targets`; default host)."),
     out: Path = typer.Option(..., "--out", "-o", help="Artifact folder to write (replaced whole if it is an artifact)."),
+    from_manifest: Path = typer.Option(None, "--from", help="Rebuild what this manifest.json (or artifact folder) records; "
+                                                            "options given here replace its fields."),
     quant: str = typer.Option(None, "--quant", help="fp32 | int8 | 8da4w (default: the target's)."),
     group_size: int = typer.Option(None, "--group-size", help="Group size for 4-bit weights (default 32)."),
     embedding_quant: str = typer.Option(None, "--embedding-quant", help="fp32 | int8 | int4 for the embedding table."),
@@ -66,11 +68,11 @@ def build(
     max_context: int = typer.Option(None, "--max-context", help="Causal LMs: KV-cache tokens, prompt + reply (default 1024)."),
     threads: int = typer.Option(None, "--threads", help="CPU threads at run time (default: the target's)."),
     min_sqnr: float = typer.Option(None, "--min-sqnr", help="Override the target's numerics budget (dB)."),
-    enforce: bool = typer.Option(True, "--enforce/--no-enforce", help="Fail and write nothing when a budget fails."),
+    enforce: bool = typer.Option(None, "--enforce/--no-enforce", help="Fail and write nothing when a budget fails (default)."),
     eval_data: str = typer.Option(None, "--eval-data", help="Measure task accuracy on this data (e.g. fine-foods:validation); "
                                                             "causal LMs: perplexity (janeausten)."),
     max_accuracy_drop: float = typer.Option(None, "--max-accuracy-drop", help="Accuracy points the .pte may lose vs fp32."),
-    bench_iters: int = typer.Option(50, "--bench-iters", help="Timed runs for the latency budget (0 skips)."),
+    bench_iters: int = typer.Option(None, "--bench-iters", help="Timed runs for the latency budget (default 50; 0 skips)."),
     prune: str = typer.Option(None, "--prune", help="auto (accuracy-driven, within --max-accuracy-drop) or heads=R,ffn=R,layers=N; "
                                                     "the pruned model goes to OUT.pruned/."),
     attention: list[str] = typer.Option(None, "--attention", help="Attention kernels: full (default), sdpa, "
@@ -81,39 +83,47 @@ def build(
     device: str = typer.Option(None, "--device", help="Measure latency and memory there with the C++ runner and check "
                                                       "the budgets against them: ssh://user@host[:port] | native | "
                                                       "qemu-aarch64 (emulated: recorded, not checked)."),
-    lm_ops: str = typer.Option("custom", "--lm-ops", help="Causal LMs: custom (ExecuTorch's LLM kernels: Python runtime, "
-                                                         "Android AAR) | portable (core ops: the C++ runner)."),
+    lm_ops: str = typer.Option(None, "--lm-ops", help="Causal LMs: custom (ExecuTorch's LLM kernels: Python runtime, "
+                                                      "Android AAR; default) | portable (core ops: the C++ runner)."),
     fallback: str = typer.Option(None, "--fallback", help="server-cuda without a GPU: cpu builds the package for the CPU."),
-    dump: Path = typer.Option(None, "--dump", help="Write the graph after each stage into this folder."),
+    dump: Path = typer.Option(None, "--dump", help="Write the state and graph after every stage into this folder."),
     as_json: bool = JSON,
 ):
     """Compile MODEL for a target into an artifact folder: model.pte, tokenizer.json, manifest.json."""
-    from edgeformer.pipeline import timed_stage
+    from edgeformer.pipeline import BuildSpec
+
+    given = dict(target=target, quant=quant, group_size=group_size, embedding_quant=embedding_quant, seq_len=seq_len,
+                 threads=threads, attention=tuple(attention) if attention else None, max_context=max_context, lm_ops=lm_ops,
+                 prune=prune, data=data, eval_data=eval_data, min_sqnr_db=min_sqnr, max_accuracy_drop=max_accuracy_drop,
+                 enforce=enforce, bench_iters=bench_iters, device=device, fallback=fallback, dump=dump)
+    given = {k: v for k, v in given.items() if v is not None}
+    if from_manifest is not None:
+        if model is not None:
+            raise UserError(f"give MODEL or --from, not both (got {model!r} and --from {from_manifest})")
+        spec = BuildSpec.from_manifest(from_manifest, out=out, **given)
+    elif model is None:
+        raise UserError("build needs MODEL (a bundled name, a Hugging Face folder or a .gguf) or --from manifest.json")
+    else:
+        spec = BuildSpec(model, out=out, **given)
 
     def done(name: str, seconds: float) -> None:
         err.print(f"[green]✓[/] {name} [dim]({seconds:.1f}s)[/]")
 
     try:
         with err.status("building…"):
-            result = edgeformer.build(
-                model, target, out, quant=quant, group_size=group_size, embedding_quant=embedding_quant,
-                seq_len=seq_len, threads=threads, min_sqnr_db=min_sqnr, enforce=enforce, bench_iters=bench_iters,
-                eval_data=eval_data, max_accuracy_drop=max_accuracy_drop, prune=prune, attention=attention, data=data,
-                max_context=max_context, device=device, lm_ops=lm_ops, fallback=fallback, dump=dump,
-                stage=timed_stage(done),
-            )
+            result = edgeformer.build(spec, report=done)
     except BudgetError as e:
         if e.result is not None:  # still show every budget, as a table or as JSON for scripts
             if as_json:
                 _emit(dict(path=None, passed=False, manifest=json.loads(e.result.manifest.to_json())))
             else:
-                report.print_tables([report.budgets_table(e.result.manifest)])
+                tables.print_tables([tables.budgets_table(e.result.manifest)])
         raise
     m = result.manifest
     if as_json:
         _emit(dict(path=str(result.path), passed=m.passed, manifest=json.loads(m.to_json())))
     else:
-        report.print_tables([report.budgets_table(m)])
+        tables.print_tables([tables.budgets_table(m)])
         verdict = "all budgets met" if m.passed else "[red]budgets failed (kept with --no-enforce)[/]"
         size = m.pte["bytes"] / 2**20
         err.print(f"wrote {result.path} ({size:.1f} MiB .pte, SQNR {m.numerics['sqnr_db']} dB): {verdict}", soft_wrap=True)
@@ -140,8 +150,11 @@ def finetune(
     """Fine-tune an encoder + classification head on CPU; resumes an interrupted run."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from edgeformer.train.finetune import FinetuneOptions
     from edgeformer.train.finetune import finetune as run_finetune
 
+    options = FinetuneOptions(epochs=epochs, lr=lr, batch_size=batch_size, max_len=max_len, seed=seed, restart=restart,
+                              threads=threads)
     with Progress(TextColumn("finetune"), BarColumn(), TextColumn("{task.completed}/{task.total} loss {task.fields[loss]}"),
                   TimeRemainingColumn(), console=err) as bar:
         task = bar.add_task("train", total=None, loss="-")
@@ -149,9 +162,7 @@ def finetune(
         def step(done: int, total: int, loss: float) -> None:
             bar.update(task, completed=done, total=total, loss=f"{loss:.3f}")
 
-        report = run_finetune(model, data, out, epochs=epochs, lr=lr, batch_size=batch_size, max_len=max_len, seed=seed,
-                              restart=restart, text_column=text_column, label_column=label_column, threads=threads,
-                              progress=step)
+        report = run_finetune(model, data, out, options, text_column=text_column, label_column=label_column, progress=step)
     if as_json:
         _emit({k: v for k, v in report.items() if k != "loss_curve"})
     else:
@@ -181,19 +192,20 @@ def prune(
     as_json: bool = JSON,
 ):
     """Remove heads, FFN neurons and layers physically, chosen by accuracy; distill; save a smaller model."""
-    from edgeformer.train.prune import prune as run_prune
+    from edgeformer.train.prune_run import PruneOptions
+    from edgeformer.train.prune_run import prune as run_prune
 
     if data is None:
         raise UserError("pruning is data-driven: pass --data (the task's data, e.g. fine-foods or a .csv/.jsonl file)")
-    with report.stage_progress(err) as progress:
-        r = run_prune(model, data, out, heads=heads, ffn=ffn, layers=layers, max_accuracy_drop=max_accuracy_drop,
-                      target_flops=target_flops, drop_empty_layers=drop_empty_layers, distill_epochs=distill_epochs, lr=lr,
-                      seed=seed, restart=restart, text_column=text_column, label_column=label_column, threads=threads,
-                      progress=progress)
+    options = PruneOptions(heads=heads, ffn=ffn, layers=layers, max_accuracy_drop=max_accuracy_drop, target_flops=target_flops,
+                           drop_empty_layers=drop_empty_layers, distill_epochs=distill_epochs, lr=lr, seed=seed,
+                           restart=restart, threads=threads)
+    with tables.stage_progress(err) as progress:
+        r = run_prune(model, data, out, options, text_column=text_column, label_column=label_column, progress=progress)
     if as_json:
         _emit(r)
     else:
-        report.print_tables(report.prune_tables(r))
+        tables.print_tables(tables.prune_tables(r))
         f = r["flops_per_sequence"]
         err.print(f"wrote {out}: encoder FLOPs x{f['ratio']:.2f} ({f['before'] / f['after']:.2f}x fewer), "
                   f"validation accuracy {r['validation_accuracy']}", soft_wrap=True)
@@ -224,7 +236,7 @@ def eval_(
         if as_json:
             _emit(r)
         else:
-            report.print_tables([report.perplexity_table(r)])
+            tables.print_tables([tables.perplexity_table(r)])
         return
 
     with err.status("evaluating…"):
@@ -232,7 +244,7 @@ def eval_(
     if as_json:
         _emit(r)
     else:
-        report.print_tables([report.eval_table(r)])
+        tables.print_tables([tables.eval_table(r)])
 
 
 @app.command()
@@ -260,7 +272,7 @@ def inspect(
     if as_json:
         _emit(dict(path=str(a.path), size=size, profile=timing, manifest=json.loads(a.manifest.to_json())))
     else:
-        report.print_tables(report.inspect_tables(a.manifest, size, timing))
+        tables.print_tables(tables.inspect_tables(a.manifest, size, timing))
 
 
 @app.command()
@@ -324,7 +336,7 @@ def bench(
     """Latency p50/p90 and peak memory of the artifact's .pte on this machine (fresh process);
     for a causal LM: prefill and decode tokens/s, time to first token, peak RSS, bandwidth floor.
     With --device, the C++ runner measures it there and the manifest records where."""
-    from edgeformer.validate.bench import measure
+    from edgeformer.validate.latency import measure
 
     if iters < 1 or warmup < 0:
         raise UserError(f"--iters {iters} / --warmup {warmup}: need iters >= 1 and warmup >= 0")
@@ -335,7 +347,7 @@ def bench(
         _bench_on_device(a, device, t, warmup, iters, prompt_tokens, new_tokens, as_json)
         return
     if a.manifest.generation:
-        from edgeformer.lm.bench import default_lengths, measure_lm
+        from edgeformer.lm.speed import default_lengths, measure_lm
 
         prompt_tokens, new_tokens = default_lengths(a.manifest.generation, prompt_tokens, new_tokens)
         if min(prompt_tokens, new_tokens, rounds) < 1:
@@ -345,19 +357,19 @@ def bench(
         if as_json:
             _emit(dict(path=str(a.path), **r))
         else:
-            report.print_tables([report.lm_bench_table(str(a.path), r)])
+            tables.print_tables([tables.lm_bench_table(str(a.path), r)])
         return
     with err.status("benchmarking…"):
         r = measure(a.path, t, warmup=warmup, iters=iters)
     if as_json:
         _emit(dict(path=str(a.path), **r))
     else:
-        report.print_tables([report.bench_table(str(a.path), r)])
+        tables.print_tables([tables.bench_table(str(a.path), r)])
 
 
 def _bench_on_device(a, spec: str, threads: int, warmup: int, iters: int, prompt_tokens: int | None, new_tokens: int | None,
                      as_json: bool) -> None:
-    from edgeformer.native.device import parse_device, record, run_on_device, runner_args
+    from edgeformer.devices import parse_device, record, run_on_device, runner_args
 
     dev = parse_device(spec)
     with err.status(f"benchmarking on {spec}…") as status:
@@ -368,7 +380,7 @@ def _bench_on_device(a, spec: str, threads: int, warmup: int, iters: int, prompt
     if as_json:
         _emit(dict(path=str(a.path), **r))
     else:
-        report.print_tables([report.device_bench_table(str(a.path), r)])
+        tables.print_tables([tables.device_bench_table(str(a.path), r)])
 
 
 runtime_app = typer.Typer(no_args_is_help=True, help="The native C++ runner (runtimes/cpp).")
@@ -384,7 +396,7 @@ def runtime_build(
 ):
     """Build the C++ runner for ARCH against the executorch wheel's headers and libraries
     (another architecture's wheel is downloaded and cross-compiled)."""
-    from edgeformer.native.runner_build import build_runner
+    from edgeformer.devices.runner_build import build_runner
 
     with err.status(f"building the runner for {arch}…") as status:
         path = build_runner(arch, out, ndk, log=lambda msg: status.update(f"building the runner: {msg}…"))
@@ -437,8 +449,30 @@ def _stream(a, text: str, max_new_tokens: int, sampling, chat: bool, threads: in
 
 
 def main() -> None:
+    from edgeformer import stopping
+
+    # SIGINT/SIGTERM: exit 130/143 within ~2 s, staging folders removed, one line (edgeformer/stopping.py)
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), "edgeformer")
+    with stopping.guard(command, _out_args(sys.argv[1:])):
+        _main()
+
+
+def _out_args(argv: list[str]) -> list[Path]:
+    """The -o/--out values on a command line (what a stop line reports as written or not)."""
+    outs = [b for a, b in zip(argv, argv[1:], strict=False) if a in ("-o", "--out")]
+    outs += [a.split("=", 1)[1] for a in argv if a.startswith("--out=")]
+    outs += [a[2:] for a in argv if a.startswith("-o") and len(a) > 2 and not a.startswith("--")]
+    return [Path(o) for o in outs]
+
+
+def _main() -> None:
+    from edgeformer import stopping
+
     try:
-        code = app(standalone_mode=False)  # click returns a typer.Exit's code here instead of raising
+        try:
+            code = app(standalone_mode=False)  # click returns a typer.Exit's code here instead of raising
+        finally:
+            stopping.check()  # a stop wins over what click made of it on the way up (Abort)
         if isinstance(code, int) and code:
             sys.exit(code)
     except (UserError, BudgetError) as e:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edgeformer.artifact import Artifact
-from edgeformer.runtime import open_program
+from edgeformer.program import open_program
 from edgeformer.tokenize import TextEncoder
 
 

@@ -1,4 +1,8 @@
-"""A recipe: how one model is compressed and exported. Plain data that checks itself."""
+"""A recipe: how one model is compressed and exported. Plain data that checks itself.
+
+The recipe is the whole "how" of a build (the model and the target are the "what" and
+"where"): it goes into the manifest as is, and `build --from manifest.json` rebuilds from it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from edgeformer.errors import UserError
 
-# Quantization schemes of the linear layers, one greppable literal (see transforms/quantize.py).
+# Quantization schemes of the linear layers, one greppable literal; each backend maps them
+# to torchao configs (`Backend.linear_configs` in targets/).
 QUANT_SCHEMES: dict[str, str] = {
     "fp32": "no quantization",
     "int8": "8-bit dynamic per-token activations, 8-bit per-channel symmetric weights",
@@ -18,6 +23,11 @@ EMBEDDING_SCHEMES: dict[str, str] = {
     "int8": "8-bit per-row weights",
     "int4": "4-bit groupwise weights",
 }
+# Causal LMs: how the KV cache and attention are written in the graph.
+LM_OPS: dict[str, str] = {
+    "custom": "ExecuTorch's LLM kernels (update_cache, custom_sdpa): the Python runtime and the Android AAR",
+    "portable": "core ops only (index_put, bmm, softmax): the C++ runner built from the wheel",
+}
 # XNNPACK delegates 4-bit groupwise linears only for group sizes that are multiples of 32
 # (backends/xnnpack/operators/node_visitor.py).
 GROUP_SIZES = (32, 64, 128, 256)
@@ -27,6 +37,9 @@ MAX_THREADS = 64
 @dataclass(frozen=True)
 class Recipe:
     """What `build` does to a model. Every field is validated on construction.
+
+    `attention` is the canonical form of `--attention` ("full", "window=64:global=1", …;
+    see transforms/attention.py); `max_context` and `lm_ops` apply to causal LMs only.
 
     Example:
         >>> Recipe(quant="int8", seq_len=128).embedding_quant
@@ -38,16 +51,22 @@ class Recipe:
     embedding_quant: str = "int8"
     seq_len: int = 128
     threads: int = 2
+    attention: str = "full"
+    max_context: int | None = None  # causal LMs: KV-cache tokens (None: the model's default)
+    lm_ops: str = "custom"
 
     def __post_init__(self):
         _one_of("--quant", self.quant, QUANT_SCHEMES)
         _one_of("--embedding-quant", self.embedding_quant, EMBEDDING_SCHEMES)
+        _one_of("--lm-ops", self.lm_ops, LM_OPS)
         if self.group_size not in GROUP_SIZES:
             raise UserError(f"--group-size {self.group_size} is not supported; use one of {', '.join(map(str, GROUP_SIZES))}")
         if not 1 <= self.seq_len <= 8192:
             raise UserError(f"--seq-len {self.seq_len} is out of range; use 1 to 8192 (the model's own limit also applies)")
         if not 1 <= self.threads <= MAX_THREADS:
             raise UserError(f"--threads {self.threads} is out of range; use 1 to {MAX_THREADS}")
+        if self.max_context is not None and self.max_context < 2:
+            raise UserError(f"--max-context {self.max_context}: use at least 2 tokens")
 
     def with_overrides(self, **overrides) -> Recipe:
         """A copy with the given fields replaced; None means keep the default."""

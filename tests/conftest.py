@@ -167,7 +167,7 @@ def runner_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def host_runner(runner_cache):
-    from edgeformer.native.runner_build import BINARY, build_runner
+    from edgeformer.devices.runner_build import BINARY, build_runner
 
     if not (shutil.which("cmake") and shutil.which("g++")):
         pytest.skip("cmake and g++ are needed to build the runner")
@@ -176,7 +176,7 @@ def host_runner(runner_cache):
 
 @pytest.fixture(scope="session")
 def arm_runner(runner_cache):
-    from edgeformer.native.runner_build import BINARY, build_runner
+    from edgeformer.devices.runner_build import BINARY, build_runner
 
     if platform.machine() != "x86_64" or not (shutil.which("aarch64-linux-gnu-g++") and shutil.which("qemu-aarch64")):
         pytest.skip("needs g++-aarch64-linux-gnu and qemu-user (tools/setup.sh installs them)")

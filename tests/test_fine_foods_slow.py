@@ -5,7 +5,7 @@ import pytest
 import edgeformer
 from edgeformer.data import load_data
 from edgeformer.errors import UserError
-from edgeformer.train.finetune import finetune
+from edgeformer.train.finetune import FinetuneOptions, finetune
 from edgeformer.validate.accuracy import evaluate
 
 pytestmark = pytest.mark.slow
@@ -23,7 +23,7 @@ def fine_foods():
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):
     out = tmp_path_factory.mktemp("tuned") / "m"
-    report = finetune("minilm", "fine-foods", out, epochs=1, max_steps=120, threads=2)
+    report = finetune("minilm", "fine-foods", out, FinetuneOptions(epochs=1, max_steps=120, threads=2))
     return out, report
 
 
@@ -45,10 +45,10 @@ def test_embedder_probe_beats_the_majority_class(tmp_path):
 
 
 def test_ratio_prune_halves_the_flops_and_the_pruned_model_lowers_exactly(tuned, tmp_path):
-    from edgeformer.train.prune import prune
+    from edgeformer.train.prune_run import PruneOptions, prune
 
     model, _ = tuned
-    r = prune(str(model), "fine-foods", tmp_path / "p", heads=0.5, ffn=0.5, distill_epochs=0, threads=2)
+    r = prune(str(model), "fine-foods", tmp_path / "p", PruneOptions(heads=0.5, ffn=0.5, distill_epochs=0, threads=2))
     assert r["flops_per_sequence"]["ratio"] == pytest.approx(0.5, abs=0.02)
     assert r["params"]["after"] < r["params"]["before"] - 5_000_000  # weights really gone, not zeroed
     assert r["validation_accuracy"]["pruned"] > MAJORITY - 0.05  # not distilled: a sanity floor only

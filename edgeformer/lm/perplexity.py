@@ -78,7 +78,7 @@ def evaluate_artifact(artifact, data: str, tokens: int = DEFAULT_TOKENS, segment
     from tokenizers import Tokenizer
 
     from edgeformer.data.janeausten import load_text
-    from edgeformer.runtime import open_program
+    from edgeformer.program import open_program
 
     m = artifact.manifest
     limit = m.generation["max_context"]

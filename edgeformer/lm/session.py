@@ -32,7 +32,7 @@ class LMSession:
     def __init__(self, artifact: Artifact, threads: int | None = None):
         from tokenizers import Tokenizer
 
-        from edgeformer.runtime import open_program
+        from edgeformer.program import open_program
 
         m = artifact.manifest
         if m.model.get("task") != "causal-lm" or not m.generation:

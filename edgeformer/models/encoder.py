@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeformer.models.attention import Attention
+from edgeformer.models.attention_kernels import Attention
 
 ACTIVATIONS = {
     "gelu": lambda x: F.gelu(x),

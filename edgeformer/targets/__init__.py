@@ -1,7 +1,7 @@
 """Targets as data: one registry of where a model can ship, its default recipe and budgets.
 
-Each target names a backend module (`targets/<backend>.py`) with the same small shape:
-`lower(exported_program, recipe) -> Lowered`.
+Each target names a backend (`targets/<backend>.py`), an object that follows the one
+`Backend` protocol of `targets/backend.py`; `backend_for(target)` returns it.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 
 from edgeformer.errors import UserError
 from edgeformer.recipe import Recipe
+from edgeformer.targets.backend import Backend
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,7 @@ class Budgets:
     """Limits an artifact must meet on its target. None means no limit."""
 
     max_pte_mb: float | None
-    max_latency_ms_p50: float | None  # at the recipe's sequence length, batch 1
+    max_latency_ms_p50: float | None  # at the recipe's sequence length, batch 1 (targets of known hardware)
     max_peak_memory_mb: float | None  # peak RSS of the process running the model
     min_sqnr_db: float | None = 20.0  # .pte output vs the fp32 Hugging Face model
     # .pte vs the exported (already quantized) program: what lowering alone changed. Low
@@ -28,6 +29,10 @@ class Budgets:
     max_accuracy_drop: float | None = 1.0
     # Causal LMs: perplexity of the .pte over the fp32 model's, in percent (with eval data).
     max_perplexity_increase_pct: float | None = None
+    # `host` is whatever machine the user has, so its latency budget is a ratio: the .pte at
+    # least this many times faster than the fp32 eager model, measured side by side in the
+    # same build (alternating processes, median of per-round ratios).
+    min_speedup_vs_eager: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,10 +66,11 @@ TARGETS: dict[str, Target] = {
             arch="x86_64",
             backend="xnnpack",
             recipe=Recipe(quant="int8", embedding_quant="int8", seq_len=128, threads=2),
-            budgets=Budgets(max_pte_mb=32, max_latency_ms_p50=10, max_peak_memory_mb=512),
+            budgets=Budgets(max_pte_mb=32, max_latency_ms_p50=None, max_peak_memory_mb=512, min_speedup_vs_eager=2.5),
             measure_here=True,
-            lm_budgets=Budgets(max_pte_mb=256, max_latency_ms_p50=20, max_peak_memory_mb=1024, min_sqnr_db=15.0,
-                               min_lowering_sqnr_db=15.0, max_accuracy_drop=None, max_perplexity_increase_pct=5.0),
+            lm_budgets=Budgets(max_pte_mb=256, max_latency_ms_p50=None, max_peak_memory_mb=1024, min_sqnr_db=15.0,
+                               min_lowering_sqnr_db=15.0, max_accuracy_drop=None, max_perplexity_increase_pct=5.0,
+                               min_speedup_vs_eager=2.0),
         ),
         Target(
             name="rpi5-arm64-xnnpack",
@@ -116,6 +122,21 @@ TARGETS: dict[str, Target] = {
     ]
 }
 _ALIASES = {t.alias: t.name for t in TARGETS.values()}
+
+
+def backend_for(target: Target, fallback: str | None = None) -> Backend:
+    """The backend object of `target` (server-cuda: for the GPU, or the CPU with `fallback`)."""
+    if target.backend == "cuda":
+        from edgeformer.targets.cuda import Cuda, server_device
+
+        return Cuda(server_device(fallback))
+    if target.backend == "vulkan":
+        from edgeformer.targets.vulkan import VULKAN
+
+        return VULKAN
+    from edgeformer.targets.xnnpack import XNNPACK
+
+    return XNNPACK
 
 
 def get_target(name: str) -> Target:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,7 +21,7 @@ from edgeformer.errors import UserError
 from edgeformer.models import folder_sha256, resolve
 from edgeformer.models.hf import read_config
 from edgeformer.train import loop
-from edgeformer.train.loop import batches, make_tokenizer
+from edgeformer.train.loop import TrainData, TrainOptions, batches, make_tokenizer
 from edgeformer.validate.accuracy import accuracy
 
 
@@ -34,37 +35,61 @@ def predict_eager(model, tok, texts: list[str], max_len: int, batch_size: int = 
     return preds
 
 
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """The settings of a fine-tuning run (all but `restart` and `threads` identify its checkpoint).
+
+    Example:
+        >>> FinetuneOptions(epochs=3, lr=3e-4, max_len=64, threads=2)
+    """
+
+    epochs: int = 2
+    lr: float = 1e-4
+    batch_size: int = 16
+    max_len: int = 128  # truncate training texts to this many tokens
+    seed: int = 0
+    restart: bool = False  # discard an interrupted run's checkpoint
+    threads: int | None = None  # torch's intra-op threads; None: torch's default
+    max_steps: int | None = None  # stop early (tests, smoke runs)
+
+    def __post_init__(self):
+        self.train_options()  # epochs, lr, batch_size, max_steps check themselves
+        if self.max_len < 8:
+            raise UserError(f"max_len={self.max_len}: must be >= 8 tokens; e.g. max_len=128")
+        if self.threads is not None and self.threads < 1:
+            raise UserError(f"threads={self.threads}: must be >= 1, or None for torch's default")
+
+    def train_options(self) -> TrainOptions:
+        return TrainOptions(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, seed=self.seed,
+                            max_steps=self.max_steps)
+
+
 def finetune(
     model: str,
     data: str,
     out: str | Path,
+    options: FinetuneOptions = FinetuneOptions(),  # frozen, so sharing the default is safe
     *,
-    epochs: int = 2,
-    lr: float = 1e-4,
-    batch_size: int = 16,
-    max_len: int = 128,
-    seed: int = 0,
-    restart: bool = False,
     text_column: str = "text",
     label_column: str = "label",
-    threads: int | None = None,
     progress: Callable[[int, int, float], None] | None = None,
-    max_steps: int | None = None,
 ) -> dict:
     """Fine-tune `model` on the train split of `data`; save a Hugging Face folder at `out`.
 
     Returns the report also written to `out/finetune.json` (time, loss, validation accuracy).
-    `progress(step, total_steps, loss)` is called after each step. `max_steps` stops early
-    (tests, smoke runs).
+    `progress(step, total_steps, loss)` is called after each step.
+
+    Example:
+        >>> report = finetune("minilm", "fine-foods", "out/minilm-ff", FinetuneOptions(epochs=1, threads=2))
+        >>> report["validation_accuracy"]  # one entry per epoch
     """
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()  # the "newly initialized head" report is expected here
-    if epochs < 1 or batch_size < 1 or not 0 < lr < 1 or max_len < 8:
-        raise UserError(f"need epochs >= 1, batch size >= 1, 0 < lr < 1, max length >= 8; got {epochs}, {batch_size}, {lr}, {max_len}")
-    if threads:
-        torch.set_num_threads(threads)
+    o = options
+    if o.threads:
+        torch.set_num_threads(o.threads)
     name, path = resolve(model)
     read_config(path)
     train, val = training_splits(data, text_column, label_column)
@@ -78,25 +103,25 @@ def finetune(
 
     out = Path(out)
     ckpt = out.resolve().parent / f".{out.name}.ckpt"
-    config = dict(model=name, model_sha256=folder_sha256(path), data=train.name, labels=labels, epochs=epochs,
-                  lr=lr, batch_size=batch_size, max_len=max_len, seed=seed)
-    if restart:
+    config = dict(model=name, model_sha256=folder_sha256(path), data=train.name, labels=labels, epochs=o.epochs,
+                  lr=o.lr, batch_size=o.batch_size, max_len=o.max_len, seed=o.seed)
+    if o.restart:
         shutil.rmtree(ckpt, ignore_errors=True)
 
-    torch.manual_seed(seed)
+    torch.manual_seed(o.seed)
     hf = transformers.AutoModelForSequenceClassification.from_pretrained(
         str(path), num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id,
         dtype=torch.float32, use_safetensors=True)
-    tok = make_tokenizer(path / "tokenizer.json", max_len)
+    tok = make_tokenizer(path / "tokenizer.json", o.max_len)
     y = torch.tensor([label2id[lab] for lab in train.labels])
     val_y = [label2id[v] for v in val.labels]
 
     def loss_fn(model, ids, mask, idx):
         return torch.nn.functional.cross_entropy(model(input_ids=ids, attention_mask=mask).logits, y[idx])
 
-    log = loop.train(hf, loss_fn, tok=tok, texts=train.texts, pad_id=int(hf.config.pad_token_id or 0), epochs=epochs,
-                     lr=lr, batch_size=batch_size, seed=seed, ckpt=ckpt, config=config, progress=progress, max_steps=max_steps,
-                     validate=lambda m: accuracy(predict_eager(m, tok, val.texts, max_len), val_y))
+    log = loop.train(hf, loss_fn, TrainData(tok, train.texts, int(hf.config.pad_token_id or 0)), o.train_options(),
+                     ckpt=ckpt, config=config, progress=progress,
+                     validate=lambda m: accuracy(predict_eager(m, tok, val.texts, o.max_len), val_y))
     done = log["steps"]
     report = dict(config, train_examples=len(train), validation_examples=len(val), steps=done,
                   seconds=round(log["seconds"], 1), final_loss=log["loss"][-1] if log["loss"] else None,

@@ -15,6 +15,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -44,27 +45,64 @@ def make_tokenizer(tokenizer_file: Path, max_len: int):
     return tok
 
 
+@dataclass(frozen=True)
+class TrainOptions:
+    """How long and how fast `train` runs.
+
+    Example:
+        >>> TrainOptions(epochs=3, lr=3e-4, batch_size=8)
+        TrainOptions(epochs=3, lr=0.0003, batch_size=8, seed=0, max_steps=None)
+    """
+
+    epochs: int = 2
+    lr: float = 1e-4
+    batch_size: int = 16
+    seed: int = 0  # the data order of epoch e is a function of (seed, e)
+    max_steps: int | None = None  # stop early (tests, smoke runs)
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise UserError(f"epochs={self.epochs}: must be >= 1; e.g. epochs=2")
+        if not 0 < self.lr < 1:
+            raise UserError(f"lr={self.lr}: the learning rate must be in (0, 1); e.g. lr=1e-4")
+        if self.batch_size < 1:
+            raise UserError(f"batch_size={self.batch_size}: must be >= 1; e.g. batch_size=16")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise UserError(f"max_steps={self.max_steps}: must be >= 1, or None to run every epoch")
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """The texts to train on and how to batch them: the tokenizer (see `make_tokenizer`) and the
+    padding id."""
+
+    tok: object
+    texts: list[str]
+    pad_id: int
+
+
 def train(
     model: torch.nn.Module,
     loss_fn: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    data: TrainData,
+    options: TrainOptions,
     *,
-    tok,
-    texts: list[str],
-    pad_id: int,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    seed: int,
     ckpt: Path,
     config: dict,
     validate: Callable[[torch.nn.Module], float],
     progress: Callable[[int, int, float], None] | None = None,
-    max_steps: int | None = None,
 ) -> dict:
-    """Train `model` in place on `texts`; `loss_fn(model, ids, mask, idx)` gives a batch's loss.
+    """Train `model` in place on `data`; `loss_fn(model, ids, mask, idx)` gives a batch's loss.
 
-    Returns the log: loss per step, `validate(model)` after each epoch, seconds, steps.
+    `ckpt` is the checkpoint folder; `config` the settings it must have been written with to
+    be resumed. Returns the log: loss per step, `validate(model)` after each epoch, seconds, steps.
+
+    Example:
+        >>> log = train(model, loss_fn, TrainData(tok, texts, pad_id=0), TrainOptions(epochs=1),
+        ...             ckpt=Path(".run.ckpt"), config=dict(run="demo"), validate=lambda m: 1.0)
     """
+    tok, texts, pad_id = data.tok, data.texts, data.pad_id
+    epochs, lr, batch_size, seed, max_steps = options.epochs, options.lr, options.batch_size, options.seed, options.max_steps
     state = load_checkpoint(ckpt, config)
     steps_per_epoch = math.ceil(len(texts) / batch_size)
     total = steps_per_epoch * epochs

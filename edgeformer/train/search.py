@@ -5,13 +5,13 @@
   dL/dg = sum(W * dL/dW) over those columns; the score is |dL/dg| summed over batches.
 - `Evaluator`: validation loss and accuracy with a candidate removed, rerunning only the
   layers from the first one that changed (hidden states before it are cached).
-- `search`: the accuracy-driven greedy loop (AxFormer, arXiv 2010.03688): each round it
-  re-scores, proposes removing the least important chunk of heads, of FFN neurons, or a
-  whole layer, for every layer, measures each on validation, and takes the one that costs
-  the least validation loss per FLOP saved (or gains), as long as validation accuracy stays
-  within the budget; several at once while they hold together.
-- `by_ratio`: remove whole layers by measured validation loss, then given shares of the
-  remaining heads and neurons by Taylor score, re-scoring in rounds.
+- `search` (options: `SearchOptions`): the accuracy-driven greedy loop (AxFormer, arXiv
+  2010.03688): each round it re-scores, proposes removing the least important chunk of
+  heads, of FFN neurons, or a whole layer, for every layer, measures each on validation, and
+  takes the one that costs the least validation loss per FLOP saved (or gains), as long as
+  validation accuracy stays within the budget; several at once while they hold together.
+- `by_ratio` (options: `RatioOptions`): remove whole layers by measured validation loss,
+  then given shares of the remaining heads and neurons by Taylor score, re-scoring in rounds.
 """
 
 from __future__ import annotations
@@ -146,26 +146,56 @@ def candidates(plan: Plan, heads: list[torch.Tensor], neurons: list[torch.Tensor
     return out
 
 
+@dataclass(frozen=True)
+class SearchOptions:
+    """The accuracy-driven search's budget and stopping point.
+
+    Example:
+        >>> SearchOptions(max_drop_points=1.0, seq_len=128, target_flops=0.5)
+    """
+
+    max_drop_points: float  # validation accuracy points the search may lose
+    seq_len: int  # the sequence length FLOPs are counted at
+    target_flops: float | None = None  # stop at this share of the original FLOPs
+    max_batch: int = 8  # candidates taken together in one round, at most
+
+    def __post_init__(self):
+        if self.max_drop_points < 0:
+            raise UserError(f"max_drop_points={self.max_drop_points}: accuracy points the search may lose; must be >= 0")
+        if self.seq_len < 1:
+            raise UserError(f"seq_len={self.seq_len}: must be >= 1; e.g. the model's max length, 128")
+        if self.target_flops is not None and not 0 < self.target_flops < 1:
+            raise UserError(f"target_flops={self.target_flops}: the share of the original FLOPs to stop at, in (0, 1); "
+                            "e.g. 0.5")
+        if self.max_batch < 1:
+            raise UserError(f"max_batch={self.max_batch}: must be >= 1 (1 takes one candidate per round)")
+
+
 def search(
     build_encoder: Callable[[Plan], Encoder],
     plan: Plan,
     val: list[Batch],
     score_batches: list[Batch],
+    options: SearchOptions,
     *,
-    max_drop_points: float,
-    seq_len: int,
-    target_flops: float | None = None,
     trajectory: list[dict] | None = None,
     on_step: Callable[[Plan, list[dict]], None] | None = None,
     on_candidate: Callable[[int, int], None] | None = None,
-    max_batch: int = 8,
 ) -> tuple[Plan, list[dict]]:
     """Greedy, accuracy-driven removal until no candidate keeps validation accuracy within
-    `max_drop_points` of the start (or `target_flops`, a share of the original, is reached).
+    `options.max_drop_points` of the start (or `options.target_flops`, a share of the
+    original, is reached).
 
     Each round measures every candidate alone, then takes the best-ranked ones that fit the
-    budget together (up to `max_batch`, measured together, halved until they hold), so the
-    many free removals early on do not each cost a round."""
+    budget together (up to `options.max_batch`, measured together, halved until they hold), so
+    the many free removals early on do not each cost a round. `trajectory` continues an
+    interrupted search; `on_step(plan, trajectory)` follows each accepted step.
+
+    Example:
+        >>> plan, trajectory = search(build_encoder, plan, val, score, SearchOptions(max_drop_points=1.0, seq_len=128))
+    """
+    max_drop_points, seq_len, target_flops, max_batch = (options.max_drop_points, options.seq_len, options.target_flops,
+                                                        options.max_batch)
     trajectory = list(trajectory or [])
     o = plan.original
     head_chunk = max(1, round(o["heads"][0] / 6))
@@ -233,20 +263,46 @@ def _combine(build_encoder, plan: Plan, ranked: list[Candidate], val: list[Batch
     return None
 
 
+@dataclass(frozen=True)
+class RatioOptions:
+    """What `by_ratio` removes: whole layers, then shares of the heads and FFN neurons.
+
+    Example:
+        >>> RatioOptions(heads=0.5, ffn=0.25, layers=1)
+    """
+
+    heads: float = 0.0  # share of the heads to remove, in [0, 1)
+    ffn: float = 0.0  # share of the FFN neurons to remove, in [0, 1)
+    layers: int = 0  # whole layers to remove
+    drop_empty_layers: bool = False  # a layer whose heads all go is removed (else refused)
+    rounds: int = 4  # re-scoring rounds
+
+    def __post_init__(self):
+        for name, v in (("heads", self.heads), ("ffn", self.ffn)):
+            if not 0.0 <= v < 1.0:
+                raise UserError(f"{name}={v}: a pruning ratio is the share to remove, in [0, 1); e.g. {name}=0.5 removes half")
+        if self.layers < 0:
+            raise UserError(f"layers={self.layers}: the number of whole layers to remove must be >= 0")
+        if self.rounds < 1:
+            raise UserError(f"rounds={self.rounds}: must be >= 1; e.g. rounds=4")
+
+
 def by_ratio(
     build_encoder: Callable[[Plan], Encoder],
     plan: Plan,
     val: list[Batch],
     score_batches: list[Batch],
-    *,
-    heads: float,
-    ffn: float,
-    layers: int,
-    drop_empty_layers: bool,
-    rounds: int = 4,
+    options: RatioOptions,
 ) -> Plan:
-    """Remove `layers` whole layers (least validation loss first), then the shares `heads` and
-    `ffn` of the original heads and neurons by Taylor score (normalised per layer), in rounds."""
+    """Remove `options.layers` whole layers (least validation loss first), then the shares
+    `options.heads` and `options.ffn` of the original heads and neurons by Taylor score
+    (normalised per layer), in rounds.
+
+    Example:
+        >>> plan = by_ratio(build_encoder, plan, val, score, RatioOptions(heads=0.5, ffn=0.5))
+    """
+    heads, ffn, layers = options.heads, options.ffn, options.layers
+    drop_empty_layers, rounds = options.drop_empty_layers, options.rounds
     o = plan.original
     if layers >= o["layers"]:
         raise UserError(f"--layers {layers}: the model has {o['layers']} layers; remove at most {o['layers'] - 1}")

@@ -15,7 +15,7 @@ Specs, one or more (`--attention` may repeat, or join them with `+`):
     positions=copy                    a --seq-len beyond the model's position table: tile the
                                       learned position embeddings (Longformer's initialisation)
 
-Layers are 0-based: `3-5`, `0,2,4` or a mix (`0,3-5`). Kernels: `edgeformer.models.attention`.
+Layers are 0-based: `3-5`, `0,2,4` or a mix (`0,3-5`). Kernels: `edgeformer.models.attention_kernels`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from dataclasses import dataclass, replace
 from edgeformer.errors import UserError
 
 SPEC_HELP = "full, sdpa, window=W[:global=G][:layers=A-B], hard=topK[:layers=A-B|auto], positions=copy"
+LM_SPEC_HELP = "full or window=W[:sinks=S] (a sliding-window ring cache)"
+DEFAULT_SINKS = 4  # causal LMs: attention-sink tokens kept in a ring cache (StreamingLLM)
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class AttentionPlan:
     hard_layers: tuple[int, ...] | str | None = None  # a tuple, or "auto"
     copy_positions: bool = False
     best_effort: bool = False
+    sinks: int | None = None  # causal LMs' ring cache (None: DEFAULT_SINKS with a window)
 
     @property
     def changes_outputs(self) -> bool:
@@ -50,13 +53,29 @@ class AttentionPlan:
         parts = [self.kind] if self.kind != "full" or not self.changes_outputs else []
         if self.window:
             parts.append(f"window={self.window}" + (f":global={self.global_tokens}" if self.global_tokens is not None else "")
-                         + (f":layers={_layers_str(self.window_layers)}" if self.window_layers else ""))
+                         + (f":layers={_layers_str(self.window_layers)}" if self.window_layers else "")
+                         + (f":sinks={self.sinks}" if self.sinks is not None else ""))
         if self.top_k:
             layers = self.hard_layers if isinstance(self.hard_layers, str) else _layers_str(self.hard_layers)
             parts.append(f"hard=top{self.top_k}:layers={layers}")
         if self.copy_positions:
             parts.append("positions=copy")
-        return "+".join(parts)
+        if self.best_effort:
+            parts.append("full:best-effort" if not parts else parts.pop() + ":best-effort")
+        return "+".join(parts) or "full"
+
+    def cache(self) -> tuple[int | None, int]:
+        """A causal LM's (window, sinks): the one attention form a decoder takes."""
+        if self.kind != "full" or self.top_k or self.copy_positions or self.global_tokens is not None or self.window_layers:
+            raise UserError(f"--attention {self.describe()!r} is not a causal-LM cache spec; use {LM_SPEC_HELP}")
+        if self.window is None:
+            return None, 0
+        return self.window, DEFAULT_SINKS if self.sinks is None else self.sinks
+
+    def check_encoder(self) -> None:
+        """UserError for the parts that apply to causal LMs only."""
+        if self.sinks is not None:
+            raise UserError(f"--attention {self.describe()!r}: sinks= applies to causal LMs' ring cache; encoders take {SPEC_HELP}")
 
 
 def parse_attention(specs: str | list[str] | None) -> AttentionPlan:
@@ -83,6 +102,8 @@ def parse_attention(specs: str | list[str] | None) -> AttentionPlan:
                 fields["global_tokens"] = _int(item, "global", opts_d.pop("global"), lo=0)
             if "layers" in opts_d:
                 fields["window_layers"] = _parse_layers(item, opts_d.pop("layers"))
+            if "sinks" in opts_d:
+                fields["sinks"] = _int(item, "sinks", opts_d.pop("sinks"), lo=0)
             _no_options(item, opts_d)
         elif key == "hard":
             if not value.startswith("top"):

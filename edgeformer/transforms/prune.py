@@ -135,7 +135,9 @@ def _path_of(root: nn.Module, target: nn.Module) -> str:
 
 def apply_plan(model: nn.Module, model_type: str, plan: Plan) -> nn.Module:
     """Cut `model` (a Hugging Face model at its original sizes) to `plan`, in place; returns it."""
-    from edgeformer.models.hf import FAMILIES
+    # Imported here: importing any edgeformer.models submodule runs edgeformer/models/__init__,
+    # which loads models.hf, which imports this module (the module graph itself has no cycle).
+    from edgeformer.models.families import FAMILIES
 
     fam = FAMILIES[model_type]
     base = model.base_model

@@ -1,77 +1,41 @@
-"""torchao quantization of an eager encoder, in the form ExecuTorch's XNNPACK lowering expects.
-
-Linear layers: `Int8DynamicActivationIntxWeightConfig` (8-bit per-token dynamic activations,
-intx weights, unpacked to int8 so XNNPACK's dynamically quantized linear picks them up).
-Embedding table: `IntxWeightOnlyConfig`; the dequantize + embedding pair is fused into
-`quantized_decomposed::embedding_{byte,4bit}` by ExecuTorch's quant-fusion pass
-(`ExecutorchBackendConfig(do_quant_fusion_and_const_prop=True)`, see targets/xnnpack.py).
+"""torchao quantization of an eager model (encoder or decoder), in the form the target's
+backend expects: the scheme -> torchao config tables live with each backend (targets/).
 """
 
 from __future__ import annotations
 
-import torch
 from torch import nn
-from torchao.quantization import (
-    Int8DynamicActivationIntxWeightConfig,
-    IntxWeightOnlyConfig,
-    MappingType,
-    PerAxis,
-    PerGroup,
-    quantize_,
-)
+from torchao.quantization import quantize_
 from torchao.utils import unwrap_tensor_subclass
 
 from edgeformer.errors import UserError
 from edgeformer.recipe import GROUP_SIZES, Recipe
+from edgeformer.targets.backend import Backend, config_for
 
 
-def linear_config(quant: str, group_size: int):
-    """The torchao config for the linear layers, or None for fp32."""
-    if quant == "fp32":
-        return None
-    if quant == "int8":
-        return Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0))
-    if quant == "8da4w":
-        # Symmetric only: asymmetric groups measure 2 dB better in eager on MiniLM, but
-        # XNNPACK in ExecuTorch 1.5.1 lowers their zero points wrongly and silently (.pte vs
-        # exported program 2 dB on skewed weights; tests/targets/test_xnnpack.py).
-        return Int8DynamicActivationIntxWeightConfig(
-            weight_dtype=torch.int4,
-            weight_granularity=PerGroup(group_size),
-            weight_mapping_type=MappingType.SYMMETRIC,
-        )
-    raise AssertionError(f"unhandled scheme {quant}")  # Recipe validates the name
+def quantize_model(model: nn.Module, recipe: Recipe, backend: Backend | None = None) -> nn.Module:
+    """Quantize `model` in place per the recipe with `backend`'s configs (default XNNPACK),
+    and unwrap tensor subclasses for export where the backend needs plain tensors."""
+    if backend is None:
+        from edgeformer.targets.xnnpack import XNNPACK
 
-
-def embedding_config(scheme: str, group_size: int):
-    if scheme == "fp32":
-        return None
-    if scheme == "int8":
-        return IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0))
-    if scheme == "int4":
-        return IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(group_size))
-    raise AssertionError(f"unhandled scheme {scheme}")
-
-
-def quantize_model(model: nn.Module, recipe: Recipe) -> nn.Module:
-    """Quantize `model` in place per the recipe and unwrap tensor subclasses for export."""
-    lin = linear_config(recipe.quant, recipe.group_size)
-    emb = embedding_config(recipe.embedding_quant, recipe.group_size)
+        backend = XNNPACK
+    lin = config_for(backend, "linear", recipe.quant, recipe.group_size)
+    emb = config_for(backend, "embedding", recipe.embedding_quant, recipe.group_size)
     if lin is not None:
-        _check_group_size(model, nn.Linear, "in_features", recipe)
+        if recipe.quant == "8da4w":
+            _check_group_size(model, nn.Linear, "in_features", recipe)
         quantize_(model, lin, filter_fn=lambda m, fqn: isinstance(m, nn.Linear))
     if emb is not None:
         if recipe.embedding_quant == "int4":
             _check_group_size(model, nn.Embedding, "embedding_dim", recipe)
         quantize_(model, emb, filter_fn=lambda m, fqn: isinstance(m, nn.Embedding))
-    if lin is not None or emb is not None:
+    if (lin is not None or emb is not None) and backend.unwrap_subclasses:
         unwrap_tensor_subclass(model)
     return model
 
 
 def _check_group_size(model: nn.Module, kind: type, dim_attr: str, recipe: Recipe) -> None:
-    if recipe.quant != "8da4w" and kind is nn.Linear:
-        return
     for name, m in model.named_modules():
         if isinstance(m, kind):
             k = getattr(m, dim_attr)

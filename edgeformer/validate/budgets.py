@@ -28,39 +28,30 @@ class BudgetCheck:
 
 
 def check_budgets(budgets: Budgets, pte_bytes: int, numerics: dict, bench: dict | None, where: str,
-                  accuracy: dict | None = None) -> list[BudgetCheck]:
-    """`numerics` is check_numerics' dict; `bench` is None when latency/memory are not measured
-    here; `accuracy` is validate.accuracy.evaluate's dict when build was given eval data."""
-
-    return [
-        *_common(budgets, pte_bytes, numerics, bench, where, "ms"),
-        _upper("max_accuracy_drop", budgets.max_accuracy_drop, accuracy and accuracy["accuracy_drop_points"], "points",
-               "artifact" if accuracy else "no eval data"),
-    ]
-
-
-def check_lm_budgets(budgets: Budgets, pte_bytes: int, numerics: dict, bench: dict | None, where: str,
-                     perplexity: dict | None = None) -> list[BudgetCheck]:
-    """A causal LM's budgets: latency is ms per decoded token; `perplexity` is lm.perplexity's dict."""
-    return [
-        *_common(budgets, pte_bytes, numerics, bench, where, "ms/token"),
-        _upper("max_perplexity_increase_pct", budgets.max_perplexity_increase_pct,
-               perplexity and perplexity["increase_pct"], "%", "artifact" if perplexity else "no eval data"),
-    ]
-
-
-def _common(budgets: Budgets, pte_bytes: int, numerics: dict, bench: dict | None, where: str, latency_unit: str):
-    lat = mem = None
+                  accuracy: dict | None = None, lm: bool = False) -> list[BudgetCheck]:
+    """`numerics` is the numerics dict of the build; `bench` is None when latency/memory are
+    not measured where they count; `accuracy` is validate.accuracy.evaluate's dict (encoders)
+    or lm.perplexity's (causal LMs, `lm=True`: latency is then ms per decoded token)."""
+    lat = mem = speedup = None
     at = NOT_ON_DEVICE if where == "host" else where  # e.g. "emulated: not checked"
     if bench is not None:
-        lat, mem, at = bench["latency_ms_p50"], bench["peak_rss_mb"], where
-    return [
+        lat, mem, speedup, at = bench["latency_ms_p50"], bench["peak_rss_mb"], bench.get("speedup_vs_eager"), where
+    checks = [
         _upper("max_pte_mb", budgets.max_pte_mb, pte_bytes / 2**20, "MiB", "artifact"),
-        _upper("max_latency_ms_p50", budgets.max_latency_ms_p50, lat, latency_unit, at),
+        _upper("max_latency_ms_p50", budgets.max_latency_ms_p50, lat, "ms/token" if lm else "ms", at),
+    ]
+    if budgets.min_speedup_vs_eager is not None:
+        checks.append(_lower("min_speedup_vs_eager", budgets.min_speedup_vs_eager, speedup, "x", at))
+    checks += [
         _upper("max_peak_memory_mb", budgets.max_peak_memory_mb, mem, "MiB", at),
         _lower("min_sqnr_db", budgets.min_sqnr_db, numerics["sqnr_db"]),
         _lower("min_lowering_sqnr_db", budgets.min_lowering_sqnr_db, numerics["sqnr_db_vs_exported"]),
     ]
+    if lm:
+        return checks + [_upper("max_perplexity_increase_pct", budgets.max_perplexity_increase_pct,
+                                accuracy and accuracy["increase_pct"], "%", "artifact" if accuracy else "no eval data")]
+    return checks + [_upper("max_accuracy_drop", budgets.max_accuracy_drop, accuracy and accuracy["accuracy_drop_points"],
+                            "points", "artifact" if accuracy else "no eval data")]
 
 
 def _upper(name, limit, value, unit, at):
@@ -69,7 +60,7 @@ def _upper(name, limit, value, unit, at):
     return BudgetCheck(name, limit, round(value, 3), unit, value <= limit, at)
 
 
-def _lower(name, limit, value):
-    if value is None:  # the .pte could not run here (e.g. Vulkan)
-        return BudgetCheck(name, limit, None, "dB", None, "cannot run here")
-    return BudgetCheck(name, limit, round(value, 2), "dB", None if limit is None else value >= limit, "artifact")
+def _lower(name, limit, value, unit="dB", at="artifact"):
+    if value is None:  # the .pte could not run here (e.g. Vulkan), or it was not measured
+        return BudgetCheck(name, limit, None, unit, None, "cannot run here" if unit == "dB" else at)
+    return BudgetCheck(name, limit, round(value, 2), unit, None if limit is None else value >= limit, at)

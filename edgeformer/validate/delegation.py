@@ -21,6 +21,7 @@ class Delegation:
     delegated_nodes: int
     non_delegated_nodes: int
     non_delegated_ops: dict[str, int] = field(default_factory=dict)
+    details: dict = field(default_factory=dict)  # backend-specific facts (e.g. AOTInductor's device, torchao config)
 
     @property
     def coverage(self) -> float:

@@ -32,7 +32,7 @@ def check_numerics(program, exported, reference, samples, is_logits: bool) -> di
     """Compare the `.pte` with the exported program and with the fp32 reference.
 
     Args:
-        program: callable(ids, mask) running the `.pte` (edgeformer.runtime.Program).
+        program: callable(ids, mask) running the `.pte` (edgeformer.program.Program).
         exported: the exported program (already transformed: quantized if the recipe says so).
         reference: callable(ids, mask) -> the fp32 Hugging Face model's output.
         samples: list of (input_ids, attention_mask) pairs.

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from edgeformer.artifact import load_artifact
-from edgeformer.runtime import set_threads
+from edgeformer.program import set_threads
 
 _OP_NUMBER = re.compile(r"\s*#\d+$")
 

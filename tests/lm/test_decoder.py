@@ -8,8 +8,8 @@ import torch
 from edgeformer.errors import UserError
 from edgeformer.lm.generate import Sampling, fit_prompt, generate
 from edgeformer.models.decoder import export_decoder, from_hf
+from edgeformer.program import Program
 from edgeformer.recipe import Recipe
-from edgeformer.runtime import Program
 from edgeformer.targets.xnnpack import lower
 from edgeformer.transforms.quantize import quantize_model
 from edgeformer.validate.numerics import sqnr_db

@@ -121,8 +121,8 @@ def test_bad_generation_input(fp32_lm, capsys, args, msg):
 @pytest.mark.parametrize("args,msg", [
     (["--max-context", "1000"], "--max-context 1000: use 2 to 256"),
     (["--attention", "hard=top4"], "is not a causal-LM cache spec"),
-    (["--attention", "window=0"], "use a positive whole number"),
-    (["--attention", "window=8:global=2"], "unknown option 'global=2'"),
+    (["--attention", "window=0"], "window must be >= 2, got 0"),
+    (["--attention", "window=8:global=2"], "'window=8:global=2' is not a causal-LM cache spec"),
     (["--prune", "auto"], "causal LMs are not pruned yet"),
     (["--eval-data", "fine-foods"], "use janeausten[:BOOK]"),
     (["--eval-data", "janeausten:ulysses"], "janeausten has no book 'ulysses'"),

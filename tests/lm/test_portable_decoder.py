@@ -7,8 +7,8 @@ import torch
 from test_decoder import CTX, steps, tiny_llama
 
 from edgeformer.models.decoder import export_decoder, from_hf
+from edgeformer.program import Program
 from edgeformer.recipe import Recipe
-from edgeformer.runtime import Program
 from edgeformer.targets.xnnpack import lower
 
 

@@ -7,8 +7,8 @@ from test_decoder import steps, tiny_llama
 
 from edgeformer.lm.generate import generate
 from edgeformer.models.decoder import export_decoder, from_hf
+from edgeformer.program import Program
 from edgeformer.recipe import Recipe
-from edgeformer.runtime import Program
 from edgeformer.targets.xnnpack import lower
 
 

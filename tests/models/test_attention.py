@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from edgeformer.models.attention import NEG, Attention
+from edgeformer.models.attention_kernels import NEG, Attention
 
 
 def reference(attn: Attention, x, mask, window=None, global_tokens=0, k=None):

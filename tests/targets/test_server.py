@@ -30,7 +30,7 @@ def test_without_a_gpu_it_stops_and_names_the_fallback(tiny_bert, tmp_path):
 def test_cpu_fallback_package_runs_and_matches(cpu_server):
     m = cpu_server.manifest
     assert m.pte["file"] == "model.pt2" and m.pte["format"] == "aoti" and m.pte["device"] == "cpu"
-    assert m.delegation["backend"] == "AOTInductor" and m.delegation["quantization"] == "Int8DynamicActivationInt8WeightConfig"
+    assert m.delegation["backend"] == "AOTInductor" and m.delegation["details"]["quantization"] == "Int8DynamicActivationInt8WeightConfig"
     assert m.numerics["sqnr_db_vs_exported"] > 30 and m.numerics["sqnr_db"] > 20  # int8 dynamic vs fp32
     assert m.measurements["measured_on"]["kind"] == "host" and m.measurements["latency_ms_p50"] > 0
     lat = next(b for b in m.budgets if b["name"] == "max_latency_ms_p50")

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from edgeformer.models import load_model
+from edgeformer.program import Program
 from edgeformer.recipe import Recipe
-from edgeformer.runtime import Program
 from edgeformer.targets import xnnpack
 from edgeformer.transforms.quantize import quantize_model
 from edgeformer.validate.numerics import sqnr_db
@@ -55,7 +55,7 @@ def test_classifier_lowers_and_matches(tiny_bert_cls):
 def test_4bit_weights_lower_correctly_on_skewed_rows():
     """Regression: asymmetric 4-bit groups lowered to 2 dB vs the exported program in
     ExecuTorch 1.5.1's XNNPACK. The 8da4w config must be one XNNPACK gets right."""
-    from edgeformer.transforms.quantize import linear_config
+    from edgeformer.targets.xnnpack import LINEAR_CONFIGS
 
     torch.manual_seed(0)
     m = torch.nn.Sequential(torch.nn.Linear(128, 64))
@@ -65,7 +65,7 @@ def test_4bit_weights_lower_correctly_on_skewed_rows():
     from torchao.quantization import quantize_
     from torchao.utils import unwrap_tensor_subclass
 
-    quantize_(m, linear_config("8da4w", 32))
+    quantize_(m, LINEAR_CONFIGS["8da4w"](32))
     unwrap_tensor_subclass(m)
     ep = torch.export.export(m, (x,))
     lowered = xnnpack.lower(ep, Recipe(quant="8da4w"))

@@ -24,7 +24,7 @@ def interrupt_at(stop: int):
 
 
 def _run(model, data, out, **kw):
-    return ft.finetune(str(model), str(data), out, epochs=6, lr=3e-3, batch_size=4, max_len=16, seed=0, **kw)
+    return ft.finetune(str(model), str(data), out, ft.FinetuneOptions(epochs=6, lr=3e-3, batch_size=4, max_len=16, seed=0), **kw)
 
 
 def test_loss_goes_down_and_the_folder_builds(tmp_path, data_csv):
@@ -59,8 +59,9 @@ def test_checkpoint_of_another_run_is_not_mixed_in(tmp_path, data_csv, monkeypat
     with pytest.raises(KeyboardInterrupt):
         _run(base, data_csv, tmp_path / "m", progress=interrupt_at(4))
     with pytest.raises(UserError, match="interrupted run with other settings; pass --restart"):
-        ft.finetune(str(base), str(data_csv), tmp_path / "m", epochs=1, lr=3e-3, batch_size=4, max_len=16)
-    r = ft.finetune(str(base), str(data_csv), tmp_path / "m", epochs=1, lr=3e-3, batch_size=4, max_len=16, restart=True)
+        ft.finetune(str(base), str(data_csv), tmp_path / "m", ft.FinetuneOptions(epochs=1, lr=3e-3, batch_size=4, max_len=16))
+    r = ft.finetune(str(base), str(data_csv), tmp_path / "m",
+                    ft.FinetuneOptions(epochs=1, lr=3e-3, batch_size=4, max_len=16, restart=True))
     assert r["steps"] == 9
 
 
@@ -76,3 +77,23 @@ def test_single_label_data_is_refused(tmp_path):
 def test_training_on_held_out_splits_is_refused(tmp_path, spec):
     with pytest.raises(UserError, match=r"finetune trains on the train split .*; pass 'fine-foods'"):
         ft.finetune("minilm", spec, tmp_path / "x")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(epochs=0), r"epochs=0: must be >= 1"),
+    (dict(lr=1.5), r"lr=1.5: the learning rate must be in \(0, 1\)"),
+    (dict(batch_size=0), r"batch_size=0: must be >= 1"),
+    (dict(max_steps=0), r"max_steps=0: must be >= 1, or None"),
+    (dict(max_len=4), r"max_len=4: must be >= 8 tokens"),
+    (dict(threads=0), r"threads=0: must be >= 1, or None"),
+])
+def test_bad_options_are_refused_when_made(kwargs, message):
+    with pytest.raises(UserError, match=message):
+        ft.FinetuneOptions(**kwargs)
+
+
+def test_options_are_frozen_and_carry_the_training_settings():
+    o = ft.FinetuneOptions(epochs=3, lr=3e-4, batch_size=8, seed=1, max_steps=5)
+    assert o.train_options() == loop.TrainOptions(epochs=3, lr=3e-4, batch_size=8, seed=1, max_steps=5)
+    with pytest.raises(AttributeError):
+        o.epochs = 4

@@ -11,23 +11,27 @@ import edgeformer
 from edgeformer.errors import UserError
 from edgeformer.models import load_model
 from edgeformer.train import finetune as ft
-from edgeformer.train import prune as pr
+from edgeformer.train import prune_run as pr
 from edgeformer.train import search
 from edgeformer.transforms.prune import Plan
 
 FAST = dict(distill_epochs=1, lr=3e-3, batch_size=4, max_len=16)
 
 
+def fast(**kwargs) -> pr.PruneOptions:
+    return pr.PruneOptions(**{**FAST, **kwargs})
+
+
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory, data_csv):
     root = tmp_path_factory.mktemp("tuned")
     base = make_tiny(root / "base", "bert", "embedder")
-    ft.finetune(str(base), str(data_csv), root / "tuned", epochs=6, lr=3e-3, batch_size=4, max_len=16, seed=0)
+    ft.finetune(str(base), str(data_csv), root / "tuned", ft.FinetuneOptions(epochs=6, lr=3e-3, batch_size=4, max_len=16, seed=0))
     return root / "tuned"
 
 
 def test_ratio_mode_removes_the_share_asked_and_the_folder_builds(tuned, data_csv, tmp_path):
-    r = pr.prune(str(tuned), str(data_csv), tmp_path / "p", heads=0.5, ffn=0.5, **FAST)
+    r = pr.prune(str(tuned), str(data_csv), tmp_path / "p", fast(heads=0.5, ffn=0.5))
     back = load_model(str(tmp_path / "p"))
     assert sum(back.encoder.shape.num_heads) == 4 and sum(back.encoder.shape.ffn) == 64  # of 8 and 128
     assert r["flops_per_sequence"]["ratio"] == pytest.approx(0.5, abs=0.01)
@@ -66,7 +70,7 @@ def _setup(tuned, data_csv):
 @pytest.mark.parametrize("budget", [0.0, 30.0])
 def test_accuracy_search_stops_at_its_budget(tuned, data_csv, budget):
     build_encoder, plan0, val_b, score_b = _setup(tuned, data_csv)
-    plan, traj = search.search(build_encoder, plan0, val_b, score_b, max_drop_points=budget, seq_len=16)
+    plan, traj = search.search(build_encoder, plan0, val_b, score_b, search.SearchOptions(max_drop_points=budget, seq_len=16))
     floor = traj[0]["val_accuracy"] - budget / 100
     assert all(p["val_accuracy"] >= floor - 1e-9 for p in traj)
     assert len(traj) > 1 and plan.flops(16) < plan0.flops(16)
@@ -93,12 +97,12 @@ def test_search_removes_first_what_hurts(tuned, data_csv, tmp_path):
     w[key] = torch.randn_like(w[key]) * 3
     save_file(w, sabotaged / "model.safetensors", metadata={"format": "pt"})
     build_encoder, plan0, val_b, score_b = _setup(sabotaged, data_csv)
-    plan, traj = search.search(build_encoder, plan0, val_b, score_b, max_drop_points=0.0, seq_len=16)
+    plan, traj = search.search(build_encoder, plan0, val_b, score_b, search.SearchOptions(max_drop_points=0.0, seq_len=16))
     assert "layer 1" in traj[1]["removed"].split("; ") and traj[1]["val_accuracy"] > traj[0]["val_accuracy"], traj[:2]
 
 
 def test_interrupted_prune_resumes_to_the_same_model(tuned, data_csv, tmp_path):
-    pr.prune(str(tuned), str(data_csv), tmp_path / "straight", max_accuracy_drop=0.0, **FAST)
+    pr.prune(str(tuned), str(data_csv), tmp_path / "straight", fast(max_accuracy_drop=0.0))
 
     steps = []
 
@@ -109,10 +113,10 @@ def test_interrupted_prune_resumes_to_the_same_model(tuned, data_csv, tmp_path):
                 raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        pr.prune(str(tuned), str(data_csv), tmp_path / "resumed", max_accuracy_drop=0.0, progress=stop_after_two_steps, **FAST)
+        pr.prune(str(tuned), str(data_csv), tmp_path / "resumed", fast(max_accuracy_drop=0.0), progress=stop_after_two_steps)
     state = json.loads((tmp_path / ".resumed.ckpt" / "search.json").read_text())
     assert not state["done"] and len(state["trajectory"]) == 3 and not (tmp_path / "resumed").exists()
-    r = pr.prune(str(tuned), str(data_csv), tmp_path / "resumed", max_accuracy_drop=0.0, **FAST)
+    r = pr.prune(str(tuned), str(data_csv), tmp_path / "resumed", fast(max_accuracy_drop=0.0))
     straight = json.loads((tmp_path / "straight" / "prune.json").read_text())
     assert r["trajectory"] == straight["trajectory"] and r["plan"] == straight["plan"]
     a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
@@ -128,15 +132,20 @@ def test_interrupted_prune_resumes_to_the_same_model(tuned, data_csv, tmp_path):
     (dict(), r"say what to remove"),
     (dict(heads=0.5, max_accuracy_drop=1.0), r"not both"),
     (dict(max_accuracy_drop=1.0, target_flops=1.5), r"--target-flops 1.5"),
+    (dict(heads=0.5, target_flops=0.5), r"--target-flops stops the accuracy-driven search; pass it with --max-accuracy-drop"),
+    (dict(heads=0.5, lr=2.0), r"--lr 2.0: the distillation learning rate must be in \(0, 1\)"),
+    (dict(heads=0.5, distill_epochs=-1), r"--distill-epochs -1: must be >= 0"),
+    (dict(heads=0.5, alpha=1.5), r"alpha=1.5: need temperature > 0 and alpha in \[0, 1\]"),
+    (dict(heads=0.5, threads=0), r"--threads 0: must be >= 1"),
 ])
 def test_bad_arguments_are_refused(tuned, data_csv, tmp_path, kwargs, message):
     with pytest.raises(UserError, match=message):
-        pr.prune(str(tuned), str(data_csv), tmp_path / "x", **FAST, **kwargs)
+        pr.prune(str(tuned), str(data_csv), tmp_path / "x", fast(**kwargs))
     assert not (tmp_path / "x").exists()
 
 
 def test_drop_empty_layers_removes_a_layer_instead(tuned, data_csv, tmp_path):
-    r = pr.prune(str(tuned), str(data_csv), tmp_path / "p", heads=0.9, drop_empty_layers=True, **FAST)
+    r = pr.prune(str(tuned), str(data_csv), tmp_path / "p", fast(heads=0.9, drop_empty_layers=True))
     assert any(row["removed"] for row in r["plan"])
 
 
@@ -182,7 +191,7 @@ def test_an_architecture_prune_does_not_know_is_named(tmp_path, data_csv):
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
     with pytest.raises(UserError, match=r"architecture 'llama' .* is not supported; supported: bert, camembert, distilbert"):
-        pr.prune(str(folder), str(data_csv), tmp_path / "o", heads=0.5, **FAST)
+        pr.prune(str(folder), str(data_csv), tmp_path / "o", fast(heads=0.5))
 
 
 def test_cli_prune_prints_what_went_and_json(tuned, data_csv, tmp_path, capsys):
@@ -196,3 +205,26 @@ def test_cli_prune_prints_what_went_and_json(tuned, data_csv, tmp_path, capsys):
     # one of two layers gone, half the heads of the other. At seq 128 a layer is
     # 1/4 projections + 1/2 attention scores + 1/4 FFN; halving heads halves the first two: (1/8 + 1/4 + 1/4) / 2
     assert r["flops_per_sequence"]["ratio"] == pytest.approx(0.3125, abs=1e-4)
+
+
+def test_options_pick_the_mode_and_hand_each_stage_its_options():
+    ratio = pr.PruneOptions(heads=0.5, layers=1, drop_empty_layers=True)
+    assert ratio.mode == "ratio"
+    assert ratio.ratio_options() == search.RatioOptions(heads=0.5, ffn=0.0, layers=1, drop_empty_layers=True)
+    acc = pr.PruneOptions(max_accuracy_drop=1.0, target_flops=0.5, max_len=64)
+    assert acc.mode == "accuracy"
+    assert acc.search_options() == search.SearchOptions(max_drop_points=1.0, seq_len=64, target_flops=0.5)
+    assert acc.distill_options().epochs == 2 and acc.distill_options().lr == 1e-4
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: search.RatioOptions(heads=1.0), r"heads=1.0: a pruning ratio is the share to remove, in \[0, 1\)"),
+    (lambda: search.RatioOptions(layers=-1), r"layers=-1: .* must be >= 0"),
+    (lambda: search.RatioOptions(rounds=0), r"rounds=0: must be >= 1"),
+    (lambda: search.SearchOptions(max_drop_points=-1, seq_len=16), r"max_drop_points=-1: .* must be >= 0"),
+    (lambda: search.SearchOptions(max_drop_points=1, seq_len=16, target_flops=1.0), r"target_flops=1.0: .* in \(0, 1\)"),
+    (lambda: search.SearchOptions(max_drop_points=1, seq_len=16, max_batch=0), r"max_batch=0: must be >= 1"),
+])
+def test_search_options_refuse_bad_values(make, message):
+    with pytest.raises(UserError, match=message):
+        make()

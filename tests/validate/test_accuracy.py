@@ -42,7 +42,7 @@ def test_build_records_accuracy_and_enforces_the_drop(tiny_bert_cls, eval_csv, t
     r = edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "a", quant="fp32", embedding_quant="fp32", seq_len=SEQ,
                          bench_iters=0, eval_data=str(eval_csv))
     assert r.manifest.accuracy["accuracy_drop_points"] == 0.0 and r.manifest.accuracy["agreement"] == 1.0
-    from edgeformer.report import inspect_tables
+    from edgeformer.tables import inspect_tables
     from edgeformer.validate.size import size_breakdown
 
     info = inspect_tables(r.manifest, size_breakdown((r.path / "model.pte").read_bytes()))[0]

@@ -10,8 +10,8 @@ import torch
 from conftest import run_cli
 
 from edgeformer.artifact import load_artifact
-from edgeformer.native.device import ARM_SYSROOT, QEMU_CPU
-from edgeformer.runtime import Program
+from edgeformer.devices.local import ARM_SYSROOT, QEMU_CPU
+from edgeformer.program import Program
 from edgeformer.tokenize import TextEncoder
 from edgeformer.validate.numerics import sqnr_db
 

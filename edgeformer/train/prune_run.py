@@ -19,6 +19,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,42 +32,111 @@ from edgeformer.models import folder_sha256, load_model
 from edgeformer.models.hf import to_encoder
 from edgeformer.train import loop, search
 from edgeformer.train.finetune import predict_eager
-from edgeformer.train.loop import make_tokenizer
+from edgeformer.train.loop import TrainData, TrainOptions, make_tokenizer
 from edgeformer.transforms.prune import Plan, apply_plan
 from edgeformer.validate.accuracy import accuracy
 
 Progress = Callable[[str, float, float | None, str], None]  # (stage, done, total, info)
 
 
+@dataclass(frozen=True)
+class PruneOptions:
+    """What `prune` removes and how it recovers. Say what to remove: ratios (`heads`, `ffn`,
+    `layers`) or `max_accuracy_drop` for the accuracy-driven search, not both.
+
+    Example:
+        >>> PruneOptions(heads=0.5, ffn=0.5)  # ratios
+        >>> PruneOptions(max_accuracy_drop=1.0, target_flops=0.5)  # the search, stopped at half the FLOPs
+    """
+
+    heads: float | None = None  # share of the heads to remove, in [0, 1)
+    ffn: float | None = None  # share of the FFN neurons to remove, in [0, 1)
+    layers: int = 0  # whole layers to remove
+    max_accuracy_drop: float | None = None  # the search's budget, in validation accuracy points
+    target_flops: float | None = None  # stop the search at this share of the original FLOPs
+    drop_empty_layers: bool = False  # remove a layer whose heads all go, instead of refusing
+    distill_epochs: int = 2  # 0 skips distillation
+    lr: float = 1e-4  # distillation learning rate
+    batch_size: int = 16
+    temperature: float = 2.0  # of the softened teacher logits
+    alpha: float = 0.5  # weight of the distillation loss against the labels' cross-entropy
+    max_len: int = 128  # tokens per text; also the sequence length FLOPs are counted at
+    score_examples: int = 256  # training examples the Taylor scores are computed on
+    seed: int = 0
+    restart: bool = False  # discard an interrupted run's state
+    threads: int | None = None  # torch's intra-op threads; None: torch's default
+
+    def __post_init__(self):
+        ratio = self.heads is not None or self.ffn is not None or self.layers
+        for name, v in (("heads", self.heads), ("ffn", self.ffn)):
+            if v is not None and not 0.0 <= v < 1.0:
+                raise UserError(f"--{name} {v}: a pruning ratio is the share to remove, in [0, 1); e.g. --{name} 0.5 removes half")
+        if self.layers < 0:
+            raise UserError(f"--layers {self.layers}: the number of whole layers to remove must be >= 0")
+        if self.max_accuracy_drop is not None and self.max_accuracy_drop < 0:
+            raise UserError(f"--max-accuracy-drop {self.max_accuracy_drop}: accuracy points the search may lose; must be >= 0")
+        if self.target_flops is not None and not 0 < self.target_flops < 1:
+            raise UserError(f"--target-flops {self.target_flops}: the share of the original FLOPs to stop at, in (0, 1); e.g. 0.5")
+        if self.distill_epochs < 0:
+            raise UserError(f"--distill-epochs {self.distill_epochs}: must be >= 0 (0 skips distillation)")
+        if ratio and self.max_accuracy_drop is not None:
+            raise UserError("pass either ratios (--heads/--ffn/--layers) or --max-accuracy-drop for the accuracy-driven search, not both")
+        if not ratio and self.max_accuracy_drop is None:
+            raise UserError("say what to remove: --heads/--ffn ratios and --layers N, or --max-accuracy-drop POINTS "
+                            "for the accuracy-driven search")
+        if self.target_flops is not None and self.max_accuracy_drop is None:
+            raise UserError("--target-flops stops the accuracy-driven search; pass it with --max-accuracy-drop")
+        if not 0 < self.lr < 1:
+            raise UserError(f"--lr {self.lr}: the distillation learning rate must be in (0, 1); e.g. --lr 1e-4")
+        if self.batch_size < 1 or self.score_examples < 1:
+            raise UserError(f"batch_size={self.batch_size}, score_examples={self.score_examples}: each must be >= 1")
+        if self.max_len < 8:
+            raise UserError(f"max_len={self.max_len}: must be >= 8 tokens; e.g. max_len=128")
+        if self.temperature <= 0 or not 0 <= self.alpha <= 1:
+            raise UserError(f"temperature={self.temperature}, alpha={self.alpha}: need temperature > 0 and alpha in [0, 1]; "
+                            "e.g. temperature=2.0, alpha=0.5")
+        if self.threads is not None and self.threads < 1:
+            raise UserError(f"--threads {self.threads}: must be >= 1, or None for torch's default")
+
+    @property
+    def mode(self) -> str:
+        """The mode: "ratio" or "accuracy" (the search)."""
+        return "accuracy" if self.max_accuracy_drop is not None else "ratio"
+
+    def ratio_options(self) -> search.RatioOptions:
+        return search.RatioOptions(heads=self.heads or 0.0, ffn=self.ffn or 0.0, layers=self.layers,
+                                   drop_empty_layers=self.drop_empty_layers)
+
+    def search_options(self) -> search.SearchOptions:
+        return search.SearchOptions(max_drop_points=self.max_accuracy_drop, seq_len=self.max_len, target_flops=self.target_flops)
+
+    def distill_options(self) -> TrainOptions:
+        return TrainOptions(epochs=self.distill_epochs, lr=self.lr, batch_size=self.batch_size, seed=self.seed)
+
+
 def prune(
     model: str,
     data: str,
     out: str | Path,
+    options: PruneOptions,
     *,
-    heads: float | None = None,
-    ffn: float | None = None,
-    layers: int = 0,
-    max_accuracy_drop: float | None = None,
-    target_flops: float | None = None,
-    drop_empty_layers: bool = False,
-    distill_epochs: int = 2,
-    lr: float = 1e-4,
-    batch_size: int = 16,
-    temperature: float = 2.0,
-    alpha: float = 0.5,
-    max_len: int = 128,
-    score_examples: int = 256,
-    seed: int = 0,
-    restart: bool = False,
     text_column: str = "text",
     label_column: str = "label",
-    threads: int | None = None,
     progress: Progress | None = None,
 ) -> dict:
-    """Prune `model` (a fine-tuned classifier) for `data`; write the smaller model to `out`."""
-    mode = _check_args(heads, ffn, layers, max_accuracy_drop, target_flops, distill_epochs)
-    if threads:
-        torch.set_num_threads(threads)
+    """Prune `model` (a fine-tuned classifier) for `data`; write the smaller model to `out`.
+
+    Returns the report also written to `out/prune.json` (plan, trajectory, FLOPs, accuracy).
+    `progress(stage, done, total, info)` follows the search and the distillation.
+
+    Example:
+        >>> r = prune("out/minilm-ff", "fine-foods", "out/minilm-ff-pruned", PruneOptions(heads=0.5, ffn=0.5))
+        >>> r["flops_per_sequence"]["ratio"]
+    """
+    o = options
+    heads, ffn, layers, max_len, seed = o.heads, o.ffn, o.layers, o.max_len, o.seed
+    if o.threads:
+        torch.set_num_threads(o.threads)
     torch.manual_seed(seed)
     loaded = load_model(model)
     if loaded.hf.task != "classifier":
@@ -83,7 +153,7 @@ def prune(
     pad = loaded.pad_id
     order = list(range(len(train)))
     random.Random(seed).shuffle(order)
-    pick = order[:score_examples]
+    pick = order[:o.score_examples]
     score_batches = search.make_batches(tok, [train.texts[i] for i in pick], [y[i] for i in pick], pad, batch_size=32)
     val_batches = search.make_batches(tok, val.texts, val_y, pad, batch_size=50)
 
@@ -102,10 +172,10 @@ def prune(
     out = Path(out)
     ckpt = out.resolve().parent / f".{out.name}.ckpt"
     config = dict(model=loaded.source["name"], model_sha256=folder_sha256(Path(loaded.source["path"])), data=train.name,
-                  mode=mode, heads=heads, ffn=ffn, layers=layers, max_accuracy_drop=max_accuracy_drop,
-                  target_flops=target_flops, drop_empty_layers=drop_empty_layers, max_len=max_len,
-                  score_examples=score_examples, seed=seed)
-    if restart:
+                  mode=o.mode, heads=heads, ffn=ffn, layers=layers, max_accuracy_drop=o.max_accuracy_drop,
+                  target_flops=o.target_flops, drop_empty_layers=o.drop_empty_layers, max_len=max_len,
+                  score_examples=o.score_examples, seed=seed)
+    if o.restart:
         shutil.rmtree(ckpt, ignore_errors=True)
     t0 = time.perf_counter()
     state = _load_search(ckpt, config)
@@ -119,18 +189,16 @@ def prune(
             _save_search(ckpt, config, p, traj, done=False)
             if progress:
                 last = traj[-1]
-                progress("search", 1 - last["flops_ratio"], None if target_flops is None else 1 - target_flops,
+                progress("search", 1 - last["flops_ratio"], None if o.target_flops is None else 1 - o.target_flops,
                          f"{last['removed']}: FLOPs x{last['flops_ratio']:.2f}, val {last['val_accuracy']:.3f}")
 
-        if mode == "accuracy":
+        if o.mode == "accuracy":
             start = Plan.from_dict(state["plan"]) if state else plan
-            plan, trajectory = search.search(build_encoder, start, val_batches, score_batches, max_drop_points=max_accuracy_drop,
-                                             seq_len=max_len, target_flops=target_flops,
+            plan, trajectory = search.search(build_encoder, start, val_batches, score_batches, o.search_options(),
                                              trajectory=state["trajectory"] if state else None, on_step=on_step,
                                              on_candidate=progress and (lambda i, n: progress("round", i, n, "measuring candidates")))
         else:
-            plan = search.by_ratio(build_encoder, plan, val_batches, score_batches, heads=heads or 0.0, ffn=ffn or 0.0,
-                                   layers=layers, drop_empty_layers=drop_empty_layers)
+            plan = search.by_ratio(build_encoder, plan, val_batches, score_batches, o.ratio_options())
             ev = search.Evaluator(build_encoder(plan), val_batches)
             base = search.Evaluator(loaded.encoder, val_batches)  # the unpruned model
             trajectory = [_point(0, "nothing", 1.0, *base.score()),
@@ -141,23 +209,24 @@ def prune(
 
     student = cut(plan)
     distill_log = None
-    if distill_epochs > 0:
+    if o.distill_epochs > 0:
         teacher = _teacher_logits(ckpt, reference, tok, train.texts, pad)
         yt = torch.tensor(y)
 
         def loss_fn(m, ids, mask, idx):
             s = m(input_ids=ids, attention_mask=mask).logits
-            kd = F.kl_div(F.log_softmax(s / temperature, -1), F.log_softmax(teacher[idx] / temperature, -1),
-                          log_target=True, reduction="batchmean") * temperature**2
-            return alpha * kd + (1 - alpha) * F.cross_entropy(s, yt[idx])
+            t = o.temperature
+            kd = F.kl_div(F.log_softmax(s / t, -1), F.log_softmax(teacher[idx] / t, -1), log_target=True,
+                          reduction="batchmean") * t**2
+            return o.alpha * kd + (1 - o.alpha) * F.cross_entropy(s, yt[idx])
 
         def step(done: int, total: int, loss: float) -> None:
             if progress:
                 progress("distill", done, total, f"loss {loss:.3f}")
 
         torch.manual_seed(seed)
-        distill_log = loop.train(student, loss_fn, tok=tok, texts=train.texts, pad_id=pad, epochs=distill_epochs, lr=lr,
-                                 batch_size=batch_size, seed=seed, ckpt=ckpt / "distill", config=dict(config, plan=plan.to_dict()),
+        distill_log = loop.train(student, loss_fn, TrainData(tok, train.texts, pad), o.distill_options(),
+                                 ckpt=ckpt / "distill", config=dict(config, plan=plan.to_dict()),
                                  validate=lambda m: accuracy(predict_eager(m, tok, val.texts, max_len), val_y), progress=step)
 
     final_val = distill_log["val_accuracy"][-1] if distill_log else trajectory[-1]["val_accuracy"]
@@ -168,7 +237,7 @@ def prune(
         params=dict(before=sum(p.numel() for p in reference.parameters()), after=sum(p.numel() for p in student.parameters())),
         validation_accuracy=dict(unpruned=trajectory[0]["val_accuracy"], pruned=trajectory[-1]["val_accuracy"],
                                  distilled=final_val if distill_log else None),
-        distill=None if distill_log is None else dict(epochs=distill_epochs, steps=distill_log["steps"],
+        distill=None if distill_log is None else dict(epochs=o.distill_epochs, steps=distill_log["steps"],
                                                       seconds=round(distill_log["seconds"], 1),
                                                       val_accuracy_by_epoch=distill_log["val_accuracy"]),
         search_seconds=round(search_seconds, 1),
@@ -183,7 +252,7 @@ def prune(
 
 
 def parse_spec(spec: str) -> dict:
-    """`auto` or `heads=R,ffn=R,layers=N` (any subset) -> prune() keyword arguments."""
+    """`auto` or `heads=R,ffn=R,layers=N` (any subset) -> `PruneOptions` fields."""
     if spec == "auto":
         return {}
     out: dict = {}
@@ -211,30 +280,7 @@ def prune_for_build(model: str, spec: str, data: str | None, out: Path, max_drop
     if not kwargs:
         kwargs = dict(max_accuracy_drop=max_drop)
     folder = out.parent / f"{out.name}.pruned"
-    return str(folder), prune(model, data, folder, **kwargs)
-
-
-def _check_args(heads, ffn, layers, max_accuracy_drop, target_flops, distill_epochs) -> str:
-    ratio = heads is not None or ffn is not None or layers
-    for name, v in (("heads", heads), ("ffn", ffn)):
-        if v is not None and not 0.0 <= v < 1.0:
-            raise UserError(f"--{name} {v}: a pruning ratio is the share to remove, in [0, 1); e.g. --{name} 0.5 removes half")
-    if layers < 0:
-        raise UserError(f"--layers {layers}: the number of whole layers to remove must be >= 0")
-    if max_accuracy_drop is not None and max_accuracy_drop < 0:
-        raise UserError(f"--max-accuracy-drop {max_accuracy_drop}: accuracy points the search may lose; must be >= 0")
-    if target_flops is not None and not 0 < target_flops < 1:
-        raise UserError(f"--target-flops {target_flops}: the share of the original FLOPs to stop at, in (0, 1); e.g. 0.5")
-    if distill_epochs < 0:
-        raise UserError(f"--distill-epochs {distill_epochs}: must be >= 0 (0 skips distillation)")
-    if ratio and max_accuracy_drop is not None:
-        raise UserError("pass either ratios (--heads/--ffn/--layers) or --max-accuracy-drop for the accuracy-driven search, not both")
-    if not ratio and max_accuracy_drop is None:
-        raise UserError("say what to remove: --heads/--ffn ratios and --layers N, or --max-accuracy-drop POINTS "
-                        "for the accuracy-driven search")
-    if target_flops is not None and max_accuracy_drop is None:
-        raise UserError("--target-flops stops the accuracy-driven search; pass it with --max-accuracy-drop")
-    return "ratio" if ratio else "accuracy"
+    return str(folder), prune(model, data, folder, PruneOptions(**kwargs))
 
 
 def _point(step: int, removed: str, flops_ratio: float, acc: float, loss: float) -> dict:

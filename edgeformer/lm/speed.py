@@ -1,5 +1,5 @@
 """Prefill and decode speed, time to first token and memory of a causal-LM artifact, measured
-in a fresh process (as `validate/bench.py` does for encoders).
+in a fresh process (as `validate/latency.py` does for encoders).
 
 One round: prefill a `prompt`-token prompt (in the program's chunks), then decode `new`
 tokens greedily, one call each. Rounds after the first (warm-up) are timed; the report is
@@ -10,7 +10,7 @@ must read (the `.pte`'s weights but the embedding table, of which one row is rea
 written part of the KV cache) over the memory bandwidth measured here, copy-based, on the
 same threads.
 
-Run directly: `python -m edgeformer.lm.bench ARTIFACT --threads 2 --prompt-tokens 128 --new-tokens 128`.
+Run directly: `python -m edgeformer.lm.speed ARTIFACT --threads 2 --prompt-tokens 128 --new-tokens 128`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from edgeformer.errors import UserError
-from edgeformer.validate.bench import peak_rss_mb, percentile, rss_mb, run_json_worker, worker_main
+from edgeformer.validate.latency import peak_rss_mb, percentile, rss_mb, run_json_worker, worker_main
 
 
 def measure_bandwidth(threads: int, mib: int = 256, reps: int = 5) -> float:
@@ -54,7 +54,7 @@ def _measure(path: Path, threads: int, prompt: int, new: int, rounds: int, promp
 
     from edgeformer.artifact import load_artifact
     from edgeformer.lm.generate import prefill
-    from edgeformer.runtime import open_program
+    from edgeformer.program import open_program
 
     art = load_artifact(path)
     gen = art.manifest.generation
@@ -104,6 +104,39 @@ def _measure(path: Path, threads: int, prompt: int, new: int, rounds: int, promp
     )
 
 
+def _measure_eager(model: str, threads: int, prompt: int, new: int) -> dict:
+    """Runs inside the worker: the fp32 Hugging Face model decoding greedily with its own KV
+    cache in eager PyTorch (the reference of host's relative latency budget)."""
+    import torch
+
+    from edgeformer.models.causal import load_reference, resolve_lm
+
+    torch.set_num_threads(threads)
+    _, folder, gguf = resolve_lm(model)
+    hf = load_reference(folder, gguf)
+    ids = torch.randint(0, hf.config.vocab_size, (1, prompt), generator=torch.Generator().manual_seed(0))
+    steps = []
+    with torch.no_grad():
+        out = hf(input_ids=ids, use_cache=True)
+        past, tok = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        for _ in range(new):
+            t0 = time.perf_counter()
+            out = hf(input_ids=tok, past_key_values=past, use_cache=True)
+            past, tok = out.past_key_values, out.logits[:, -1:].argmax(-1)
+            steps.append((time.perf_counter() - t0) * 1e3)
+    steps = steps[min(4, len(steps) - 1):]  # the first steps warm up
+    return dict(latency_ms_p50=round(statistics.median(steps), 3), decode_tokens_per_s=round(1e3 / statistics.median(steps), 1),
+                prompt_tokens=prompt, new_tokens=new, threads=threads,
+                reference="fp32 eager PyTorch (transformers, its KV cache), greedy decode")
+
+
+def measure_lm_eager(model: str, threads: int, prompt: int = 32, new: int = 32, timeout: float = 1200) -> dict:
+    """Decode speed of the fp32 eager model `model` (bundled name, folder or .gguf) in a fresh process."""
+    args = ["-m", "edgeformer.lm.speed", "--eager", model, "--threads", str(threads), "--prompt-tokens", str(prompt),
+            "--new-tokens", str(new)]
+    return run_json_worker(args, threads, f"eager benchmark of {model}", timeout)
+
+
 def default_lengths(generation: dict, prompt: int | None, new: int | None) -> tuple[int, int]:
     """128-token prompt and 128 new tokens, or what fits a smaller context (half each)."""
     limit = generation.get("max_context")
@@ -113,14 +146,15 @@ def default_lengths(generation: dict, prompt: int | None, new: int | None) -> tu
 
 
 def measure_lm(path: Path, threads: int, prompt: int = 128, new: int = 128, rounds: int = 3, timeout: float = 1200) -> dict:
-    args = ["-m", "edgeformer.lm.bench", str(path), "--threads", str(threads), "--prompt-tokens", str(prompt),
+    args = ["-m", "edgeformer.lm.speed", str(path), "--threads", str(threads), "--prompt-tokens", str(prompt),
             "--new-tokens", str(new), "--rounds", str(rounds)]
     return run_json_worker(args, threads, f"benchmark of {path}", timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("artifact", type=Path)
+    p.add_argument("artifact", type=Path, nargs="?")
+    p.add_argument("--eager", default=None, help="time this causal LM's fp32 eager decode instead (bundled name, folder, .gguf)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--prompt-tokens", type=int, default=128)
     p.add_argument("--new-tokens", type=int, default=128)
@@ -131,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> dict:
         if a.prompt_tokens < 1 or a.new_tokens < 1 or a.rounds < 1:
             raise UserError(f"--prompt-tokens {a.prompt_tokens}, --new-tokens {a.new_tokens}, --rounds {a.rounds}: each must be at least 1")
+        if a.eager is not None:
+            return _measure_eager(a.eager, a.threads, a.prompt_tokens, a.new_tokens)
+        if a.artifact is None:
+            raise UserError("give an artifact folder, or --eager MODEL")
         ids = json.loads(a.prompt_ids.read_text()) if a.prompt_ids else None
         return _measure(a.artifact, a.threads, a.prompt_tokens, a.new_tokens, a.rounds, ids)
 

@@ -3,7 +3,7 @@
 A fresh process per measurement keeps the peak RSS honest (nothing else loaded in it) and
 keeps one contender's caches and threads away from another's.
 
-Run directly: `python -m edgeformer.validate.bench ARTIFACT --threads 2 --iters 50`
+Run directly: `python -m edgeformer.validate.latency ARTIFACT --threads 2 --iters 50`
 prints one JSON object.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -63,7 +64,7 @@ def _measure(path: Path, pte_override: Path | None, threads: int, warmup: int, i
     from executorch.runtime import Runtime  # noqa: F401
 
     from edgeformer.artifact import load_artifact
-    from edgeformer.runtime import open_program
+    from edgeformer.program import open_program
 
     art = load_artifact(path)
     shape = art.manifest.inputs[0]["shape"]
@@ -94,6 +95,47 @@ def _measure(path: Path, pte_override: Path | None, threads: int, warmup: int, i
     )
 
 
+def _measure_eager(model: str, seq_len: int, threads: int, warmup: int, iters: int) -> dict:
+    """Runs inside the worker process: the fp32 Hugging Face model in eager PyTorch, at the
+    same inputs as `_measure` (the reference of host's relative latency budget)."""
+    import torch
+
+    from edgeformer.models import load_model
+    from edgeformer.models.hf import reference_forward
+
+    torch.set_num_threads(threads)
+    loaded = load_model(model)
+    vocab = loaded.hf.reference.config.vocab_size
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab, (1, seq_len), generator=g)
+    mask = torch.ones((1, seq_len), dtype=torch.long)
+    times = []
+    with torch.no_grad():
+        for i in range(warmup + iters):
+            t0 = time.perf_counter()
+            reference_forward(loaded.hf, ids, mask)
+            if i >= warmup:
+                times.append((time.perf_counter() - t0) * 1e3)
+    return dict(latency_ms_p50=statistics.median(times), latency_ms_p90=percentile(times, 90), iters=iters,
+                threads=threads, reference="fp32 eager PyTorch (transformers)")
+
+
+def host_fingerprint() -> dict:
+    """This machine, as the manifest records where a number was measured."""
+    return dict(kind="host", machine=platform.machine(), processor=cpu_model(), cores=os.cpu_count(),
+                system=platform.platform())
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def run_json_worker(args: list[str], threads: int, what: str, timeout: float = 600, cwd: Path | None = None) -> dict:
     """Run `python ARGS` in a fresh process with `threads` threads; its last JSON line on stdout.
 
@@ -111,18 +153,31 @@ def run_json_worker(args: list[str], threads: int, what: str, timeout: float = 6
 
 def measure(path: Path, threads: int, warmup: int = 10, iters: int = 50, timeout: float = 600) -> dict:
     """Measure the artifact at `path` in a fresh Python process; returns the JSON dict."""
-    args = ["-m", "edgeformer.validate.bench", str(path), "--threads", str(threads), "--warmup", str(warmup), "--iters", str(iters)]
+    args = ["-m", "edgeformer.validate.latency", str(path), "--threads", str(threads), "--warmup", str(warmup), "--iters", str(iters)]
     return run_json_worker(args, threads, f"benchmark of {path}", timeout)
+
+
+def measure_eager(model: str, seq_len: int, threads: int, warmup: int = 3, iters: int = 25, timeout: float = 600) -> dict:
+    """Time the fp32 eager model `model` (a bundled name or folder) in a fresh process."""
+    args = ["-m", "edgeformer.validate.latency", "--eager", model, "--seq-len", str(seq_len), "--threads", str(threads),
+            "--warmup", str(warmup), "--iters", str(iters)]
+    return run_json_worker(args, threads, f"eager benchmark of {model}", timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("artifact", type=Path)
+    p.add_argument("artifact", type=Path, nargs="?")
+    p.add_argument("--eager", default=None, help="time this model in eager fp32 instead (a bundled name or folder)")
+    p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--pte", type=Path, default=None, help="bench this .pte instead (same inputs)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--iters", type=int, default=50)
     a = p.parse_args(argv)
+    if a.eager is not None:
+        return worker_main(lambda: _measure_eager(a.eager, a.seq_len, a.threads, a.warmup, a.iters))
+    if a.artifact is None:
+        p.error("give an artifact folder, or --eager MODEL")
     return worker_main(lambda: _measure(a.artifact, a.pte, a.threads, a.warmup, a.iters))
 
 

@@ -22,9 +22,9 @@ import tarfile
 from pathlib import Path
 
 from edgeformer.artifact import MANIFEST, TOKENIZER, Artifact, sha256_file
+from edgeformer.devices.device import Device, check_ops, needs_python, parse_runner_output, with_measured_on
+from edgeformer.devices.runner_build import BINARY, SOURCES, ensure_runner
 from edgeformer.errors import UserError
-from edgeformer.native.device import check_ops, needs_python, parse_runner_output, with_measured_on
-from edgeformer.native.runner_build import BINARY, SOURCES, ensure_runner
 
 ARCH_NAMES = {"aarch64": "aarch64", "arm64": "aarch64", "x86_64": "x86_64", "amd64": "x86_64"}
 DEFAULT_DIR = ".cache/edgeformer-device"  # relative to the remote home
@@ -32,7 +32,7 @@ EXIT_MARK = "edgeformer-runner-exit="
 WORKER = "edgeformer_worker.py"
 
 
-def run_over_ssh(device, a: Artifact, args: list[str], inputs: Path | None, log, timeout: float) -> dict:
+def run_over_ssh(device: Device, a: Artifact, args: list[str], inputs: Path | None, log, timeout: float) -> dict:
     base = device.dir or f"$HOME/{DEFAULT_DIR}"
     if log:
         log(f"probing {device.spec}")

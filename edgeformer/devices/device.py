@@ -8,27 +8,22 @@
 
 Each run returns the runner's JSON with `measured_on`: where (host, emulated, device), the
 transport and the fingerprint the runner read on the device itself.
+
+This module is the leaf the transports share (`local`, `ssh`, `adb`); `run.run_on_device`
+picks the transport.
 """
 
 from __future__ import annotations
 
 import json
-import platform
-import shutil
-import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from edgeformer.artifact import MANIFEST, Artifact, load_artifact, write_text_atomic
 from edgeformer.errors import UserError
 from edgeformer.manifest import Manifest
-from edgeformer.native.runner_build import ANDROID, BINARY, ensure_runner
 from edgeformer.report_md import write_report
-
-QEMU_CPU = "cortex-a76"  # the Raspberry Pi 5's core; `-cpu max` runs XNNPACK's SME kernels wrong under qemu 7.2
-ARM_SYSROOT = "/usr/aarch64-linux-gnu"
 
 
 @dataclass(frozen=True)
@@ -74,41 +69,10 @@ def runner_args(a: Artifact, threads: int, warmup: int | None, iters: int | None
         args += ["--warmup", str(warmup)]
     if not a.manifest.generation:
         return args + (["--iters", str(iters)] if iters is not None else [])
-    from edgeformer.lm.bench import default_lengths
+    from edgeformer.lm.speed import default_lengths
 
     prompt_tokens, new_tokens = default_lengths(a.manifest.generation, prompt_tokens, new_tokens)
     return args + ["--prompt-tokens", str(prompt_tokens), "--max-new-tokens", str(new_tokens), "--ignore-eos"]
-
-
-def run_on_device(device: Device, a: Artifact, args: list[str], inputs: Path | None = None, log=None,
-                  timeout: float = 1800) -> dict:
-    """Run the runner on `device` over artifact `a`; the runner's JSON plus `measured_on`."""
-    if device.transport == "ssh":
-        from edgeformer.native.ssh import run_over_ssh
-
-        return run_over_ssh(device, a, args, inputs, log, timeout)
-    if device.transport == "adb":
-        if shutil.which("adb") is None:
-            raise UserError(f"--device {device.spec}: adb is not installed (Android platform-tools); install it and "
-                            "connect the phone with USB debugging on")
-        raise UserError(f"--device {device.spec}: " + _android_runner_missing())
-    check_ops(a)
-    arch = platform.machine() if device.transport == "local" else "aarch64"
-    runner = ensure_runner(arch, log) / BINARY
-    cmd = [str(runner), str(a.path), *args]
-    if device.transport == "qemu":
-        qemu = shutil.which("qemu-aarch64")
-        if qemu is None:
-            raise UserError("--device qemu-aarch64: qemu-aarch64 is not installed; apt-get install qemu-user")
-        cmd = [qemu, "-cpu", QEMU_CPU, "-L", ARM_SYSROOT, *cmd]
-    if inputs is not None:
-        cmd += ["--inputs", str(inputs)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    result = parse_runner_output(proc.returncode, proc.stdout, proc.stderr, device.spec)
-    if device.transport == "qemu":  # qemu-user shows the host's /proc/cpuinfo
-        result["device"]["processor"] = f"qemu {QEMU_CPU} on {result['device']['processor']}"
-        return with_measured_on(device, result, emulator=f"qemu-aarch64 -cpu {QEMU_CPU}")
-    return with_measured_on(device, result)
 
 
 def with_measured_on(device: Device, result: dict, **extra) -> dict:
@@ -141,11 +105,6 @@ def check_ops(a: Artifact) -> None:
         raise UserError("this causal LM uses ExecuTorch's LLM custom ops (llama::custom_sdpa, update_cache), which the "
                         "C++ libraries of the executorch wheel do not have; rebuild it with --lm-ops portable for the "
                         "native runner, or bench it without --device (Python runtime)")
-
-
-def _android_runner_missing() -> str:
-    return (f"there is no Android runner: `edgeformer runtime build --arch {ANDROID}` needs ExecuTorch built with the "
-            "NDK, which the wheels do not carry; measure on the phone from the app in runtimes/android/")
 
 
 def record(a: Artifact, result: dict) -> Manifest:

@@ -1,0 +1,182 @@
+"""An encoder (embedder or classifier) for an on-device target: the list of stages, then the
+stages only encoders have.
+
+    prune      optional: structured pruning + distillation (`edgeformer prune`) into OUT.pruned/
+    load       bundled name or Hugging Face folder -> fp32 reference + Encoder, tokenizer staged
+    attention  the attention kernels (edge rewrite, sliding window, hard top-k)
+    quantize   torchao, with the backend's scheme -> config table
+    export     torch.export at the recipe's static shape
+    lower      the target's backend -> .pte
+    validate   .pte vs exported program and vs fp32 reference; the manifest
+    measure    latency and memory where the target is (host: beside the fp32 eager model)
+    evaluate   optional: task accuracy of the .pte vs fp32 (with --eval-data)
+    budgets    every budget, measured where it counts
+    publish    manifest + report, renamed into place (or nothing, when a budget fails)
+"""
+
+from __future__ import annotations
+
+import copy
+
+from edgeformer.errors import UserError
+from edgeformer.pipeline import stages as st
+from edgeformer.pipeline.stages import BuildState, Stage
+
+
+def prune(s: BuildState) -> None:
+    from edgeformer.train.prune_run import prune_for_build
+
+    s.source, report = prune_for_build(s.spec.model, s.spec.prune, task_data(s), s.spec.out, s.budgets.max_accuracy_drop)
+    s.extra["pruning"] = dict(unpruned=s.spec.model, mode=report["mode"], plan=report["plan"],
+                              flops_ratio=report["flops_per_sequence"]["ratio"],
+                              validation_accuracy=report["validation_accuracy"])
+
+
+def load(s: BuildState) -> None:
+    from edgeformer import artifact as art
+    from edgeformer.data import load_data
+    from edgeformer.models import load_model
+    from edgeformer.tokenize import TextEncoder
+    from edgeformer.validate.numerics import SAMPLE_TEXTS
+
+    s.loaded = load_model(s.source)
+    check_seq_len(s.loaded, s.recipe.seq_len, s.spec.attention_plan().copy_positions)
+    s.extra["text"] = text = TextEncoder(s.loaded.hf.tokenizer_file, s.recipe.seq_len, s.loaded.pad_id)
+    s.extra["samples"] = [(e.input_ids, e.attention_mask) for e in map(text.encode, SAMPLE_TEXTS)]
+    s.example = s.extra["samples"][0]
+    (s.staged / art.TOKENIZER).write_bytes(s.loaded.hf.tokenizer_file.read_bytes())
+    if s.spec.eval_data is not None:
+        load_data(s.spec.eval_data)  # a bad spec fails now, not after minutes of lowering
+    s.module = s.loaded.encoder
+
+
+def attention(s: BuildState) -> None:
+    from edgeformer.models.hf import reference_forward
+    from edgeformer.transforms.attention import apply_attention, layer_kinds
+
+    plan = s.spec.attention_plan()
+    info = apply_attention(s.module, plan, s.recipe.seq_len, hard_layer_chooser(s, plan))
+    s.extra["attention"] = dict(**info, layers=layer_kinds(s.module))
+    if plan.changes_outputs:  # the .pte should match the transformed model
+        s.reference, s.extra["reference"] = copy.deepcopy(s.module).eval(), "fp32 with the attention transform"
+    else:
+        s.reference, s.extra["reference"] = (lambda i, m: reference_forward(s.loaded.hf, i, m)), "fp32 Hugging Face"
+
+
+def quantize(s: BuildState) -> None:
+    from edgeformer.transforms.quantize import quantize_model
+
+    s.module = quantize_model(s.module, s.recipe, s.backend)
+
+
+def validate(s: BuildState) -> None:
+    from edgeformer.program import Program
+    from edgeformer.validate.numerics import check_numerics
+
+    cannot_run = s.backend.runs_here()
+    if cannot_run:  # structural validation only: delegation and size
+        numerics = dict(samples=0, sqnr_db=None, sqnr_db_vs_exported=None, reason=cannot_run)
+    else:
+        program = Program(s.lowered.pte, s.recipe.threads)
+        numerics = check_numerics(program, s.exported, s.reference, s.extra["samples"],
+                                  is_logits=s.loaded.hf.task == "classifier")
+        numerics["reference"] = s.extra["reference"]
+    s.manifest = encoder_manifest(s, numerics)
+    s.manifest.model["attention"] = s.extra["attention"]
+    if "pruning" in s.extra:
+        s.manifest.model["pruning"] = s.extra["pruning"]
+
+
+def measure(s: BuildState) -> None:
+    from edgeformer import artifact as art
+    from edgeformer.validate.latency import measure as measure_pte
+    from edgeformer.validate.latency import measure_eager
+
+    (s.staged / art.MANIFEST).write_text(s.manifest.to_json())  # the workers load the staged artifact
+    iters, threads = s.spec.bench_iters, s.recipe.threads
+    st.measure(s, lambda: measure_pte(s.staged, threads, iters=iters),
+               lambda: measure_eager(s.source, s.recipe.seq_len, threads, warmup=5, iters=max(10, iters // 2)))
+
+
+def evaluate(s: BuildState) -> None:
+    from edgeformer.validate.accuracy import evaluate as run_eval
+
+    accuracy = run_eval(str(s.staged), s.spec.eval_data, threads=s.recipe.threads)
+    if "pruning" in s.extra:  # the drop that counts is against the model before pruning
+        base = run_eval(s.spec.model, s.spec.eval_data, threads=s.recipe.threads)["accuracy"]
+        accuracy.update(unpruned_accuracy=base, accuracy_drop_vs_pruned_fp32=accuracy["accuracy_drop_points"],
+                        accuracy_drop_points=round((base - accuracy["accuracy"]) * 100, 2))
+    s.accuracy = s.manifest.accuracy = accuracy
+
+
+STAGES = [
+    Stage("prune", prune, when=lambda s: s.spec.prune is not None, label=lambda s: f"prune ({s.spec.prune})"),
+    Stage("load", load, label=lambda s: "load model"),
+    Stage("attention", attention, label=lambda s: f"attention ({s.recipe.attention})"),
+    Stage("quantize", quantize, label=lambda s: f"quantize ({s.recipe.quant}, embedding {s.recipe.embedding_quant})"),
+    Stage("export", st.export),
+    Stage("lower", st.lower, label=lambda s: f"lower ({s.backend.name})"),
+    Stage("validate", validate, label=lambda s: "check numerics"),
+    Stage("measure", measure, label=lambda s: "measure latency and memory"),
+    Stage("evaluate", evaluate, when=lambda s: s.spec.eval_data is not None, label=lambda s: f"evaluate on {s.spec.eval_data}"),
+    Stage("budgets", st.budgets),
+    Stage("publish", st.publish),
+]
+
+
+# ---- helpers of the stages above ----
+
+def task_data(s: BuildState) -> str | None:
+    """Task data for pruning and hard-attention selection: --data, else --eval-data's data set."""
+    from edgeformer.data import parse_spec
+
+    return s.spec.data or (parse_spec(s.spec.eval_data)[0] if s.spec.eval_data else None)
+
+
+def check_seq_len(loaded, seq_len: int, copy_positions: bool) -> None:
+    limit = loaded.encoder.shape.max_positions
+    if seq_len > limit and not copy_positions:
+        raise UserError(f"--seq-len {seq_len} exceeds the model's {limit} positions; use --seq-len {limit} or less, "
+                        f"or tile the position table with --attention positions=copy (best with a window)")
+
+
+def hard_layer_chooser(s: BuildState, plan):
+    """`choose()` for hard attention's `layers=auto`, or None without task data."""
+    data = task_data(s)
+    if plan.hard_layers != "auto" or data is None:
+        return None
+
+    def choose() -> list[int]:
+        from edgeformer.train.hard_attention import choose_hard_layers
+
+        loaded = s.loaded
+        layers, report = choose_hard_layers(loaded.encoder, plan.top_k, data, loaded.hf.tokenizer_file, loaded.pad_id,
+                                            s.recipe.seq_len, loaded.hf.labels)
+        loaded.source["hard_attention_selection"] = report
+        return layers
+
+    return choose
+
+
+def encoder_manifest(s: BuildState, numerics: dict):
+    """An encoder artifact's manifest (also the server flavour's)."""
+    from edgeformer import artifact as art
+
+    loaded, text, n = s.loaded, s.extra["text"], s.recipe.seq_len
+    shape = loaded.encoder.shape
+    if loaded.hf.task == "classifier":
+        outputs = [dict(name="logits", dtype="float32", shape=[1, len(loaded.hf.labels)], meaning="class logits")]
+    else:
+        outputs = [dict(name="embedding", dtype="float32", shape=[1, shape.hidden],
+                        meaning="L2-normalised mean-pooled sentence embedding")]
+    return st.new_manifest(
+        s,
+        model=dict(**loaded.source, labels=loaded.hf.labels, layers=shape.num_layers, heads=list(shape.num_heads),
+                   ffn=list(shape.ffn), hidden=shape.hidden),
+        tokenizer=dict(file=art.TOKENIZER, sha256=art.sha256_bytes(loaded.hf.tokenizer_file.read_bytes()),
+                       pad_id=text.pad_id, vocab_size=text.tok.get_vocab_size()),
+        inputs=[dict(name="input_ids", dtype="int64", shape=[1, n]), dict(name="attention_mask", dtype="int64", shape=[1, n])],
+        outputs=outputs,
+        numerics=numerics,
+        size=s.extra.get("size"),
+    )

@@ -1,0 +1,133 @@
+"""A causal LM for an on-device target: the list of stages, then the stages only LMs have.
+
+    load       bundled name, Hugging Face folder or GGUF -> fp32 reference + Decoder with its
+               KV cache (full, or a sliding-window ring with sinks); tokenizer staged
+    quantize   torchao linears and embedding table (the last token's logits only)
+    export     one method, forward(tokens [1, T], input_pos [1]), T dynamic
+    lower      XNNPACK; the cache ops and custom SDPA run as ExecuTorch kernels
+    validate   next-token logits of a prefill and decode steps: .pte vs quantized eager and fp32
+    measure    prefill/decode speed and memory where the target is
+    evaluate   optional: perplexity of the .pte beside fp32 (with --eval-data)
+    budgets    every budget, measured where it counts
+    publish    manifest + report, renamed into place (or nothing, when a budget fails)
+"""
+
+from __future__ import annotations
+
+import copy
+
+from edgeformer.pipeline import stages as st
+from edgeformer.pipeline.stages import BuildState, Stage
+
+
+def load(s: BuildState) -> None:
+    from tokenizers import Tokenizer
+
+    from edgeformer import artifact as art
+    from edgeformer.lm.numerics import NUMERICS_PROMPT
+    from edgeformer.models.causal import load_lm
+
+    window, sinks = s.spec.attention_plan().cache()
+    s.loaded = lm = load_lm(s.source, s.recipe.max_context, window, sinks, chunk=s.recipe.seq_len,
+                            portable=s.recipe.lm_ops == "portable")
+    if s.spec.eval_data is not None:
+        from edgeformer.data.janeausten import load_text
+
+        s.extra["eval_text"] = load_text(s.spec.eval_data)[1]
+    s.reference = copy.deepcopy(lm.decoder)
+    s.extra["tok"] = tok = Tokenizer.from_str(lm.tokenizer_json)
+    s.extra["prompt"] = tok.encode(NUMERICS_PROMPT).ids
+    (s.staged / art.TOKENIZER).write_text(lm.tokenizer_json, encoding="utf-8")
+    s.module = lm.decoder
+
+
+def quantize(s: BuildState) -> None:
+    from edgeformer.transforms.quantize import quantize_model
+
+    s.module = quantize_model(s.module, s.recipe, s.backend)
+    s.module.full_logits = s.reference.full_logits = False  # prefill need not project every position
+
+
+def export(s: BuildState) -> None:
+    from edgeformer.models.decoder import export_decoder
+
+    s.exported = export_decoder(copy.deepcopy(s.module))
+
+
+def validate(s: BuildState) -> None:
+    from edgeformer.lm.numerics import lm_numerics
+    from edgeformer.program import Program
+
+    s.extra["program"] = program = Program(s.lowered.pte, s.recipe.threads, causal_lm=True)  # numerics, then perplexity
+    numerics = lm_numerics(program, s.module, s.reference, s.extra["prompt"], s.loaded.decoder.shape.max_tokens_per_call)
+    s.manifest = lm_manifest(s, dict(**numerics, reference="fp32 Decoder (Hugging Face weights)"))
+
+
+def measure(s: BuildState) -> None:
+    from edgeformer import artifact as art
+    from edgeformer.lm.speed import default_lengths, measure_lm, measure_lm_eager
+
+    (s.staged / art.MANIFEST).write_text(s.manifest.to_json())  # the worker loads the staged artifact
+    prompt_len, new = default_lengths(s.manifest.generation, None, None)
+    new = min(new, s.spec.bench_iters)
+    st.measure(s, lambda: measure_lm(s.staged, s.recipe.threads, prompt_len, new),
+               lambda: measure_lm_eager(s.source, s.recipe.threads, min(prompt_len, 32), max(8, min(new, 32))))
+
+
+def evaluate(s: BuildState) -> None:
+    from edgeformer.lm.perplexity import DEFAULT_TOKENS, default_segment, evaluate_perplexity
+
+    segment = default_segment(s.manifest.generation["max_context"])
+    ids = s.extra["tok"].encode(s.extra["eval_text"]).ids
+    ppl = evaluate_perplexity(s.extra["program"], ids, DEFAULT_TOKENS, segment, reference=s.loaded.hf)
+    s.accuracy = ppl
+    s.manifest.accuracy = dict(data=s.spec.eval_data, metric="perplexity", **ppl)
+
+
+STAGES = [
+    Stage("load", load, label=lambda s: "load model"),
+    Stage("quantize", quantize, label=lambda s: f"quantize ({s.recipe.quant}, embedding {s.recipe.embedding_quant})"),
+    Stage("export", export),
+    Stage("lower", st.lower, label=lambda s: f"lower ({s.backend.name})"),
+    Stage("validate", validate, label=lambda s: "check numerics"),
+    Stage("measure", measure, label=lambda s: "measure speed and memory"),
+    Stage("evaluate", evaluate, when=lambda s: s.spec.eval_data is not None, label=lambda s: f"perplexity on {s.spec.eval_data}"),
+    Stage("budgets", st.budgets),
+    Stage("publish", st.publish),
+]
+
+
+# ---- helpers of the stages above ----
+
+def lm_manifest(s: BuildState, numerics: dict):
+    from edgeformer import artifact as art
+
+    lm, tok, recipe = s.loaded, s.extra["tok"], s.recipe
+    d = lm.decoder.shape
+    per_token = 2 * d.num_layers * d.num_kv_heads * d.head_dim * 4  # fp32 K and V, every layer
+    emb_bits = {"fp32": 32, "int8": 8, "int4": 4}[recipe.embedding_quant]
+    special = {k: v for k, v in (("bos_token", token_text(tok, lm.hf.config.bos_token_id)),
+                                 ("eos_token", token_text(tok, lm.hf.config.eos_token_id))) if v}
+    return st.new_manifest(
+        s,
+        model=dict(**lm.source, labels=None, layers=d.num_layers, heads=d.num_heads, kv_heads=d.num_kv_heads,
+                   hidden=d.hidden, ffn=d.ffn, vocab_size=d.vocab_size),
+        tokenizer=dict(file=art.TOKENIZER, sha256=art.sha256_bytes(lm.tokenizer_json.encode()), pad_id=None,
+                       vocab_size=tok.get_vocab_size()),
+        inputs=[dict(name="tokens", dtype="int64", shape=[1, f"1..{d.max_tokens_per_call}"]),
+                dict(name="input_pos", dtype="int64", shape=[1], meaning="position of the first token")],
+        outputs=[dict(name="logits", dtype="float32", shape=[1, 1, d.vocab_size], meaning="next-token logits of the last token")],
+        numerics=numerics,
+        generation=dict(
+            cache="ring" if d.window else "full", max_context=None if d.window else d.max_context,
+            window=d.window, sinks=d.sinks, max_tokens_per_call=d.max_tokens_per_call, cache_slots=d.cache_len,
+            cache_bytes_per_token=per_token, cache_mb=round(per_token * d.cache_len / 2**20, 1),
+            embedding_bytes=d.vocab_size * d.hidden * emb_bits // 8, stop_ids=lm.stop_ids,
+            chat_template=lm.chat_template, special_tokens=special, max_positions=lm.source["max_positions"],
+            ops="portable" if d.portable else "custom",
+        ),
+    )
+
+
+def token_text(tok, i) -> str | None:
+    return tok.id_to_token(i) if isinstance(i, int) else None

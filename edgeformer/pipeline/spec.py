@@ -1,0 +1,204 @@
+"""A build, as data: `BuildSpec` says what to build, for where, and how; `validate()` holds
+every check across options, so a bad combination stops before any work.
+
+The CLI and the Python API both make one; the manifest records it (with the recipe resolved
+against the target's defaults), and `edgeformer build --from manifest.json` makes it again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+from edgeformer.errors import UserError
+from edgeformer.recipe import Recipe
+from edgeformer.targets import Budgets, Target, get_target
+from edgeformer.transforms.attention import AttentionPlan, parse_attention
+
+SPEC_VERSION = 1
+KINDS = ("encoder", "causal-lm", "server")
+# Fields that say where this build writes, not what it builds: not recorded in the manifest.
+LOCAL_FIELDS = ("out", "dump")
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """One build. Recipe fields left None take the target's defaults.
+
+    Example:
+        >>> spec = BuildSpec("minilm", target="rpi5", out="out/pi", quant="8da4w")
+        >>> spec.validate().recipe().quant
+        '8da4w'
+    """
+
+    model: str  # a bundled name, a Hugging Face folder or a causal LM's .gguf
+    target: str = "host"
+    out: str | Path = "out"
+    # the recipe (None: the target's default)
+    quant: str | None = None
+    group_size: int | None = None
+    embedding_quant: str | None = None
+    seq_len: int | None = None
+    threads: int | None = None
+    attention: str | tuple[str, ...] | None = None  # see transforms/attention.py
+    max_context: int | None = None  # causal LMs: KV-cache tokens
+    lm_ops: str | None = None  # causal LMs: custom | portable
+    # compression and data
+    prune: str | None = None  # "auto" or "heads=R,ffn=R,layers=N" (encoders)
+    data: str | None = None  # task data for --prune and hard attention's layers=auto
+    eval_data: str | None = None  # accuracy (encoders) or perplexity (causal LMs) becomes a budget
+    # budgets and where they are measured
+    min_sqnr_db: float | None = None
+    max_accuracy_drop: float | None = None
+    enforce: bool = True
+    bench_iters: int = 50
+    device: str | None = None  # ssh://user@host | native | qemu-aarch64
+    fallback: str | None = None  # server-cuda without a GPU: cpu
+    dump: str | Path | None = None
+
+    def __post_init__(self):
+        if isinstance(self.attention, list):  # the CLI repeats --attention
+            object.__setattr__(self, "attention", tuple(self.attention) or None)
+
+    # ---- derived views (cheap; validate() calls each once so errors surface early) ----
+
+    def target_info(self) -> Target:
+        return get_target(self.target)
+
+    def kind(self) -> str:
+        """"causal-lm", "server" or "encoder"."""
+        from edgeformer.models.causal import is_causal_lm
+
+        if is_causal_lm(self.model):
+            return "causal-lm"
+        return "server" if self.target_info().backend == "cuda" else "encoder"
+
+    def attention_plan(self) -> AttentionPlan:
+        return parse_attention(list(self.attention) if isinstance(self.attention, tuple) else self.attention)
+
+    def recipe(self) -> Recipe:
+        """The full recipe: the target's defaults with this spec's fields over them."""
+        base = self.target_info().recipe
+        return base.with_overrides(quant=self.quant, group_size=self.group_size, embedding_quant=self.embedding_quant,
+                                   seq_len=self.seq_len, threads=self.threads, attention=self.attention_plan().describe(),
+                                   max_context=self.max_context, lm_ops=self.lm_ops)
+
+    def budgets(self) -> Budgets:
+        """The target's budgets for this kind of model, with this spec's overrides."""
+        tgt = self.target_info()
+        kind = self.kind()
+        b = tgt.lm_budgets if kind == "causal-lm" else tgt.budgets
+        if self.min_sqnr_db is not None:
+            b = replace(b, min_sqnr_db=self.min_sqnr_db)
+        if self.max_accuracy_drop is not None:
+            b = replace(b, max_accuracy_drop=self.max_accuracy_drop)
+        return b
+
+    # ---- the one place where options are checked against each other ----
+
+    def validate(self) -> BuildSpec:
+        """Every check that needs no model weights; UserError (one line) on the first problem."""
+        from edgeformer import artifact
+
+        tgt = self.target_info()
+        if not isinstance(self.model, str) or not self.model:
+            raise UserError(f"model {self.model!r}: give a bundled name (edgeformer models), a Hugging Face folder or a .gguf")
+        if self.bench_iters < 0:
+            raise UserError(f"--bench-iters {self.bench_iters}: use 0 (skip) or more timed runs")
+        artifact.check_out(Path(self.out))
+        kind = self.kind()
+        plan = self.attention_plan()
+        self.recipe()  # the Recipe checks its own fields
+        {"causal-lm": self._check_lm, "server": self._check_server, "encoder": self._check_encoder}[kind](tgt, plan)
+        if self.device is not None:
+            from edgeformer.devices import parse_device
+
+            parse_device(self.device)
+        return self
+
+    def _check_lm(self, tgt: Target, plan: AttentionPlan) -> None:
+        if tgt.lm_budgets is None:
+            raise UserError(f"target {tgt.alias} does not take causal LMs yet; use host, rpi5 or android")
+        plan.cache()
+        if self.prune is not None or self.data is not None:
+            raise UserError("--prune/--data apply to encoder classifiers; causal LMs are not pruned yet")
+        if self.fallback is not None:
+            raise UserError(f"--fallback {self.fallback} applies to --target server-cuda")
+        if self.eval_data is not None:
+            from edgeformer.data.janeausten import load_text
+
+            load_text(self.eval_data)  # a bad spec fails now, not after minutes of lowering
+
+    def _check_server(self, tgt: Target, plan: AttentionPlan) -> None:
+        from edgeformer.targets.cuda import check_quant, server_device
+
+        if self.prune or plan.describe() != "full" or self.eval_data or self.device or self.data:
+            raise UserError("target server-cuda takes a model as it is: --prune, --attention, --eval-data, --data and "
+                            "--device are for the on-device targets (host, rpi5, android)")
+        self._check_encoder_only_options()
+        check_quant(self.recipe().quant, server_device(self.fallback))
+
+    def _check_encoder(self, tgt: Target, plan: AttentionPlan) -> None:
+        from edgeformer.targets import backend_for
+
+        if self.fallback is not None:
+            raise UserError(f"--fallback {self.fallback} applies to --target server-cuda")
+        self._check_encoder_only_options()
+        plan.check_encoder()
+        cannot_run = backend_for(tgt).runs_here()
+        if cannot_run and (self.eval_data or self.prune or self.device):
+            raise UserError(f"target {tgt.alias}: --eval-data/--prune/--device need to run the .pte, and {cannot_run}")
+        if self.eval_data is not None:
+            from edgeformer.data import parse_spec
+
+            parse_spec(self.eval_data)
+        if self.data is not None:
+            from edgeformer.data import parse_spec
+
+            parse_spec(self.data)
+
+    def _check_encoder_only_options(self) -> None:
+        if self.lm_ops not in (None, "custom"):
+            raise UserError(f"--lm-ops {self.lm_ops} applies to causal LMs; {self.model} is an encoder (its ops are all core ops)")
+        if self.max_context is not None:
+            raise UserError(f"--max-context {self.max_context} applies to causal LMs; {self.model} is an encoder (use --seq-len)")
+
+    # ---- as data ----
+
+    def to_dict(self) -> dict:
+        """What the manifest records: the spec with its recipe resolved, without local paths."""
+        d = {k: v for k, v in asdict(self).items() if k not in LOCAL_FIELDS}
+        if Path(self.model).expanduser().exists():  # a folder or file: absolute, so --from works from anywhere
+            d["model"] = str(Path(self.model).expanduser().resolve())
+        d.update(self.recipe().to_dict())
+        if isinstance(d["attention"], tuple):
+            d["attention"] = "+".join(d["attention"])
+        return dict(version=SPEC_VERSION, **d)
+
+    @classmethod
+    def from_dict(cls, d: dict, **overrides) -> BuildSpec:
+        """The spec a manifest recorded; `overrides` (e.g. out=) replace fields. Unknown fields
+        are refused by name (no field is ever imported or evaluated)."""
+        d = dict(d)
+        version = d.pop("version", None)
+        if version != SPEC_VERSION:
+            raise UserError(f"build spec version {version!r}; this edgeformer reads {SPEC_VERSION}: rebuild with the options")
+        known = {f.name for f in fields(cls)} - set(LOCAL_FIELDS)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise UserError(f"build spec has unknown fields {unknown}; known: {sorted(known)}")
+        return cls(**{**d, **{k: v for k, v in overrides.items() if v is not None}})
+
+    @classmethod
+    def from_manifest(cls, path: str | Path, **overrides) -> BuildSpec:
+        """The spec of the artifact whose manifest is at `path` (a manifest.json or its folder)."""
+        from edgeformer.manifest import Manifest
+
+        p = Path(path)
+        p = p / "manifest.json" if p.is_dir() else p
+        if not p.is_file():
+            raise UserError(f"--from {str(path)!r}: no such manifest; pass an artifact's manifest.json (or its folder)")
+        m = Manifest.from_json(p.read_text(encoding="utf-8", errors="replace"), where=str(p))
+        if not m.spec:
+            raise UserError(f"{p} records no build spec (built before edgeformer recorded one); rebuild it with its options")
+        return cls.from_dict(m.spec, **overrides)

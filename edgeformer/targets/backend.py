@@ -1,0 +1,59 @@
+"""The contract every backend follows (xnnpack, vulkan, cuda): one small shape, as each of
+ExecuTorch's `backends/<name>/` has a partitioner, a quantizer config and a preprocess.
+
+    name             "xnnpack"
+    linear_configs   scheme -> (group_size -> torchao config) for nn.Linear; None entry: fp32
+    embedding_configs  the same for the token-embedding table
+    unwrap_subclasses  unwrap torchao tensor subclasses before export (ExecuTorch needs plain
+                     tensors; AOTInductor compiles the subclasses' kernels)
+    lower(ep, recipe) -> Lowered   the serialized program and what was delegated
+    runs_here()      None when a runtime on this machine can execute what `lower` makes,
+                     else the reason (validation is then structural only)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from edgeformer.errors import UserError
+
+if TYPE_CHECKING:  # kept out of `edgeformer targets` and other light commands
+    from torch.export import ExportedProgram
+
+    from edgeformer.recipe import Recipe
+    from edgeformer.validate.delegation import Delegation
+
+ConfigTable = dict[str, Callable[[int], object] | None]
+
+
+@dataclass
+class Lowered:
+    """The serialized program and what was delegated."""
+
+    pte: bytes  # the .pte (or the server package's bytes)
+    delegation: Delegation  # what ran inside the backend, what outside
+    program: ExportedProgram  # the final program (for dumps, inspection)
+
+
+class Backend(Protocol):
+    name: str
+    linear_configs: ConfigTable
+    embedding_configs: ConfigTable
+    unwrap_subclasses: bool
+
+    def lower(self, ep: ExportedProgram, recipe: Recipe) -> Lowered: ...
+
+    def runs_here(self) -> str | None: ...
+
+
+def config_for(backend: Backend, table: str, scheme: str, group_size: int):
+    """The torchao config for `scheme` in the backend's `table` ("linear" or "embedding"), or
+    None for fp32; UserError naming the schemes this backend has."""
+    configs = backend.linear_configs if table == "linear" else backend.embedding_configs
+    if scheme not in configs:
+        option = "--quant" if table == "linear" else "--embedding-quant"
+        raise UserError(f"{option} {scheme} is not available on the {backend.name} backend; use one of: {', '.join(configs)}")
+    make = configs[scheme]
+    return None if make is None else make(group_size)

@@ -1,0 +1,74 @@
+"""BuildSpec: every cross-option check in validate(), before any work; the spec as data."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgeformer.errors import UserError
+from edgeformer.pipeline import BuildSpec
+
+
+@pytest.mark.parametrize("fields,msg", [
+    (dict(target="pi"), r"unknown target 'pi'; use one of: host"),
+    (dict(quant="int3"), r"--quant 'int3' is not a known scheme; use one of: fp32, int8, 8da4w"),
+    (dict(fallback="cpu"), r"--fallback cpu applies to --target server-cuda"),
+    (dict(lm_ops="portable"), r"--lm-ops portable applies to causal LMs"),
+    (dict(max_context=64), r"--max-context 64 applies to causal LMs"),
+    (dict(attention="window=8:sinks=2"), r"sinks= applies to causal LMs' ring cache"),
+    (dict(attention="window=x"), r"window 'x' is not an integer"),
+    (dict(target="android-vulkan", eval_data="fine-foods"), r"--eval-data/--prune/--device need to run the .pte"),
+    (dict(target="server-cuda", fallback="cpu", prune="auto"), r"takes a model as it is"),
+    (dict(target="server-cuda", fallback="cpu", quant="8da4w"), r"int4 weight-only, a CUDA kernel"),
+    (dict(device="usb://x"), r"--device 'usb://x' is not one of"),
+    (dict(eval_data="nosuch-data"), r"data 'nosuch-data' is neither a file nor a built-in data set"),
+    (dict(bench_iters=-1), r"--bench-iters -1"),
+])
+def test_bad_combinations_fail_in_validate(tiny_bert, tmp_path, fields, msg):
+    with pytest.raises(UserError, match=msg):
+        BuildSpec(str(tiny_bert), out=tmp_path / "x", **fields).validate()
+    assert not (tmp_path / "x").exists()
+
+
+def test_causal_lm_checks(tiny_llama_folder, tmp_path):
+    with pytest.raises(UserError, match="causal LMs are not pruned yet"):
+        BuildSpec(str(tiny_llama_folder), out=tmp_path / "x", prune="auto").validate()
+    with pytest.raises(UserError, match="does not take causal LMs yet"):
+        BuildSpec(str(tiny_llama_folder), target="android-vulkan", out=tmp_path / "x").validate()
+    with pytest.raises(UserError, match="is not a causal-LM cache spec"):
+        BuildSpec(str(tiny_llama_folder), out=tmp_path / "x", attention="hard=top4").validate()
+    spec = BuildSpec(str(tiny_llama_folder), out=tmp_path / "x", attention="window=16:sinks=2").validate()
+    assert spec.kind() == "causal-lm" and spec.attention_plan().cache() == (16, 2)
+    assert spec.recipe().attention == "window=16:sinks=2"
+
+
+def test_a_bad_out_is_refused_before_any_work(tiny_bert, tmp_path):
+    f = tmp_path / "a-file"
+    f.write_text("mine")
+    with pytest.raises(UserError, match="exists and is not an edgeformer artifact"):
+        BuildSpec(str(tiny_bert), out=f).validate()
+    d = tmp_path / "notes"
+    d.mkdir()
+    (d / "x.txt").write_text("keep")
+    with pytest.raises(UserError, match="exists and is not an edgeformer artifact"):
+        BuildSpec(str(tiny_bert), out=d).validate()
+    assert f.read_text() == "mine" and (d / "x.txt").read_text() == "keep"
+
+
+def test_spec_round_trips_as_data(tiny_bert, tmp_path):
+    spec = BuildSpec(str(tiny_bert), target="rpi5", out=tmp_path / "x", quant="8da4w", attention=("window=8", "hard=top2:layers=1"))
+    d = spec.to_dict()
+    assert d["version"] == 1 and "out" not in d and "dump" not in d
+    assert d["threads"] == 4 and d["seq_len"] == 128 and d["attention"] == "window=8+hard=top2:layers=1"  # resolved recipe
+    again = BuildSpec.from_dict(d, out=tmp_path / "y")
+    assert again.to_dict() == d and again.recipe() == spec.recipe()
+    with pytest.raises(UserError, match=r"build spec has unknown fields \['exec'\]"):
+        BuildSpec.from_dict({**d, "exec": "rm -rf /"})
+    with pytest.raises(UserError, match="build spec version 7"):
+        BuildSpec.from_dict({**d, "version": 7})
+
+
+def test_python_api_names_unknown_options(tiny_bert, tmp_path):
+    import edgeformer
+
+    with pytest.raises(UserError, match=r"build\(\) got an unknown option .*quantization.*known: target, out, quant"):
+        edgeformer.build(str(tiny_bert), "host", tmp_path / "x", quantization="int8")

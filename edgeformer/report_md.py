@@ -59,7 +59,8 @@ def render(m: Manifest) -> str:
     ]
     for b in m.budgets:
         st = {True: "pass", False: "**FAIL**", None: "not checked"}[b["passed"]]
-        lines.append(f"| {b['name']} | {b['limit']} {b['unit']} | {_fmt(b['measured'])} | {b['where']} | {st} |")
+        limit = "-" if b["limit"] is None else f"{b['limit']} {b['unit']}"
+        lines.append(f"| {b['name']} | {limit} | {_fmt(b['measured'])} | {b['where']} | {st} |")
     meas = m.measurements or {}
     lines += ["", "## Latency and memory", "", f"Measured {_where(meas.get('measured_on'))}."
               if meas.get("measured_on") else f"Not measured: {meas.get('reason', 'no measurement')}."]

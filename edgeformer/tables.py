@@ -43,7 +43,8 @@ def budgets_table(manifest: Manifest) -> Table:
         t.add_column(col)
     for b in manifest.budgets:
         measured = "-" if b["measured"] is None else f"{b['measured']:.2f} {b['unit']}"
-        t.add_row(b["name"], f"{b['limit']} {b['unit']}", measured, b["where"], _status(b["passed"]))
+        limit = "-" if b["limit"] is None else f"{b['limit']} {b['unit']}"
+        t.add_row(b["name"], limit, measured, b["where"], _status(b["passed"]))
     return t
 
 

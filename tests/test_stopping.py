@@ -187,10 +187,11 @@ def test_a_stop_while_printing_neither_repeats_nor_cuts_a_line(tmp_path):
     rc, err, seconds = _script(tmp_path, """
         from rich.console import Console
         console, i = Console(stderr=True), 0
-        print("ready", file=sys.stderr)
         while True:
             console.print(f"line {i}")
             i += 1
+            if i == 200:
+                print("ready", file=sys.stderr)
     """)
     _check_stopped(rc, err, seconds, signal.SIGTERM, "test", tmp_path / "OUT")
     numbers = [int(s.split()[1]) for s in err if s.startswith("line ")]

@@ -429,8 +429,9 @@ def _stream(a, text: str, max_new_tokens: int, sampling, chat: bool, threads: in
             if not as_json:
                 sys.stdout.write(piece)
                 sys.stdout.flush()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM through stopping.guard (Stopped carries its exit code)
         stats.stopped = "interrupted"
+        code = getattr(e, "exit_code", 130)
     seconds = time.perf_counter() - t0
     if as_json:
         _emit(dict(text="".join(pieces), prompt_tokens=stats.prompt_tokens, cut_tokens=stats.cut_tokens,
@@ -445,7 +446,7 @@ def _stream(a, text: str, max_new_tokens: int, sampling, chat: bool, threads: in
         # the native threadpool's join at exit after an interrupt).
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(130)
+        os._exit(code)
 
 
 def main() -> None:

@@ -21,11 +21,11 @@ either published whole (the stop line then says so) or not at all.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -88,11 +88,20 @@ def unregister(path: Path) -> None:
 
 
 def make_staging_dir(parent: Path, prefix: str, suffix: str = ".tmp") -> Path:
-    """`tempfile.mkdtemp` in `parent`, registered in the same step (a stop cannot fall between);
-    `Stopped` instead once a stop was requested."""
+    """A new folder PREFIX<random>SUFFIX in `parent`, registered in the same step (a stop cannot
+    fall between); `Stopped` instead once a stop was requested. Made with the umask's mode, not
+    mkdtemp's 0700: it is renamed into place as the published folder."""
     with _deferred():
         check()
-        path = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+        for _ in range(100):
+            path = Path(parent) / f"{prefix}{secrets.token_hex(4)}{suffix}"
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise FileExistsError(f"no free staging folder name {prefix}*{suffix} in {parent}")
         register(path)
     check()  # a signal during the creation (the guard removes what is registered)
     return path

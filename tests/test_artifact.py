@@ -3,6 +3,9 @@ never outlive their build, a publish replaces an earlier artifact whole."""
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 from conftest import SEQ, run_cli
 
@@ -77,6 +80,18 @@ def test_commit_replaces_an_artifact_whole(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [artifact.MANIFEST] and (out / artifact.MANIFEST).read_text() == "2"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["OUT"]  # no .OUT.old, no .OUT.*.tmp
     stopping._reset()  # forget the publishes recorded for the stop line
+
+
+def test_a_published_folder_has_the_umasks_mode(tmp_path):
+    """Not mkdtemp's 0700: an artifact is for others to read (a server, a device sync)."""
+    old = os.umask(0o022)
+    try:
+        with artifact.staging(tmp_path / "OUT") as tmp:
+            artifact.commit(tmp, tmp_path / "OUT")
+    finally:
+        os.umask(old)
+        stopping._reset()
+    assert stat.S_IMODE((tmp_path / "OUT").stat().st_mode) == 0o755
 
 
 @pytest.mark.parametrize("make", [_file, _foreign_folder])

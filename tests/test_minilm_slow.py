@@ -26,9 +26,13 @@ def test_default_host_build_meets_every_budget(builds):
     assert m.passed, m.failed_budgets()
     by = {b["name"]: b for b in m.budgets}
     accuracy = by.pop("max_accuracy_drop")
+    latency = by.pop("max_latency_ms_p50")  # host is an unknown machine: recorded, the ratio below is its budget
+    assert latency["limit"] is None and latency["measured"] > 0 and latency["where"] == "host"
     assert all(b["passed"] is True for b in by.values())  # host measures everything else
+    assert by["min_speedup_vs_eager"]["measured"] >= 2.5 and m.measurements["memory_measured_by"]
     assert accuracy["passed"] is None and accuracy["where"] == "no eval data"
-    assert m.recipe == dict(quant="int8", group_size=32, embedding_quant="int8", seq_len=128, threads=2)
+    assert m.recipe == dict(quant="int8", group_size=32, embedding_quant="int8", seq_len=128, threads=2, attention="full",
+                            max_context=None, lm_ops="custom")
     assert m.numerics["sqnr_db"] >= 20
 
 

@@ -170,9 +170,9 @@ def test_a_swallowed_stop_still_ends_the_process(tmp_path):
     rc, err, seconds = _script(tmp_path, """
         with artifact.staging(out) as tmp:
             (tmp / "model.pte").write_bytes(b"half")
-            print("ready", file=sys.stderr)
             while True:
                 try:
+                    print("ready", file=sys.stderr)
                     time.sleep(10)
                 except KeyboardInterrupt:
                     pass
@@ -181,21 +181,19 @@ def test_a_swallowed_stop_still_ends_the_process(tmp_path):
     assert seconds >= stopping.GRACE_S, "the watchdog ended it before the main thread had its grace"
 
 
-def test_a_stop_while_printing_neither_repeats_nor_cuts_a_line(tmp_path):
-    """The handler waits until rich's print is done (the watchdog asks again): an exception
-    inside it would print its buffer a second time on the way out."""
+def test_a_stop_while_printing_does_not_repeat_the_line(tmp_path):
+    """The stop lands just after rich wrote a line, before it cleared its buffer (the reader
+    saw the line): raising there would print the line again on the way out. The handler
+    waits until the print is over (the watchdog asks again); without that, 5 runs in 6 repeat."""
     rc, err, seconds = _script(tmp_path, """
         from rich.console import Console
-        console, i = Console(stderr=True), 0
-        while True:
-            console.print(f"line {i}")
-            i += 1
-            if i == 200:
-                print("ready", file=sys.stderr)
+        console = Console(stderr=True)
+        with console.status("working…"):
+            console.print("[green]ready[/]")
+            time.sleep(10)
     """)
     _check_stopped(rc, err, seconds, signal.SIGTERM, "test", tmp_path / "OUT")
-    numbers = [int(s.split()[1]) for s in err if s.startswith("line ")]
-    assert numbers == list(range(len(numbers))) and len(numbers) > 0, err[-5:]
+    assert err.count("ready\n") == 1, err
 
 
 def test_commit_is_refused_after_a_stop(tmp_path):
@@ -203,16 +201,17 @@ def test_commit_is_refused_after_a_stop(tmp_path):
     rc, err, seconds = _script(tmp_path, """
         with artifact.staging(out) as tmp:
             (tmp / "manifest.json").write_text("{}")
-            print("ready", file=sys.stderr)
             try:
+                print("ready", file=sys.stderr)
                 time.sleep(10)
             except KeyboardInterrupt:
                 pass
+            print("committing", file=sys.stderr)
             artifact.commit(tmp, out)
             print("published", file=sys.stderr)
     """, sig=signal.SIGINT)
     _check_stopped(rc, err, seconds, signal.SIGINT, "test", tmp_path / "OUT")
-    assert "published\n" not in err
+    assert "committing\n" in err and "published\n" not in err
 
 
 def test_a_stop_after_publishing_says_what_was_written(tmp_path):

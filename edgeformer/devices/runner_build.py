@@ -21,8 +21,8 @@ from pathlib import Path
 
 from edgeformer.artifact import commit
 from edgeformer.errors import UserError
+from edgeformer.resources import runtime_dir
 
-SOURCES = Path(__file__).resolve().parents[2] / "runtimes" / "cpp"
 # arch -> (wheel platform tag, C++ compiler when cross-compiling, Debian package giving it)
 ARCHES = {
     "x86_64": ("manylinux_2_28_x86_64", "x86_64-linux-gnu-g++", "g++-x86-64-linux-gnu"),
@@ -58,8 +58,7 @@ def build_runner(arch: str, out: Path | None = None, ndk: Path | None = None, lo
         raise UserError(_android_message(ndk))
     if arch not in ARCHES:
         raise UserError(f"--arch {arch!r} is not supported; use one of: {', '.join([*ARCHES, ANDROID])}")
-    if not (SOURCES / "CMakeLists.txt").is_file():
-        raise UserError(f"the runner's sources are not at {SOURCES}; install edgeformer from a source checkout (pip install -e .)")
+    sources = runtime_dir("cpp")  # runtimes/cpp in a checkout, edgeformer/_runtimes/cpp in a wheel
     cmake = shutil.which("cmake")
     if cmake is None:
         raise UserError("cmake is not installed; install it (apt-get install cmake, or pip install cmake) and retry")
@@ -73,10 +72,10 @@ def build_runner(arch: str, out: Path | None = None, ndk: Path | None = None, lo
     work = Path(tempfile.mkdtemp(prefix="edgeformer-runner-"))
     log_file = work / "build.log"
     try:
-        configure = [cmake, "-S", str(SOURCES), "-B", str(work / "build"), f"-DEXECUTORCH_ROOT={root}",
+        configure = [cmake, "-S", str(sources), "-B", str(work / "build"), f"-DEXECUTORCH_ROOT={root}",
                      f"-DEDGEFORMER_RUNNER_VERSION={version('edgeformer')}+executorch-{version('executorch')}"]
         if cross:
-            configure += [f"-DCMAKE_TOOLCHAIN_FILE={SOURCES / f'toolchain-{arch}.cmake'}"]
+            configure += [f"-DCMAKE_TOOLCHAIN_FILE={sources / f'toolchain-{arch}.cmake'}"]
         stage = work / "install"
         for step, cmd in (("configure", configure), ("compile", [cmake, "--build", str(work / "build"), "-j", "2"]),
                           ("install", [cmake, "--install", str(work / "build"), "--prefix", str(stage)])):

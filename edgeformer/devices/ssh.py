@@ -23,8 +23,9 @@ from pathlib import Path
 
 from edgeformer.artifact import MANIFEST, TOKENIZER, Artifact, sha256_file
 from edgeformer.devices.device import Device, check_ops, needs_python, parse_runner_output, with_measured_on
-from edgeformer.devices.runner_build import BINARY, SOURCES, ensure_runner
+from edgeformer.devices.runner_build import BINARY, ensure_runner
 from edgeformer.errors import UserError
+from edgeformer.resources import runtime_dir
 
 ARCH_NAMES = {"aarch64": "aarch64", "arm64": "aarch64", "x86_64": "x86_64", "amd64": "x86_64"}
 DEFAULT_DIR = ".cache/edgeformer-device"  # relative to the remote home
@@ -80,7 +81,7 @@ def run_over_ssh(device: Device, a: Artifact, args: list[str], inputs: Path | No
 
 def _python_worker(device, base: str, log) -> list[str]:
     """Install runtimes/python/edgeformer_worker.py on the device; the command that runs it."""
-    worker = SOURCES.parent / "python" / WORKER
+    worker = runtime_dir("python") / WORKER
     remote = f"{base}/workers/{sha256_file(worker)[:16]}"
     _install(device, worker.parent, [WORKER], remote, log, "the Python worker")
     return [device.python, f"{remote}/{WORKER}"]

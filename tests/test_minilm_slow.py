@@ -29,7 +29,7 @@ def test_default_host_build_meets_every_budget(builds):
     latency = by.pop("max_latency_ms_p50")  # host is an unknown machine: recorded, the ratio below is its budget
     assert latency["limit"] is None and latency["measured"] > 0 and latency["where"] == "host"
     assert all(b["passed"] is True for b in by.values())  # host measures everything else
-    assert by["min_speedup_vs_eager"]["measured"] >= 2.5 and m.measurements["memory_measured_by"]
+    assert by["min_speedup_vs_eager"]["measured"] >= 2.0 and m.measurements["memory_measured_by"]
     assert accuracy["passed"] is None and accuracy["where"] == "no eval data"
     assert m.recipe == dict(quant="int8", group_size=32, embedding_quant="int8", seq_len=128, threads=2, attention="full",
                             max_context=None, lm_ops="custom")

@@ -66,7 +66,10 @@ TARGETS: dict[str, Target] = {
             arch="x86_64",
             backend="xnnpack",
             recipe=Recipe(quant="int8", embedding_quant="int8", seq_len=128, threads=2),
-            budgets=Budgets(max_pte_mb=32, max_latency_ms_p50=None, max_peak_memory_mb=512, min_speedup_vs_eager=2.5),
+            # int8 MiniLM measured 6.2x eager on an AMD EPYC and 2.8x on an Intel Xeon (bench_quant.py):
+            # 2x leaves room for CPUs where XNNPACK's int8 kernels are weakest, and still fails a
+            # broken lowering (the plain export flow measured 0.9x).
+            budgets=Budgets(max_pte_mb=32, max_latency_ms_p50=None, max_peak_memory_mb=512, min_speedup_vs_eager=2.0),
             measure_here=True,
             lm_budgets=Budgets(max_pte_mb=256, max_latency_ms_p50=None, max_peak_memory_mb=1024, min_sqnr_db=15.0,
                                min_lowering_sqnr_db=15.0, max_accuracy_drop=None, max_perplexity_increase_pct=5.0,

@@ -208,8 +208,11 @@ def runner_memory(state: BuildState, python: dict) -> dict:
         r = run_on_device(parse_device("native"), a, runner_args(a, state.recipe.threads, 2, 5))
     except UserError as e:
         return dict(memory_measured_by=f"python runtime (the C++ runner failed: {e})")
-    return dict(python_peak_rss_mb=python["peak_rss_mb"], peak_rss_mb=r["peak_rss_mb"],
-                memory_measured_by="C++ runner (runtimes/cpp)", runner_latency_ms_p50=r.get("latency_ms_p50"))
+    # every memory field from one place (the runner); the Python runtime's beside them, named so
+    return dict(python_peak_rss_mb=python["peak_rss_mb"], python_model_memory_mb=python.get("model_memory_mb"),
+                peak_rss_mb=r["peak_rss_mb"], runtime_baseline_rss_mb=r["runtime_baseline_rss_mb"],
+                model_memory_mb=r["model_memory_mb"], memory_measured_by="C++ runner (runtimes/cpp)",
+                runner_latency_ms_p50=r.get("latency_ms_p50"))
 
 
 # ---- facts for the manifest ----

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -26,18 +25,10 @@ def log(msg: str) -> None:
 
 
 def cpu_line() -> str:
-    """`CPU: <model name>, <n> cores.` for a table's caption."""
+    """`CPU: <model name>, <n> cores.` for a table's caption (the name the manifests record)."""
+    from edgeformer.validate.latency import cpu_model
+
     return f"CPU: {cpu_model()}, {os.cpu_count()} cores."
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # ---- measuring: every contender in its own fresh process ----

@@ -33,6 +33,7 @@ class Manifest:
     generation: dict | None = None  # causal LMs: cache layout, stop ids, chat template
     devices: list | None = None  # `bench --device` runs: the runner's numbers + where they were measured
     spec: dict | None = None  # pipeline.BuildSpec.to_dict(): what `build --from` rebuilds
+    quantization: dict | None = None  # scheme, method, and what each quantized module became
     created: str = ""
     schema_version: int = SCHEMA_VERSION
     notes: list = field(default_factory=list)
@@ -62,7 +63,8 @@ class Manifest:
                 "rebuild the artifact with this version of edgeformer"
             )
         names = {f.name for f in fields(cls)}
-        missing = sorted(n for n in names if n not in d and n not in ("created", "notes", "accuracy", "generation", "devices", "spec"))
+        optional = ("created", "notes", "accuracy", "generation", "devices", "spec", "quantization")
+        missing = sorted(n for n in names if n not in d and n not in optional)
         if missing:
             raise UserError(f"{where} lacks {missing}; rebuild the artifact with `edgeformer build`")
         return cls(**{k: v for k, v in d.items() if k in names})

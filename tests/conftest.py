@@ -147,6 +147,68 @@ def make_tiny_llama(path: Path, seed: int = 0, chat: bool = True) -> Path:
     return path
 
 
+def make_tiny_gguf(path: Path, kind: str = "Q4_1", seed: int = 0, tie: bool = True) -> Path:
+    """Save a tiny random Llama as a GGUF file the way llama.cpp writes one: q/k rows permuted
+    for its RoPE layout, linears as `kind` (Q4_0 or Q4_1) with skewed groups (a per-group
+    offset, as real models have), the token table as Q8_0, a 256-token byte-level vocab."""
+    import gguf
+    import numpy as np
+    import transformers as tf
+    from gguf import GGMLQuantizationType as Q
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    cfg = tf.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=256, eos_token_id=1, bos_token_id=0,
+                         tie_word_embeddings=tie)
+    m = tf.LlamaForCausalLM(cfg).eval()
+    w = gguf.GGUFWriter(str(path), "llama")
+    for add, value in ((w.add_context_length, 256), (w.add_embedding_length, 64), (w.add_block_count, 2),
+                       (w.add_feed_forward_length, 128), (w.add_head_count, 4), (w.add_head_count_kv, 2),
+                       (w.add_rope_freq_base, 10000.0), (w.add_layer_norm_rms_eps, 1e-6), (w.add_rope_dimension_count, 16),
+                       (w.add_tokenizer_model, "gpt2"), (w.add_token_types, [3, 3] + [1] * 254),
+                       (w.add_token_scores, [0.0] * 256), (w.add_token_merges, []), (w.add_bos_token_id, 0),
+                       (w.add_eos_token_id, 1)):
+        add(value)
+    w.add_token_list(["<s>", "</s>"] + [chr(i) if 33 <= i < 127 else chr(0x100 + i) for i in range(2, 256)])
+    linear = getattr(Q, kind)
+
+    def put(name, t, qtype=None, heads=None):
+        a = t.detach().float().numpy()
+        if heads:  # llama.cpp's convert-time q/k permutation
+            a = a.reshape(heads, 2, a.shape[0] // heads // 2, *a.shape[1:]).swapaxes(1, 2).reshape(a.shape)
+        if qtype is None:
+            w.add_tensor(name, a.astype(np.float32))
+            return
+        if qtype != Q.Q8_0:
+            a = a + np.repeat(rng.normal(0, 0.02, (a.shape[0], a.shape[1] // 32)), 32, axis=1).astype(np.float32)
+        w.add_tensor(name, gguf.quants.quantize(a, qtype), raw_dtype=qtype)
+
+    put("token_embd.weight", m.model.embed_tokens.weight, Q.Q8_0)
+    put("output_norm.weight", m.model.norm.weight)
+    if not tie:
+        put("output.weight", m.lm_head.weight, linear)
+    for i, layer in enumerate(m.model.layers):
+        att, mlp = layer.self_attn, layer.mlp
+        put(f"blk.{i}.attn_norm.weight", layer.input_layernorm.weight)
+        put(f"blk.{i}.ffn_norm.weight", layer.post_attention_layernorm.weight)
+        put(f"blk.{i}.attn_q.weight", att.q_proj.weight, linear, heads=4)
+        put(f"blk.{i}.attn_k.weight", att.k_proj.weight, linear, heads=2)
+        for theirs, mod in (("attn_v", att.v_proj), ("attn_output", att.o_proj), ("ffn_gate", mlp.gate_proj),
+                            ("ffn_up", mlp.up_proj), ("ffn_down", mlp.down_proj)):
+            put(f"blk.{i}.{theirs}.weight", mod.weight, linear)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory) -> Path:
+    return make_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny-q4_1.gguf")
+
+
 @pytest.fixture(scope="session")
 def tiny_llama_folder(tmp_path_factory):
     return make_tiny_llama(tmp_path_factory.mktemp("llama"))

@@ -14,10 +14,13 @@ NUMERICS_PROMPT = "The quick brown fox jumps over the lazy dog. On the edge, a s
 NUMERICS_STEPS = 16
 
 
-def lm_numerics(program, quantized, reference, prompt: list[int], chunk: int) -> dict:
+def lm_numerics(program, quantized, reference, prompt: list[int], chunk: int, capacity: int | None = None) -> dict:
     """Next-token logits after a prefill of `prompt` and NUMERICS_STEPS decode steps (the
     `.pte`'s greedy tokens fed to all three): `.pte` vs the quantized eager model (what
-    lowering changed) and vs fp32 (everything), with top-1 agreement."""
+    lowering changed) and vs fp32 (everything), with top-1 agreement. `capacity`: a full
+    cache's tokens (prompt and steps are cut to fit; None for a ring cache)."""
+    if capacity is not None:
+        prompt = prompt[:max(1, min(len(prompt), capacity // 2, capacity - NUMERICS_STEPS))]
     from edgeformer._quiet import native_stderr_silenced
 
     quantized, reference = copy.deepcopy(quantized), copy.deepcopy(reference)
@@ -26,7 +29,8 @@ def lm_numerics(program, quantized, reference, prompt: list[int], chunk: int) ->
         steps = {"pte": program, "exported": quantized, "fp32": reference}
         for k, step in steps.items():
             outs[k].append(prefill(step, prompt, chunk)[0, -1])
-        for i in range(NUMERICS_STEPS):
+        steps_left = NUMERICS_STEPS if capacity is None else min(NUMERICS_STEPS, capacity - len(prompt))
+        for i in range(steps_left):
             tok = torch.tensor([[int(outs["pte"][-1].argmax())]])
             for k, step in steps.items():
                 outs[k].append(step(tok, torch.tensor([len(prompt) + i]))[0, -1])

@@ -44,7 +44,12 @@ def load(s: BuildState) -> None:
 def quantize(s: BuildState) -> None:
     from edgeformer.transforms.quantize import quantize_model
 
-    s.module = quantize_model(s.module, s.recipe, s.backend)
+    gguf = None
+    if s.recipe.quant == "gguf":
+        from edgeformer.models.gguf import GGUFWeights
+
+        gguf = GGUFWeights(s.loaded.source["path"])
+    s.module = quantize_model(s.module, s.recipe, s.backend, gguf)
     s.module.full_logits = s.reference.full_logits = False  # prefill need not project every position
 
 
@@ -59,8 +64,11 @@ def validate(s: BuildState) -> None:
     from edgeformer.program import Program
 
     s.extra["program"] = program = Program(s.lowered.pte, s.recipe.threads, causal_lm=True)  # numerics, then perplexity
-    numerics = lm_numerics(program, s.module, s.reference, s.extra["prompt"], s.loaded.decoder.shape.max_tokens_per_call)
+    shape = s.loaded.decoder.shape
+    numerics = lm_numerics(program, s.module, s.reference, s.extra["prompt"], shape.max_tokens_per_call,
+                           None if shape.window else shape.max_context)
     s.manifest = lm_manifest(s, dict(**numerics, reference="fp32 Decoder (Hugging Face weights)"))
+    s.manifest.quantization = quantization_record(s)
 
 
 def measure(s: BuildState) -> None:
@@ -127,6 +135,18 @@ def lm_manifest(s: BuildState, numerics: dict):
             ops="portable" if d.portable else "custom",
         ),
     )
+
+
+def quantization_record(s: BuildState) -> dict:
+    """manifest.quantization: the scheme, and with --quant gguf what each module became."""
+    plan = getattr(s.module, "quantization_plan", None)
+    rec = dict(scheme=s.recipe.quant, embedding=s.recipe.embedding_quant)
+    if plan:
+        counts: dict[str, int] = {}
+        for v in plan.values():
+            counts[v] = counts.get(v, 0) + 1
+        rec.update(method="GGUF codes and scales kept as shipped", summary=counts, modules=plan)
+    return rec
 
 
 def token_text(tok, i) -> str | None:

@@ -108,13 +108,22 @@ class BuildSpec:
         artifact.check_out(Path(self.out))
         kind = self.kind()
         plan = self.attention_plan()
-        self.recipe()  # the Recipe checks its own fields
+        if self.recipe().quant == "gguf" and not self._gguf_source():  # the Recipe checks its own fields
+            raise UserError(f"--quant gguf keeps a GGUF causal LM's own 4-bit grid, and {self.model!r} is not a GGUF "
+                            f"model; use --quant int8 or 8da4w")
         {"causal-lm": self._check_lm, "server": self._check_server, "encoder": self._check_encoder}[kind](tgt, plan)
         if self.device is not None:
             from edgeformer.devices import parse_device
 
             parse_device(self.device)
         return self
+
+    def _gguf_source(self) -> bool:
+        if self.kind() != "causal-lm":
+            return False
+        from edgeformer.models.causal import resolve_lm
+
+        return resolve_lm(self.model)[2] is not None
 
     def _check_lm(self, tgt: Target, plan: AttentionPlan) -> None:
         if tgt.lm_budgets is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch.export import ExportedProgram
 
+from edgeformer.errors import UserError
 from edgeformer.recipe import Recipe
 from edgeformer.targets.backend import Lowered
 from edgeformer.validate.delegation import summarize_delegation
@@ -63,6 +64,7 @@ class Xnnpack:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
 
+        refuse_zero_points(ep)
         edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
         # Quant fusion turns torchao's dequantize_affine + embedding into the quantized gather
         # kernels (quantized_decomposed::embedding_byte / embedding_4bit).
@@ -74,6 +76,41 @@ class Xnnpack:
 
     def runs_here(self) -> str | None:
         return None  # the pip runtime registers XnnpackBackend on every CPU
+
+
+def refuse_zero_points(ep: ExportedProgram) -> None:
+    """UserError when a linear's weights carry nonzero zero points: XNNPACK in ExecuTorch 1.5.1
+    serializes per-group and per-channel weights with scales only (zero point fixed at 8 for
+    4-bit, 0 for 8-bit), so such a program lowers silently wrong (docs/int4-on-xnnpack.md).
+    Checked on the exported program, before any lowering work."""
+    for node in ep.graph.nodes:
+        if node.op != "call_function" or "dequantize_affine" not in str(node.target) or len(node.args) < 4:
+            continue
+        if not any(u.op == "call_function" and "linear" in str(u.target) for u in node.users):
+            continue  # embeddings take zero points (quantized_decomposed::embedding_*)
+        found = _weight_constant(ep, node.args[3])
+        if found is not None and bool((found[1] != 0).any()):
+            raise UserError(f"{found[0]}: weights with nonzero zero points (asymmetric quantization) would lower wrongly "
+                            f"on XNNPACK, which keeps scales only; quantize symmetrically (--quant 8da4w) or keep a "
+                            f"GGUF's grid with --quant gguf")
+
+
+def _weight_constant(ep: ExportedProgram, node) -> tuple[str, torch.Tensor] | None:
+    """(name, value) of a constant the graph reads: a lifted parameter/buffer (torchao's unwrapped
+    form) or a field of a tensor-subclass parameter; None for anything computed (an activation's
+    dynamic quantization parameters)."""
+    sig = ep.graph_signature
+    where = {**sig.inputs_to_parameters, **sig.inputs_to_buffers, **sig.inputs_to_lifted_tensor_constants}
+    consts = {**ep.state_dict, **ep.constants}
+    if getattr(node, "op", None) == "placeholder" and where.get(node.name) in consts:
+        name = where[node.name]
+        return name.split(".parametrizations")[0], consts[name]
+    if getattr(node, "op", None) == "call_function" and "access_subclass_inner_tensor" in str(node.target):
+        owner, field = node.args
+        name = where.get(getattr(owner, "name", None))
+        if name in consts and hasattr(consts[name], field):
+            return name, getattr(consts[name], field)
+    return None
 
 
 XNNPACK = Xnnpack()

@@ -1,43 +1,69 @@
 """torchao quantization of an eager model (encoder or decoder), in the form the target's
 backend expects: the scheme -> torchao config tables live with each backend (targets/).
+
+`--quant gguf` keeps a GGUF causal LM's own codes (transforms/gguf_grid.py) and quantizes
+only what is left with int8; every other scheme lets torchao choose the quantization.
 """
 
 from __future__ import annotations
 
 from torch import nn
 from torchao.quantization import quantize_
-from torchao.utils import unwrap_tensor_subclass
+from torchao.utils import TorchAOBaseTensor, unwrap_tensor_subclass
 
 from edgeformer.errors import UserError
 from edgeformer.recipe import GROUP_SIZES, Recipe
 from edgeformer.targets.backend import Backend, config_for
+from edgeformer.transforms.gguf_grid import GroupSumCorrected
+
+GGUF_FALLBACK = "int8"  # --quant gguf: the scheme of linears whose blocks cannot stay on their grid
 
 
-def quantize_model(model: nn.Module, recipe: Recipe, backend: Backend | None = None) -> nn.Module:
+def quantize_model(model: nn.Module, recipe: Recipe, backend: Backend | None = None, gguf=None) -> nn.Module:
     """Quantize `model` in place per the recipe with `backend`'s configs (default XNNPACK),
-    and unwrap tensor subclasses for export where the backend needs plain tensors."""
+    and unwrap tensor subclasses for export where the backend needs plain tensors.
+
+    With `recipe.quant == "gguf"`, `gguf` (a `models.gguf.GGUFWeights`) gives the codes; the
+    plan of what each module became is left in `model.quantization_plan`."""
     if backend is None:
         from edgeformer.targets.xnnpack import XNNPACK
 
         backend = XNNPACK
+    plan: dict[str, str] = {}
+    if recipe.quant == "gguf":
+        if gguf is None or backend.name != "xnnpack":
+            raise UserError(f"--quant gguf needs a GGUF causal LM on the xnnpack backend (got {backend.name}"
+                            f"{', no GGUF file' if gguf is None else ''}); use --quant int8 or 8da4w")
+        from edgeformer.transforms.gguf_grid import keep_grid
+
+        plan = keep_grid(model, gguf)
+        recipe = recipe.with_overrides(quant=GGUF_FALLBACK)
     lin = config_for(backend, "linear", recipe.quant, recipe.group_size)
     emb = config_for(backend, "embedding", recipe.embedding_quant, recipe.group_size)
+    keep = {id(m.correction) for m in model.modules() if isinstance(m, GroupSumCorrected)}  # fp32 by design
+
+    def todo(kind: type):
+        return lambda m, fqn: isinstance(m, kind) and not isinstance(m.weight, TorchAOBaseTensor) and id(m) not in keep
+
     if lin is not None:
         if recipe.quant == "8da4w":
-            _check_group_size(model, nn.Linear, "in_features", recipe)
-        quantize_(model, lin, filter_fn=lambda m, fqn: isinstance(m, nn.Linear))
+            _check_group_size(model, nn.Linear, "in_features", recipe, todo(nn.Linear))
+        quantize_(model, lin, filter_fn=todo(nn.Linear))
     if emb is not None:
         if recipe.embedding_quant == "int4":
-            _check_group_size(model, nn.Embedding, "embedding_dim", recipe)
-        quantize_(model, emb, filter_fn=lambda m, fqn: isinstance(m, nn.Embedding))
-    if (lin is not None or emb is not None) and backend.unwrap_subclasses:
+            _check_group_size(model, nn.Embedding, "embedding_dim", recipe, todo(nn.Embedding))
+        quantize_(model, emb, filter_fn=todo(nn.Embedding))
+    if plan:
+        plan = {k: v.replace("fallback", GGUF_FALLBACK if k != "embed" else recipe.embedding_quant) for k, v in plan.items()}
+        model.quantization_plan = plan
+    if (lin is not None or emb is not None or plan) and backend.unwrap_subclasses:
         unwrap_tensor_subclass(model)
     return model
 
 
-def _check_group_size(model: nn.Module, kind: type, dim_attr: str, recipe: Recipe) -> None:
+def _check_group_size(model: nn.Module, kind: type, dim_attr: str, recipe: Recipe, todo) -> None:
     for name, m in model.named_modules():
-        if isinstance(m, kind):
+        if todo(m, name):
             k = getattr(m, dim_attr)
             if k % recipe.group_size:
                 valid = [g for g in GROUP_SIZES if k % g == 0]

@@ -151,3 +151,18 @@ def test_ctrl_c_stops_the_stream_cleanly(ring_lm):
         p.kill()
     assert p.returncode == 130, err.decode()
     assert b"(interrupted)" in err and b"Traceback" not in err
+
+
+def test_a_gguf_builds_on_its_own_grid(tiny_gguf, tiny_llama_folder, tmp_path):
+    r = edgeformer.build(str(tiny_gguf), "host", tmp_path / "grid", quant="gguf", max_context=64, bench_iters=0)
+    m = r.manifest
+    q = m.quantization
+    assert q["scheme"] == "gguf" and q["modules"]["layers.0.down"] == "Q4_1 -> 4-bit groups + group-sum correction (exact)"
+    assert q["summary"]["Q8_0 -> int8 groups of 32 (exact)"] == 1 and q["modules"]["lm_head"] == "Q8_0 -> int8"
+    outside = set(m.delegation["non_delegated_ops"])
+    assert not any("linear" in op or "mm" in op or "mean" in op for op in outside)  # corrections run in XNNPACK too
+    assert m.numerics["sqnr_db_vs_exported"] > 30 and m.numerics["sqnr_db"] > 25  # vs the dequantized GGUF in fp32
+    assert json.loads((tmp_path / "grid" / "manifest.json").read_text())["quantization"]["scheme"] == "gguf"
+    with pytest.raises(edgeformer.UserError, match=r"--quant gguf keeps a GGUF causal LM's own 4-bit grid, and .* is not a GGUF"):
+        edgeformer.build(str(tiny_llama_folder), "host", tmp_path / "no", quant="gguf")
+    assert not (tmp_path / "no").exists()

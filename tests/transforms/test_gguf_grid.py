@@ -1,0 +1,110 @@
+"""--quant gguf: GGUF blocks read as shipped, kept on their grid, lowered exactly to XNNPACK."""
+
+import copy
+
+import gguf
+import numpy as np
+import pytest
+import torch
+from torch.export import Dim
+
+from edgeformer.errors import UserError
+from edgeformer.models.causal import load_lm
+from edgeformer.models.gguf import GGUFWeights, decode
+from edgeformer.recipe import Recipe
+from edgeformer.targets.xnnpack import lower
+from edgeformer.transforms.gguf_grid import GroupSumCorrected, keep_grid, on_grid_linear
+from edgeformer.transforms.quantize import quantize_model
+from edgeformer.validate.numerics import sqnr_db
+
+
+def _skewed(rows=64, cols=256, seed=0):
+    rng = np.random.default_rng(seed)
+    offset = np.repeat(rng.normal(0, 0.05, (rows, cols // 32)), 32, axis=1)  # groups not centred on 0
+    return (rng.normal(0, 0.02, (rows, cols)) + offset).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["Q4_0", "Q4_1", "Q8_0"])
+def test_blocks_decode_as_ggml_dequantizes(kind):
+    w = _skewed()
+    qtype = getattr(gguf.GGMLQuantizationType, kind)
+    raw = gguf.quants.quantize(w, qtype)
+    blocks = decode(kind, raw, w.shape[0])
+    assert blocks.codes.shape == w.shape and blocks.scale.shape == (64, 8)
+    np.testing.assert_array_equal(blocks.dequantize(), gguf.quants.dequantize(raw, qtype))  # the gguf package's own decoder
+
+
+def test_unread_block_types_are_named():
+    with pytest.raises(UserError, match=r"GGUF block type Q6_K is not read by edgeformer; read: Q4_0, Q4_1, Q8_0.*K-quants"):
+        decode("Q6_K", np.zeros((1, 210), np.uint8), 1)
+
+
+@pytest.mark.parametrize("kind", ["Q4_0", "Q4_1"])
+def test_an_on_grid_linear_lowers_to_what_the_gguf_file_says(kind):
+    w = _skewed()
+    qtype = getattr(gguf.GGMLQuantizationType, kind)
+    blocks = decode(kind, gguf.quants.quantize(w, qtype), 64)
+    dequantized = torch.from_numpy(blocks.dequantize())
+    lin = on_grid_linear(blocks, None).eval()
+    assert isinstance(lin, GroupSumCorrected) == (kind == "Q4_1" or bool((blocks.scale < 0).any()))
+    x = torch.randn(1, 5, 256)
+    exact = x @ dequantized.T
+    main = lin.main if isinstance(lin, GroupSumCorrected) else lin
+    main.weight.activation_quantization = None  # weight-only: the module's weights are the file's, exactly
+    torch.testing.assert_close(lin(x), exact, atol=1e-5, rtol=1e-5)
+    main.weight.activation_quantization = "int8_asym_per_token"  # as lowered: int8 dynamic activations
+    from torchao.utils import unwrap_tensor_subclass
+
+    unwrap_tensor_subclass(lin)
+    ep = torch.export.export(lin, (x,), dynamic_shapes=({1: Dim("T", min=1, max=64)},), strict=False)
+    low = lower(ep, Recipe())
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(low.pte).load_method("forward")
+    for t in (1, 5, 64):
+        xt = torch.randn(1, t, 256)
+        got = method.execute([xt])[0]
+        assert sqnr_db(ep.module()(xt), got) > 40  # lowering changed nothing (asymmetric 8da4w: ~3 dB)
+        assert sqnr_db(xt @ dequantized.T, got) > 30  # only the int8 activations differ from the fp32 file
+    assert low.delegation.non_delegated_ops == {} and low.delegation.delegated_subgraphs == 1
+
+
+def test_asymmetric_weights_are_refused_before_lowering():
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, MappingType, PerGroup, quantize_
+    from torchao.utils import unwrap_tensor_subclass
+
+    lin = torch.nn.Linear(64, 16)
+    with torch.no_grad():
+        lin.weight.copy_(torch.from_numpy(_skewed(16, 64)))
+    quantize_(lin, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(32),
+                                                         weight_mapping_type=MappingType.ASYMMETRIC))
+    unwrap_tensor_subclass(lin)
+    ep = torch.export.export(lin, (torch.randn(1, 64),))
+    with pytest.raises(UserError, match=r"nonzero zero points .* would lower wrongly on XNNPACK"):
+        lower(ep, Recipe())
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_gguf):
+    return load_lm(str(tiny_gguf), 64)
+
+
+def test_the_grid_decoder_is_the_gguf_model(tiny_lm, tiny_gguf):
+    dec = copy.deepcopy(tiny_lm.decoder)
+    plan = keep_grid(dec, GGUFWeights(tiny_gguf))
+    assert plan["layers.1.q"].startswith("Q4_1 -> 4-bit") and plan["embed"].startswith("Q8_0 -> int8 groups of 32")
+    assert plan["lm_head"] == "Q8_0 -> fallback"  # tied to the Q8_0 table: no 8-bit groups in XNNPACK's linears
+    for m in dec.modules():
+        if hasattr(getattr(m, "weight", None), "activation_quantization"):
+            m.weight.activation_quantization = None  # weight-only, to compare the weights themselves
+    ids = torch.tensor([[5, 60, 7, 200, 9]])
+    with torch.no_grad():
+        torch.testing.assert_close(dec(ids, torch.tensor([0])), tiny_lm.hf(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_quantize_model_records_what_each_module_became(tiny_lm, tiny_gguf):
+    dec = quantize_model(copy.deepcopy(tiny_lm.decoder), Recipe(quant="gguf"), gguf=GGUFWeights(tiny_gguf))
+    plan = dec.quantization_plan
+    assert plan["lm_head"] == "Q8_0 -> int8" and len(plan) == 2 * 7 + 2
+    with pytest.raises(UserError, match="--quant gguf needs a GGUF causal LM"):
+        quantize_model(copy.deepcopy(tiny_lm.decoder), Recipe(quant="gguf"))

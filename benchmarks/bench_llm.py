@@ -3,6 +3,9 @@ same GGUF file, and transformers eager fp32.
 
   edgeformer-int8   `edgeformer build smollm2-135m --target host` (int8 linears and
                     embedding, full KV cache of 1024 tokens)
+  edgeformer-gguf   `... --quant gguf`: the GGUF's own Q4_1 codes and scales in XNNPACK's
+                    4-bit kernels plus the group-sum correction, its Q8_0 table as the
+                    embedding, the tied head at int8
   llama.cpp-Q4_1    llama-cpp-python on the shipped SmolLM2-135M-Instruct.Q4_1.gguf,
                     n_threads=2, n_threads_batch=2
   hf-eager-fp32     transformers LlamaForCausalLM from the same GGUF, dequantized, with its
@@ -18,7 +21,10 @@ llama.cpp the whole GGUF (the tied embedding is the output projection) plus its 
 eager fp32 every parameter. Then memory over a long generation: the sliding-window build
 (`--attention window=256:sinks=4`) decodes 2048 tokens, resident memory sampled every 256.
 
-    python benchmarks/bench_llm.py --work out/llm-bench [--llama-python /path/to/python]
+    python benchmarks/bench_llm.py --work out/llm-bench [--llama-python /path/to/python] [--skip-eager] [--skip-ring]
+
+`--skip-ring` leaves out the long generation and writes results/llm-4bit.{md,json} instead
+of results/llm.{md,json}.
 
 llama-cpp-python is in the `bench` extra (it compiles llama.cpp from source, ~4 minutes);
 `--llama-python` points at another interpreter that has it.
@@ -150,6 +156,7 @@ def main() -> None:
     ap.add_argument("--inner", type=int, default=2, help="timed rounds inside each process")
     ap.add_argument("--llama-python", default=sys.executable)
     ap.add_argument("--skip-eager", action="store_true")
+    ap.add_argument("--skip-ring", action="store_true", help="no long generation; results go to llm-4bit.*")
     ap.add_argument("--worker", choices=["llama", "hf"], help=argparse.SUPPRESS)
     ap.add_argument("--ids", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--new", type=int, default=NEW, help=argparse.SUPPRESS)
@@ -167,11 +174,16 @@ def main() -> None:
     gguf = gguf_path()
     (a.work / "gguf_path.txt").write_text(str(gguf))
     full = build(a.work / "smol-int8")
-    ring = build(a.work / "smol-ring", "--attention", "window=256:sinks=4")
+    grid = build(a.work / "smol-gguf", "--quant", "gguf")
     me = Path(__file__).resolve()
+
+    def edge(art: Path) -> dict:
+        return dict(cmd=["-m", "edgeformer.lm.speed", str(art), "--threads", str(THREADS), "--prompt-tokens", str(PROMPT),
+                         "--new-tokens", str(NEW), "--rounds", str(a.inner), "--prompt-ids", str(ids_file)])
+
     rows = {
-        "edgeformer-int8": dict(cmd=["-m", "edgeformer.lm.speed", str(full), "--threads", str(THREADS), "--prompt-tokens",
-                                     str(PROMPT), "--new-tokens", str(NEW), "--rounds", str(a.inner), "--prompt-ids", str(ids_file)]),
+        "edgeformer-int8": edge(full),
+        "edgeformer-gguf": edge(grid),
         "llama.cpp-Q4_1": dict(cmd=[str(me), "--worker", "llama", "--ids", str(ids_file), "--inner", str(a.inner),
                                     "--work", str(a.work)], python=a.llama_python),
     }
@@ -185,11 +197,13 @@ def main() -> None:
             x = runs[name][-1]
             log(f"round {rnd + 1}: {name} prefill {x['prefill_tokens_per_s']:.0f} tok/s, decode {x['decode_tokens_per_s']:.1f} tok/s")
     bw = statistics.median(x["bandwidth_gb_s"] for x in runs["edgeformer-int8"])
-    manifest = json.loads((full / "manifest.json").read_text())
+    manifests = {"edgeformer-int8": json.loads((full / "manifest.json").read_text()),
+                 "edgeformer-gguf": json.loads((grid / "manifest.json").read_text())}
+    manifest = manifests["edgeformer-int8"]
     for name in rows:
         for f in FIELDS:
             rows[name][f] = statistics.median(x[f] for x in runs[name])
-        rows[name]["bytes_per_token"] = bytes_per_token(name, rows, manifest, gguf)
+        rows[name]["bytes_per_token"] = bytes_per_token(name, rows, manifests.get(name, manifest), gguf)
         rows[name]["floor_tokens_per_s"] = bw * 1e9 / rows[name]["bytes_per_token"]
     decode = {k: [x["decode_tokens_per_s"] for x in v] for k, v in runs.items()}
     prefill_s = {k: [x["prefill_tokens_per_s"] for x in v] for k, v in runs.items()}
@@ -202,9 +216,15 @@ def main() -> None:
         lines.append(f"| {name} | {r['prefill_tokens_per_s']:.0f} | {r['time_to_first_token_ms']:.0f} | {r['decode_tokens_per_s']:.1f} | "
                      f"{r['bytes_per_token'] / 1e6:.0f} | {r['floor_tokens_per_s']:.0f} | "
                      f"{r['decode_tokens_per_s'] / r['floor_tokens_per_s']:.0%} | {r['peak_rss_mb']:.0f} | {r['model_memory_mb']:.0f} |")
-    lines += ["", "edgeformer-int8 tokens/s over llama.cpp-Q4_1's, per round back to back: decode "
-              f"{round_ratio(decode, 'edgeformer-int8', 'llama.cpp-Q4_1'):.2f}x, prefill "
-              f"{round_ratio(prefill_s, 'edgeformer-int8', 'llama.cpp-Q4_1'):.2f}x"]
+    lines.append("")
+    for name in ("edgeformer-int8", "edgeformer-gguf"):
+        lines.append(f"{name} tokens/s over llama.cpp-Q4_1's, per round back to back: decode "
+                     f"{round_ratio(decode, name, 'llama.cpp-Q4_1'):.2f}x, prefill "
+                     f"{round_ratio(prefill_s, name, 'llama.cpp-Q4_1'):.2f}x; .pte {manifests[name]['pte']['bytes'] / 2**20:.1f} MiB")
+    if a.skip_ring:
+        write_results(RESULTS, "llm-4bit", "\n".join(lines) + "\n", dict(rows=without(rows, "cmd", "python"), runs=runs))
+        return
+    ring = build(a.work / "smol-ring", "--attention", "window=256:sinks=4")
     log("long generation with the sliding-window cache …")
     long = run(["-m", "edgeformer.lm.speed", str(ring), "--threads", str(THREADS), "--prompt-tokens", str(PROMPT),
                 "--new-tokens", "2048", "--rounds", "1", "--prompt-ids", str(ids_file)])

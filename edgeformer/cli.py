@@ -60,7 +60,7 @@ def build(
     out: Path = typer.Option(..., "--out", "-o", help="Artifact folder to write (replaced whole if it is an artifact)."),
     from_manifest: Path = typer.Option(None, "--from", help="Rebuild what this manifest.json (or artifact folder) records; "
                                                             "options given here replace its fields."),
-    quant: str = typer.Option(None, "--quant", help="fp32 | int8 | 8da4w (default: the target's)."),
+    quant: str = typer.Option(None, "--quant", help="fp32 | int8 | 8da4w | gguf (a GGUF LM on its own grid) (default: the target's)."),
     group_size: int = typer.Option(None, "--group-size", help="Group size for 4-bit weights (default 32)."),
     embedding_quant: str = typer.Option(None, "--embedding-quant", help="fp32 | int8 | int4 for the embedding table."),
     seq_len: int = typer.Option(None, "--seq-len", help="Static sequence length to export (default: the target's); "

@@ -58,6 +58,9 @@ def inspect_tables(manifest: Manifest, size: dict[str, int], timing: dict | None
     info.add_row("outputs", ", ".join(f"{o['name']} {o['dtype']}{o['shape']}" for o in manifest.outputs))
     if m.get("attention"):
         info.add_row("attention", ", ".join(f"{i}: {k}" for i, k in enumerate(m["attention"]["layers"])))
+    q = manifest.quantization or {}
+    if q.get("summary"):  # --quant gguf: what each kind of module became
+        info.add_row("quantization", "; ".join(f"{count} × {what}" for what, count in q["summary"].items()))
     if n.get("sqnr_db") is None:
         info.add_row("numerics", f"not run: {n.get('reason', 'no numerics')}")
     else:

@@ -114,6 +114,8 @@ def lm_manifest(s: BuildState, numerics: dict):
     d = lm.decoder.shape
     per_token = 2 * d.num_layers * d.num_kv_heads * d.head_dim * 4  # fp32 K and V, every layer
     emb_bits = {"fp32": 32, "int8": 8, "int4": 4}[recipe.embedding_quant]
+    if getattr(s.module, "quantization_plan", {}).get("embed", "").startswith("Q8_0 -> int8 groups"):
+        emb_bits = 8 + 32 / 32  # int8 codes and an fp32 scale per 32
     special = {k: v for k, v in (("bos_token", token_text(tok, lm.hf.config.bos_token_id)),
                                  ("eos_token", token_text(tok, lm.hf.config.eos_token_id))) if v}
     return st.new_manifest(
@@ -130,7 +132,7 @@ def lm_manifest(s: BuildState, numerics: dict):
             cache="ring" if d.window else "full", max_context=None if d.window else d.max_context,
             window=d.window, sinks=d.sinks, max_tokens_per_call=d.max_tokens_per_call, cache_slots=d.cache_len,
             cache_bytes_per_token=per_token, cache_mb=round(per_token * d.cache_len / 2**20, 1),
-            embedding_bytes=d.vocab_size * d.hidden * emb_bits // 8, stop_ids=lm.stop_ids,
+            embedding_bytes=int(d.vocab_size * d.hidden * emb_bits // 8), stop_ids=lm.stop_ids,
             chat_template=lm.chat_template, special_tokens=special, max_positions=lm.source["max_positions"],
             ops="portable" if d.portable else "custom",
         ),

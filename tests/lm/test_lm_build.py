@@ -153,7 +153,7 @@ def test_ctrl_c_stops_the_stream_cleanly(ring_lm):
     assert b"(interrupted)" in err and b"Traceback" not in err
 
 
-def test_a_gguf_builds_on_its_own_grid(tiny_gguf, tiny_llama_folder, tmp_path):
+def test_a_gguf_builds_on_its_own_grid(tiny_gguf, tiny_llama_folder, tmp_path, capsys):
     r = edgeformer.build(str(tiny_gguf), "host", tmp_path / "grid", quant="gguf", max_context=64, bench_iters=0)
     m = r.manifest
     q = m.quantization
@@ -163,6 +163,8 @@ def test_a_gguf_builds_on_its_own_grid(tiny_gguf, tiny_llama_folder, tmp_path):
     assert not any("linear" in op or "mm" in op or "mean" in op for op in outside)  # corrections run in XNNPACK too
     assert m.numerics["sqnr_db_vs_exported"] > 30 and m.numerics["sqnr_db"] > 25  # vs the dequantized GGUF in fp32
     assert json.loads((tmp_path / "grid" / "manifest.json").read_text())["quantization"]["scheme"] == "gguf"
+    code, out, _ = run_cli(["inspect", str(tmp_path / "grid"), "--no-profile"], capsys)
+    assert code == 0 and "quantization" in out and "Q8_0" in out
     with pytest.raises(edgeformer.UserError, match=r"--quant gguf keeps a GGUF causal LM's own 4-bit grid, and .* is not a GGUF"):
         edgeformer.build(str(tiny_llama_folder), "host", tmp_path / "no", quant="gguf")
     assert not (tmp_path / "no").exists()

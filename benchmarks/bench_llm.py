@@ -128,8 +128,8 @@ def hf_worker(gguf: str, ids: list[int], new: int, rounds: int) -> dict:
     return dict(r, model_memory_mb=r["peak_rss_mb"] - base, runtime_baseline_rss_mb=base)
 
 
-def run(cmd: list[str], python: str = sys.executable) -> dict:
-    return run_json([python, *cmd], timeout=None, cwd=ROOT)
+def run(cmd: list[str], python: str = sys.executable, omp_threads: int = THREADS) -> dict:
+    return run_json([python, *cmd], timeout=None, cwd=ROOT, omp_threads=omp_threads)
 
 
 def build(out: Path, *args: str) -> Path:
@@ -168,6 +168,8 @@ def main() -> None:
 
     import numpy as np
 
+    from edgeformer.lm.speed import LM_OMP_THREADS  # the parent has edgeformer; a llama.cpp worker may not
+
     a.work.mkdir(parents=True, exist_ok=True)
     ids_file = a.work / "prompt_ids.json"
     ids_file.write_text(json.dumps(np.random.default_rng(0).integers(0, VOCAB, PROMPT).tolist()))
@@ -179,7 +181,8 @@ def main() -> None:
 
     def edge(art: Path) -> dict:
         return dict(cmd=["-m", "edgeformer.lm.speed", str(art), "--threads", str(THREADS), "--prompt-tokens", str(PROMPT),
-                         "--new-tokens", str(NEW), "--rounds", str(a.inner), "--prompt-ids", str(ids_file)])
+                         "--new-tokens", str(NEW), "--rounds", str(a.inner), "--prompt-ids", str(ids_file)],
+                    omp_threads=LM_OMP_THREADS)
 
     rows = {
         "edgeformer-int8": edge(full),
@@ -193,7 +196,7 @@ def main() -> None:
     runs = {k: [] for k in rows}
     for rnd in range(a.rounds):
         for name, r in rows.items():
-            runs[name].append(run(r["cmd"], r.get("python", sys.executable)))
+            runs[name].append(run(r["cmd"], r.get("python", sys.executable), r.get("omp_threads", THREADS)))
             x = runs[name][-1]
             log(f"round {rnd + 1}: {name} prefill {x['prefill_tokens_per_s']:.0f} tok/s, decode {x['decode_tokens_per_s']:.1f} tok/s")
     bw = statistics.median(x["bandwidth_gb_s"] for x in runs["edgeformer-int8"])
@@ -222,7 +225,7 @@ def main() -> None:
                      f"{round_ratio(decode, name, 'llama.cpp-Q4_1'):.2f}x, prefill "
                      f"{round_ratio(prefill_s, name, 'llama.cpp-Q4_1'):.2f}x; .pte {manifests[name]['pte']['bytes'] / 2**20:.1f} MiB")
     if a.skip_ring:
-        write_results(RESULTS, "llm-4bit", "\n".join(lines) + "\n", dict(rows=without(rows, "cmd", "python"), runs=runs))
+        write_results(RESULTS, "llm-4bit", "\n".join(lines) + "\n", dict(rows=without(rows, "cmd", "python", "omp_threads"), runs=runs))
         return
     ring = build(a.work / "smol-ring", "--attention", "window=256:sinks=4")
     log("long generation with the sliding-window cache …")
@@ -232,7 +235,7 @@ def main() -> None:
     lines += ["", f"sliding-window cache (window 256 + 4 sinks, {ring_slots(ring)} slots), 2048 generated tokens: resident MiB by "
               "tokens " + ", ".join(f"{t}: {m:.0f}" for t, m in curve) + f"; peak {long['peak_rss_mb']:.0f} MiB, "
               f"decode {long['decode_tokens_per_s']:.1f} tok/s"]
-    write_results(RESULTS, "llm", "\n".join(lines) + "\n", dict(rows=without(rows, "cmd", "python"), runs=runs, long=long))
+    write_results(RESULTS, "llm", "\n".join(lines) + "\n", dict(rows=without(rows, "cmd", "python", "omp_threads"), runs=runs, long=long))
 
 
 def ring_slots(art: Path) -> int:

@@ -41,11 +41,11 @@ def run_worker(args: list[str]) -> dict:
     return run_json_worker(args, THREADS, f"worker {' '.join(args)}", cwd=ROOT)
 
 
-def run_json(cmd: list[str], timeout: float | None = 1800, cwd: Path | None = None) -> dict:
-    """Any command (the C++ runner, another interpreter) with OMP_NUM_THREADS=THREADS; its last
-    JSON line on stdout, or exit with the command's last stderr line."""
+def run_json(cmd: list[str], timeout: float | None = 1800, cwd: Path | None = None, omp_threads: int = THREADS) -> dict:
+    """Any command (the C++ runner, another interpreter) with OMP_NUM_THREADS=omp_threads (default
+    THREADS); its last JSON line on stdout, or exit with the command's last stderr line."""
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                       env={**os.environ, "OMP_NUM_THREADS": str(THREADS)})
+                       env={**os.environ, "OMP_NUM_THREADS": str(omp_threads)})
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     if p.returncode != 0 or not lines:
         raise SystemExit(f"worker {cmd[:3]} failed: {(p.stderr.strip().splitlines() or ['no output'])[-1]}")

@@ -25,6 +25,12 @@ from pathlib import Path
 from edgeformer.errors import UserError
 from edgeformer.validate.latency import peak_rss_mb, percentile, rss_mb, run_json_worker, worker_main
 
+# libtorch's OpenMP pool runs the LLM custom ops (update_cache, custom_sdpa) between XNNPACK's
+# calls; at two threads beside XNNPACK's two it oversubscribes a 2-core machine. SmolLM2 gguf,
+# 2 cores, 32 tokens, 4 processes each: OMP_NUM_THREADS=1 101-113 tok/s, =2 79-85 or 35 at
+# random per process. (torch.set_num_threads(1) in the process does not do the same: 46-54.)
+LM_OMP_THREADS = 1
+
 
 def measure_bandwidth(threads: int, mib: int = 256, reps: int = 5) -> float:
     """Memory bandwidth in GB/s (bytes read + written by a large copy), best of `reps`."""
@@ -148,7 +154,7 @@ def default_lengths(generation: dict, prompt: int | None, new: int | None) -> tu
 def measure_lm(path: Path, threads: int, prompt: int = 128, new: int = 128, rounds: int = 3, timeout: float = 1200) -> dict:
     args = ["-m", "edgeformer.lm.speed", str(path), "--threads", str(threads), "--prompt-tokens", str(prompt),
             "--new-tokens", str(new), "--rounds", str(rounds)]
-    return run_json_worker(args, threads, f"benchmark of {path}", timeout)
+    return run_json_worker(args, threads, f"benchmark of {path}", timeout, omp_threads=LM_OMP_THREADS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -136,13 +136,15 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def run_json_worker(args: list[str], threads: int, what: str, timeout: float = 600, cwd: Path | None = None) -> dict:
+def run_json_worker(args: list[str], threads: int, what: str, timeout: float = 600, cwd: Path | None = None,
+                    omp_threads: int | None = None) -> dict:
     """Run `python ARGS` in a fresh process with `threads` threads; its last JSON line on stdout.
 
     Every timed contender goes through here (`measure`, benchmarks/), so each is measured
-    alike: own process, same thread settings.
+    alike: own process, same thread settings. `omp_threads` (default `threads`) sizes
+    libtorch's OpenMP pool, which a `.pte` uses only through the LLM custom ops.
     """
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(omp_threads or threads)}
     proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:

@@ -33,17 +33,13 @@ class Blocks:
     """One GGUF matrix [rows, cols] as codes and per-block parameters (rows = output features).
 
     `codes` are int16 [rows, cols], `scale` and `minimum` fp32 [rows, cols // 32]; `minimum` is
-    None for the symmetric types. `bits` is 4 or 8; `zero` is the code that means 0 for the
-    symmetric types (8 for Q4_0, 0 for Q8_0)."""
+    None for the symmetric types. `zero` is the code that means 0 for the symmetric types
+    (8 for Q4_0, 0 for Q8_0)."""
 
     kind: str
     codes: np.ndarray
     scale: np.ndarray
     minimum: np.ndarray | None
-
-    @property
-    def bits(self) -> int:
-        return 8 if self.kind == "Q8_0" else 4
 
     @property
     def zero(self) -> int:
@@ -99,13 +95,6 @@ class GGUFWeights:
 
     def kind(self, name: str) -> str:
         return self._tensor(name).tensor_type.name
-
-    def kinds(self) -> dict[str, int]:
-        """How many tensors of each block type the file holds."""
-        out: dict[str, int] = {}
-        for t in self._tensors.values():
-            out[t.tensor_type.name] = out.get(t.tensor_type.name, 0) + 1
-        return out
 
     def blocks(self, name: str) -> Blocks | None:
         """The tensor's blocks, or None for a float tensor (F32/F16: nothing to keep)."""

@@ -109,12 +109,13 @@ STAGES = [
 
 def lm_manifest(s: BuildState, numerics: dict):
     from edgeformer import artifact as art
+    from edgeformer.transforms.gguf_grid import EMBED_ON_GRID
 
     lm, tok, recipe = s.loaded, s.extra["tok"], s.recipe
     d = lm.decoder.shape
     per_token = 2 * d.num_layers * d.num_kv_heads * d.head_dim * 4  # fp32 K and V, every layer
     emb_bits = {"fp32": 32, "int8": 8, "int4": 4}[recipe.embedding_quant]
-    if getattr(s.module, "quantization_plan", {}).get("embed", "").startswith("Q8_0 -> int8 groups"):
+    if getattr(s.module, "quantization_plan", {}).get("embed") == EMBED_ON_GRID:
         emb_bits = 8 + 32 / 32  # int8 codes and an fp32 scale per 32
     special = {k: v for k, v in (("bos_token", token_text(tok, lm.hf.config.bos_token_id)),
                                  ("eos_token", token_text(tok, lm.hf.config.eos_token_id))) if v}

@@ -83,25 +83,26 @@ def refuse_zero_points(ep: ExportedProgram) -> None:
     serializes per-group and per-channel weights with scales only (zero point fixed at 8 for
     4-bit, 0 for 8-bit), so such a program lowers silently wrong (docs/int4-on-xnnpack.md).
     Checked on the exported program, before any lowering work."""
+    sig = ep.graph_signature
+    where = {**sig.inputs_to_parameters, **sig.inputs_to_buffers, **sig.inputs_to_lifted_tensor_constants}
+    consts = {**ep.state_dict, **ep.constants}
     for node in ep.graph.nodes:
         if node.op != "call_function" or "dequantize_affine" not in str(node.target) or len(node.args) < 4:
             continue
         if not any(u.op == "call_function" and "linear" in str(u.target) for u in node.users):
             continue  # embeddings take zero points (quantized_decomposed::embedding_*)
-        found = _weight_constant(ep, node.args[3])
+        found = _weight_constant(node.args[3], where, consts)
         if found is not None and bool((found[1] != 0).any()):
             raise UserError(f"{found[0]}: weights with nonzero zero points (asymmetric quantization) would lower wrongly "
                             f"on XNNPACK, which keeps scales only; quantize symmetrically (--quant 8da4w) or keep a "
                             f"GGUF's grid with --quant gguf")
 
 
-def _weight_constant(ep: ExportedProgram, node) -> tuple[str, torch.Tensor] | None:
-    """(name, value) of a constant the graph reads: a lifted parameter/buffer (torchao's unwrapped
-    form) or a field of a tensor-subclass parameter; None for anything computed (an activation's
-    dynamic quantization parameters)."""
-    sig = ep.graph_signature
-    where = {**sig.inputs_to_parameters, **sig.inputs_to_buffers, **sig.inputs_to_lifted_tensor_constants}
-    consts = {**ep.state_dict, **ep.constants}
+def _weight_constant(node, where: dict, consts: dict) -> tuple[str, torch.Tensor] | None:
+    """(name, value) of a constant the graph reads (`where`: placeholder -> state name, `consts`:
+    name -> tensor): a lifted parameter/buffer (torchao's unwrapped form) or a field of a
+    tensor-subclass parameter; None for anything computed (an activation's dynamic
+    quantization parameters)."""
     if getattr(node, "op", None) == "placeholder" and where.get(node.name) in consts:
         name = where[node.name]
         return name.split(".parametrizations")[0], consts[name]

@@ -38,6 +38,7 @@ LINEARS = {"q": "attn_q", "k": "attn_k", "v": "attn_v", "o": "attn_output",
            "gate": "ffn_gate", "up": "ffn_up", "down": "ffn_down"}
 # the GGUF block types a linear layer keeps on their grid
 ON_GRID = ("Q4_0", "Q4_1")
+EMBED_ON_GRID = "Q8_0 -> int8 groups of 32 (exact)"  # the plan's entry for a table kept as shipped
 
 
 class GroupSumCorrected(nn.Module):
@@ -124,10 +125,11 @@ def _int4_groups(codes: np.ndarray, scale: np.ndarray) -> IntxUnpackedToInt8Tens
         IntxUnpackedToInt8TensorActivationQuantization.INT8_ASYM_PER_TOKEN)
 
 
-def keep_grid(decoder: nn.Module, weights: GGUFWeights) -> dict:
+def keep_grid(decoder: nn.Module, weights: GGUFWeights, linear_fallback: str = "fallback",
+              embedding_fallback: str = "fallback") -> dict:
     """Replace the decoder's linears and embedding table whose GGUF blocks can stay on their
     grid; returns {module name: what it became} for every module looked at (the others are
-    left in fp32 for the recipe's fallback scheme)."""
+    left in fp32, named in the plan by the scheme the caller will quantize them with)."""
     shape = decoder.shape
     plan: dict[str, str] = {}
     for i, layer in enumerate(decoder.layers):
@@ -137,21 +139,21 @@ def keep_grid(decoder: nn.Module, weights: GGUFWeights) -> dict:
             if blocks is not None and mine in ("q", "k"):  # undo llama.cpp's RoPE row order
                 heads = shape.num_heads if mine == "q" else shape.num_kv_heads
                 blocks = blocks.permute_rows(unpermute_rope_rows(blocks.codes.shape[0], heads))
-            plan[name] = _replace_linear(layer, mine, blocks, weights.kind(f"blk.{i}.{theirs}.weight"))
+            plan[name] = _replace_linear(layer, mine, blocks, weights.kind(f"blk.{i}.{theirs}.weight"), linear_fallback)
     emb = weights.blocks("token_embd.weight")
     if emb is not None and emb.kind == "Q8_0":
         decoder.embed = grid_embedding(emb)
-        plan["embed"] = "Q8_0 -> int8 groups of 32 (exact)"
+        plan["embed"] = EMBED_ON_GRID
     else:
-        plan["embed"] = f"{weights.kind('token_embd.weight')} -> fallback"
+        plan["embed"] = f"{weights.kind('token_embd.weight')} -> {embedding_fallback}"
     head = "output.weight" if "output.weight" in weights.names() else "token_embd.weight"
-    plan["lm_head"] = _replace_linear(decoder, "lm_head", weights.blocks(head), weights.kind(head))
+    plan["lm_head"] = _replace_linear(decoder, "lm_head", weights.blocks(head), weights.kind(head), linear_fallback)
     return plan
 
 
-def _replace_linear(parent: nn.Module, attr: str, blocks: Blocks | None, kind: str) -> str:
+def _replace_linear(parent: nn.Module, attr: str, blocks: Blocks | None, kind: str, fallback: str) -> str:
     if blocks is None or blocks.kind not in ON_GRID:
-        return f"{kind} -> fallback"
+        return f"{kind} -> {fallback}"
     new = on_grid_linear(blocks, getattr(parent, attr).bias)
     setattr(parent, attr, new)
     return f"{kind} -> 4-bit groups{' + group-sum correction' if isinstance(new, GroupSumCorrected) else ''} (exact)"

@@ -14,7 +14,7 @@ from torchao.utils import TorchAOBaseTensor, unwrap_tensor_subclass
 from edgeformer.errors import UserError
 from edgeformer.recipe import GROUP_SIZES, Recipe
 from edgeformer.targets.backend import Backend, config_for
-from edgeformer.transforms.gguf_grid import GroupSumCorrected
+from edgeformer.transforms.gguf_grid import GroupSumCorrected, keep_grid
 
 GGUF_FALLBACK = "int8"  # --quant gguf: the scheme of linears whose blocks cannot stay on their grid
 
@@ -34,9 +34,7 @@ def quantize_model(model: nn.Module, recipe: Recipe, backend: Backend | None = N
         if gguf is None or backend.name != "xnnpack":
             raise UserError(f"--quant gguf needs a GGUF causal LM on the xnnpack backend (got {backend.name}"
                             f"{', no GGUF file' if gguf is None else ''}); use --quant int8 or 8da4w")
-        from edgeformer.transforms.gguf_grid import keep_grid
-
-        plan = keep_grid(model, gguf)
+        plan = keep_grid(model, gguf, GGUF_FALLBACK, recipe.embedding_quant)
         recipe = recipe.with_overrides(quant=GGUF_FALLBACK)
     lin = config_for(backend, "linear", recipe.quant, recipe.group_size)
     emb = config_for(backend, "embedding", recipe.embedding_quant, recipe.group_size)
@@ -54,7 +52,6 @@ def quantize_model(model: nn.Module, recipe: Recipe, backend: Backend | None = N
             _check_group_size(model, nn.Embedding, "embedding_dim", recipe, todo(nn.Embedding))
         quantize_(model, emb, filter_fn=todo(nn.Embedding))
     if plan:
-        plan = {k: v.replace("fallback", GGUF_FALLBACK if k != "embed" else recipe.embedding_quant) for k, v in plan.items()}
         model.quantization_plan = plan
     if (lin is not None or emb is not None or plan) and backend.unwrap_subclasses:
         unwrap_tensor_subclass(model)

@@ -63,8 +63,10 @@ def build(
     quant: str = typer.Option(None, "--quant", help="fp32 | int8 | 8da4w | gguf (a GGUF LM on its own grid) (default: the target's)."),
     group_size: int = typer.Option(None, "--group-size", help="Group size for 4-bit weights (default 32)."),
     embedding_quant: str = typer.Option(None, "--embedding-quant", help="fp32 | int8 | int4 for the embedding table."),
-    seq_len: int = typer.Option(None, "--seq-len", help="Static sequence length to export (default: the target's); "
+    seq_len: int = typer.Option(None, "--seq-len", help="Longest sequence the .pte takes (default: the target's); "
                                                         "causal LMs with a window: the prefill chunk."),
+    lengths: str = typer.Option(None, "--lengths", help="Encoders: auto (default) | dynamic (each text at its own length, "
+                                                        "up to --seq-len) | static (padded to --seq-len)."),
     max_context: int = typer.Option(None, "--max-context", help="Causal LMs: KV-cache tokens, prompt + reply (default 1024)."),
     threads: int = typer.Option(None, "--threads", help="CPU threads at run time (default: the target's)."),
     min_sqnr: float = typer.Option(None, "--min-sqnr", help="Override the target's numerics budget (dB)."),
@@ -94,7 +96,7 @@ def build(
 
     given = dict(target=target, quant=quant, group_size=group_size, embedding_quant=embedding_quant, seq_len=seq_len,
                  threads=threads, attention=tuple(attention) if attention else None, max_context=max_context, lm_ops=lm_ops,
-                 prune=prune, data=data, eval_data=eval_data, min_sqnr_db=min_sqnr, max_accuracy_drop=max_accuracy_drop,
+                 lengths=lengths, prune=prune, data=data, eval_data=eval_data, min_sqnr_db=min_sqnr, max_accuracy_drop=max_accuracy_drop,
                  enforce=enforce, bench_iters=bench_iters, device=device, fallback=fallback, dump=dump)
     given = {k: v for k, v in given.items() if v is not None}
     if from_manifest is not None:

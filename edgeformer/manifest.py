@@ -42,6 +42,11 @@ class Manifest:
     def passed(self) -> bool:
         return all(b["passed"] is not False for b in self.budgets)
 
+    @property
+    def any_length(self) -> bool:
+        """An encoder whose `.pte` takes any length up to its inputs' shape (`min_shape` given)."""
+        return bool(self.inputs) and "min_shape" in self.inputs[0]
+
     def failed_budgets(self) -> list[dict]:
         return [b for b in self.budgets if b["passed"] is False]
 

@@ -15,7 +15,7 @@ class Predictor:
         self.seq_len = m.inputs[0]["shape"][1]
         self.task = m.model["task"]
         self.labels = m.model.get("labels") or []
-        self.text = TextEncoder(artifact.tokenizer_file, self.seq_len, m.tokenizer["pad_id"])
+        self.text = TextEncoder(artifact.tokenizer_file, self.seq_len, m.tokenizer["pad_id"], pad=not m.any_length)
         self.program = open_program(artifact, threads or m.recipe["threads"])
 
     def __call__(self, text: str, truncate: bool = True) -> dict:

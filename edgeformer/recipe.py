@@ -30,6 +30,12 @@ LM_OPS: dict[str, str] = {
     "custom": "ExecuTorch's LLM kernels (update_cache, custom_sdpa): the Python runtime and the Android AAR",
     "portable": "core ops only (index_put, bmm, softmax): the C++ runner built from the wheel",
 }
+# Encoders: the sequence lengths one `.pte` takes.
+LENGTHS: dict[str, str] = {
+    "auto": "dynamic where the backend and the attention kernels allow it (XNNPACK, full attention), else static",
+    "dynamic": "any length from 1 to --seq-len: each text runs at its own length",
+    "static": "every text padded to --seq-len",
+}
 # XNNPACK delegates 4-bit groupwise linears only for group sizes that are multiples of 32
 # (backends/xnnpack/operators/node_visitor.py).
 GROUP_SIZES = (32, 64, 128, 256)
@@ -56,11 +62,13 @@ class Recipe:
     attention: str = "full"
     max_context: int | None = None  # causal LMs: KV-cache tokens (None: the model's default)
     lm_ops: str = "custom"
+    lengths: str = "auto"  # encoders: see LENGTHS
 
     def __post_init__(self):
         _one_of("--quant", self.quant, QUANT_SCHEMES)
         _one_of("--embedding-quant", self.embedding_quant, EMBEDDING_SCHEMES)
         _one_of("--lm-ops", self.lm_ops, LM_OPS)
+        _one_of("--lengths", self.lengths, LENGTHS)
         if self.group_size not in GROUP_SIZES:
             raise UserError(f"--group-size {self.group_size} is not supported; use one of {', '.join(map(str, GROUP_SIZES))}")
         if not 1 <= self.seq_len <= 8192:

@@ -1,4 +1,4 @@
-"""Text -> fixed-length (input_ids, attention_mask) with the artifact's own tokenizer.json."""
+"""Text -> (input_ids, attention_mask) with the artifact's own tokenizer.json."""
 
 from __future__ import annotations
 
@@ -21,14 +21,16 @@ class Encoded:
 
 
 class TextEncoder:
-    """Pads (or truncates) to the exported sequence length, as the `.pte` is static-shaped."""
+    """Truncates to the longest sequence the `.pte` takes (`seq_len`), and with `pad` pads
+    to it (a static-shaped `.pte`); without, each text keeps its own length."""
 
-    def __init__(self, tokenizer_file: Path, seq_len: int, pad_id: int):
+    def __init__(self, tokenizer_file: Path, seq_len: int, pad_id: int, pad: bool = True):
         self.tok = Tokenizer.from_file(str(tokenizer_file))
         self.tok.no_padding()
         self.tok.no_truncation()
         self.seq_len = seq_len
         self.pad_id = pad_id
+        self.pad = pad
 
     def encode(self, text: str, truncate: bool = True) -> Encoded:
         if not text.strip():
@@ -48,7 +50,7 @@ class TextEncoder:
                 self.tok.no_truncation()
         else:
             ids = full.ids
-        pad = self.seq_len - len(ids)
+        pad = self.seq_len - len(ids) if self.pad else 0
         return Encoded(
             input_ids=torch.tensor([ids + [self.pad_id] * pad], dtype=torch.long),
             attention_mask=torch.tensor([[1] * len(ids) + [0] * pad], dtype=torch.long),

@@ -83,12 +83,16 @@ class Attention(nn.Module):
         """x [B, S, hidden], mask_add [B, 1, 1, S] (0 for a token, NEG for padding)."""
         # 3-D bmm and static slices only: 4-D matmul decomposes into expand_copy and
         # indexing into select_copy, neither of which XNNPACK 1.5.1 delegates.
+        # A dynamic sequence length S appears in reshapes only as the one inferred (-1) dim:
+        # XNNPACK's reshape takes no symbolic sizes and its slices no dynamic input.
         b, s, _ = x.shape
         h, d = self.num_heads, self.head_dim
-        qkv = self.qkv(x)  # [B, S, 3*H*D]
-        q = qkv[:, :, : h * d].reshape(b, s, h, d).permute(0, 2, 1, 3).reshape(b * h, s, d)
-        k = qkv[:, :, h * d : 2 * h * d].reshape(b, s, h, d).permute(0, 2, 1, 3).reshape(b * h, s, d)
-        v = qkv[:, :, 2 * h * d :].reshape(b, s, h, d).permute(0, 2, 1, 3).reshape(b * h, s, d)
+        if hasattr(self, "qkv"):
+            qkv = self.qkv(x)  # [B, S, 3*H*D]
+            q, k, v = qkv[:, :, : h * d], qkv[:, :, h * d : 2 * h * d], qkv[:, :, 2 * h * d :]
+        else:  # split by `split_qkv` for a dynamic length
+            q, k, v = self.q(x), self.k(x), self.v(x)
+        q, k, v = (t.reshape(b, -1, h, d).permute(0, 2, 1, 3).contiguous().view(b * h, -1, d) for t in (q, k, v))
         if self.kind == "sdpa":
             ctx = F.scaled_dot_product_attention(q.reshape(b, h, s, d), k.reshape(b, h, s, d), v.reshape(b, h, s, d),
                                                  attn_mask=mask_add, scale=1.0).reshape(b * h, s, d)
@@ -96,12 +100,29 @@ class Attention(nn.Module):
             ctx = self._windowed(q, k, v, mask_add, b)
         else:
             ctx = self._full(q, k, v, mask_add, b)
-        return self.out(ctx.reshape(b, h, s, d).permute(0, 2, 1, 3).reshape(b, s, h * d))
+        return self.out(ctx.reshape(b, h, -1, d).permute(0, 2, 1, 3).contiguous().view(b, -1, h * d))
+
+    def split_qkv(self) -> None:
+        """Replace the fused projection by q, k and v linears (the same rows, so the same
+        numbers at every quantization): slicing the fused output is not delegated when the
+        sequence length is dynamic, three linears are."""
+        n = self.num_heads * self.head_dim
+        for name, rows in zip("qkv", (slice(0, n), slice(n, 2 * n), slice(2 * n, 3 * n)), strict=True):
+            lin = nn.Linear(self.qkv.in_features, n)
+            with torch.no_grad():
+                lin.weight.copy_(self.qkv.weight[rows])
+                lin.bias.copy_(self.qkv.bias[rows])
+            setattr(self, name, lin)
+        del self.qkv
 
     def _full(self, q, k, v, mask_add, b):
         """[B*H, S, D] -> [B*H, S, D]; every query scores every key."""
-        bh, s, _ = q.shape
-        scores = torch.bmm(q, k.permute(0, 2, 1)).reshape(b, bh // b, s, -1) + mask_add
+        bh = q.shape[0]
+        scores = torch.bmm(q, k.permute(0, 2, 1))  # [B*H, S, S]
+        if b == 1 and not self.top_k:  # 3-D: no reshape with two sequence-long dims
+            return torch.bmm((scores + mask_add.reshape(1, 1, -1)).softmax(dim=-1), v)
+        s = q.shape[1]
+        scores = scores.reshape(b, bh // b, s, -1) + mask_add
         if self.top_k:
             scores = keep_top_k(scores, self.top_k)
         return torch.bmm(scores.softmax(dim=-1).reshape(bh, s, -1), v)

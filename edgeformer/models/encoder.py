@@ -52,7 +52,13 @@ def mean_last(x: torch.Tensor) -> torch.Tensor:
     [..., H] as [1, N, H, 1].
     """
     n = x.shape[-1]
-    return x.reshape(1, -1, n, 1).mean(dim=(2, 3), keepdim=True).reshape(*x.shape[:-1], 1)
+    return x.reshape(1, -1, n, 1).mean(dim=(2, 3), keepdim=True).reshape(*inferred(x.shape[:-1]), 1)
+
+
+def inferred(dims) -> tuple:
+    """`dims` for a reshape with a dynamic (symbolic) size as -1: XNNPACK's reshape takes
+    static sizes and at most one inferred one."""
+    return tuple(d if isinstance(d, int) else -1 for d in dims)
 
 
 class Layer(nn.Module):
@@ -131,19 +137,19 @@ class Encoder(nn.Module):
         """(embedded tokens [B, S, H], mask [B, 1, S] float, additive mask [B, 1, 1, S])."""
         b, s = input_ids.shape
         # reshape, not [:, None]: unsqueeze_copy stays outside the XNNPACK delegate.
-        mask = attention_mask.to(torch.float32).reshape(b, 1, s)
-        mask_add = ((1.0 - mask) * torch.finfo(torch.float32).min).reshape(b, 1, 1, s)
+        mask = attention_mask.to(torch.float32).reshape(b, 1, -1)
+        mask_add = ((1.0 - mask) * torch.finfo(torch.float32).min).reshape(b, 1, 1, -1)
         return self.ln_emb(self.word(input_ids) + self.pos[:s]), mask, mask_add
 
     def pool(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The model's output from the last hidden states: logits, or the pooled embedding."""
-        b, s = x.shape[0], x.shape[1]
+        b = x.shape[0]
         if self.head is not None:
             # First token by a static slice: x[:, 0] is select_copy, outside the delegate.
             return self.head(x[:, :1].reshape(b, -1))
         # Masked mean pooling as a bmm: [B, 1, S] @ [B, S, H] -> [B, 1, H].
         summed = torch.bmm(mask, x)
-        count = mean_last(mask) * s  # [B, 1, 1]
+        count = torch.bmm(mask, mask.permute(0, 2, 1))  # [B, 1, 1]: the mask is 0/1, so this is its sum
         pooled = summed / count.clamp(min=1e-9)
         if self.normalize:
             norm = torch.sqrt(mean_last(pooled * pooled) * pooled.shape[-1])

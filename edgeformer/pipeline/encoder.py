@@ -5,7 +5,7 @@ stages only encoders have.
     load       bundled name or Hugging Face folder -> fp32 reference + Encoder, tokenizer staged
     attention  the attention kernels (edge rewrite, sliding window, hard top-k)
     quantize   torchao, with the backend's scheme -> config table
-    export     torch.export at the recipe's static shape
+    export     torch.export: any length up to --seq-len (--lengths), or static at --seq-len
     lower      the target's backend -> .pte
     validate   .pte vs exported program and vs fp32 reference; the manifest
     measure    latency and memory where the target is (host: beside the fp32 eager model)
@@ -40,10 +40,18 @@ def load(s: BuildState) -> None:
     from edgeformer.validate.numerics import SAMPLE_TEXTS
 
     s.loaded = load_model(s.source)
-    check_seq_len(s.loaded, s.recipe.seq_len, s.spec.attention_plan().copy_positions)
-    s.extra["text"] = text = TextEncoder(s.loaded.hf.tokenizer_file, s.recipe.seq_len, s.loaded.pad_id)
+    n = s.recipe.seq_len
+    check_seq_len(s.loaded, n, s.spec.attention_plan().copy_positions)
+    dynamic = s.extra["dynamic"] = s.spec.dynamic_lengths()
+    s.extra["text"] = text = TextEncoder(s.loaded.hf.tokenizer_file, n, s.loaded.pad_id, pad=not dynamic)
+    # each sample at its own length when the .pte takes any: the check sees several shapes
     s.extra["samples"] = [(e.input_ids, e.attention_mask) for e in map(text.encode, SAMPLE_TEXTS)]
-    s.example = s.extra["samples"][0]
+    s.example = padded(s.extra["samples"][0], n, s.loaded.pad_id)
+    if dynamic:
+        from torch.export import Dim
+
+        seq = Dim("seq", min=1, max=n)
+        s.extra["dynamic_shapes"] = ({1: seq}, {1: seq})
     (s.staged / art.TOKENIZER).write_bytes(s.loaded.hf.tokenizer_file.read_bytes())
     if s.spec.eval_data is not None:
         load_data(s.spec.eval_data)  # a bad spec fails now, not after minutes of lowering
@@ -57,6 +65,9 @@ def attention(s: BuildState) -> None:
     plan = s.spec.attention_plan()
     info = apply_attention(s.module, plan, s.recipe.seq_len, hard_layer_chooser(s, plan))
     s.extra["attention"] = dict(**info, layers=layer_kinds(s.module))
+    if s.extra["dynamic"]:  # a fused q/k/v output is sliced, and XNNPACK slices no dynamic-length tensor
+        for layer in s.module.layers:
+            layer.attn.split_qkv()
     if plan.changes_outputs:  # the .pte should match the transformed model
         s.reference, s.extra["reference"] = copy.deepcopy(s.module).eval(), "fp32 with the attention transform"
     else:
@@ -133,6 +144,15 @@ def task_data(s: BuildState) -> str | None:
     return s.spec.data or (parse_spec(s.spec.eval_data)[0] if s.spec.eval_data else None)
 
 
+def padded(sample: tuple, n: int, pad_id: int) -> tuple:
+    """(ids, mask) padded to n tokens: export's example is the longest input."""
+    import torch.nn.functional as F
+
+    ids, mask = sample
+    extra = n - ids.shape[1]
+    return F.pad(ids, (0, extra), value=pad_id), F.pad(mask, (0, extra), value=0)
+
+
 def check_seq_len(loaded, seq_len: int, copy_positions: bool) -> None:
     limit = loaded.encoder.shape.max_positions
     if seq_len > limit and not copy_positions:
@@ -175,7 +195,9 @@ def encoder_manifest(s: BuildState, numerics: dict):
                    ffn=list(shape.ffn), hidden=shape.hidden),
         tokenizer=dict(file=art.TOKENIZER, sha256=art.sha256_bytes(loaded.hf.tokenizer_file.read_bytes()),
                        pad_id=text.pad_id, vocab_size=text.tok.get_vocab_size()),
-        inputs=[dict(name="input_ids", dtype="int64", shape=[1, n]), dict(name="attention_mask", dtype="int64", shape=[1, n])],
+        # shape is the longest input; min_shape, when there, says any length in between runs
+        inputs=[dict(name=name, dtype="int64", shape=[1, n], **(dict(min_shape=[1, 1]) if s.extra.get("dynamic") else {}))
+                for name in ("input_ids", "attention_mask")],
         outputs=outputs,
         numerics=numerics,
         size=s.extra.get("size"),

@@ -43,6 +43,7 @@ class BuildSpec:
     attention: str | tuple[str, ...] | None = None  # see transforms/attention.py
     max_context: int | None = None  # causal LMs: KV-cache tokens
     lm_ops: str | None = None  # causal LMs: custom | portable
+    lengths: str | None = None  # encoders: auto | dynamic | static
     # compression and data
     prune: str | None = None  # "auto" or "heads=R,ffn=R,layers=N" (encoders)
     data: str | None = None  # task data for --prune and hard attention's layers=auto
@@ -81,7 +82,7 @@ class BuildSpec:
         base = self.target_info().recipe
         return base.with_overrides(quant=self.quant, group_size=self.group_size, embedding_quant=self.embedding_quant,
                                    seq_len=self.seq_len, threads=self.threads, attention=self.attention_plan().describe(),
-                                   max_context=self.max_context, lm_ops=self.lm_ops)
+                                   max_context=self.max_context, lm_ops=self.lm_ops, lengths=self.lengths)
 
     def budgets(self) -> Budgets:
         """The target's budgets for this kind of model, with this spec's overrides."""
@@ -131,6 +132,9 @@ class BuildSpec:
         plan.cache()
         if self.prune is not None or self.data is not None:
             raise UserError("--prune/--data apply to encoder classifiers; causal LMs are not pruned yet")
+        if self.lengths not in (None, "auto"):
+            raise UserError(f"--lengths {self.lengths} applies to encoders; a causal LM's prompt already runs at its own "
+                            "length (use --seq-len for the prefill chunk)")
         if self.fallback is not None:
             raise UserError(f"--fallback {self.fallback} applies to --target server-cuda")
         if self.eval_data is not None:
@@ -146,6 +150,9 @@ class BuildSpec:
                             "--device are for the on-device targets (host, rpi5, android)")
         self._check_encoder_only_options()
         check_quant(self.recipe().quant, server_device(self.fallback))
+        if self.lengths == "dynamic":
+            raise UserError("--lengths dynamic is for the XNNPACK targets (host, rpi5, android); a server package is "
+                            "static-shaped: use --lengths static or auto")
 
     def _check_encoder(self, tgt: Target, plan: AttentionPlan) -> None:
         from edgeformer.targets import backend_for
@@ -154,6 +161,10 @@ class BuildSpec:
             raise UserError(f"--fallback {self.fallback} applies to --target server-cuda")
         self._check_encoder_only_options()
         plan.check_encoder()
+        if self.lengths == "dynamic":
+            why = static_because(tgt.backend, plan)
+            if why:
+                raise UserError(f"--lengths dynamic: {why}; use --lengths static (or auto, which picks static here)")
         cannot_run = backend_for(tgt).runs_here()
         if cannot_run and (self.eval_data or self.prune or self.device):
             raise UserError(f"target {tgt.alias}: --eval-data/--prune/--device need to run the .pte, and {cannot_run}")
@@ -171,6 +182,12 @@ class BuildSpec:
             raise UserError(f"--lm-ops {self.lm_ops} applies to causal LMs; {self.model} is an encoder (its ops are all core ops)")
         if self.max_context is not None:
             raise UserError(f"--max-context {self.max_context} applies to causal LMs; {self.model} is an encoder (use --seq-len)")
+
+    def dynamic_lengths(self) -> bool:
+        """Whether an encoder's `.pte` takes any length up to --seq-len (the recipe's `lengths`, resolved)."""
+        lengths = self.recipe().lengths
+        return lengths == "dynamic" or (lengths == "auto" and not static_because(self.target_info().backend,
+                                                                                 self.attention_plan()))
 
     # ---- as data ----
 
@@ -211,3 +228,15 @@ class BuildSpec:
         if not m.spec:
             raise UserError(f"{p} records no build spec (built before edgeformer recorded one); rebuild it with its options")
         return cls.from_dict(m.spec, **overrides)
+
+
+def static_because(backend: str, plan: AttentionPlan) -> str | None:
+    """Why an encoder on `backend` with `plan` must be static-shaped, or None when it can take
+    any length. XNNPACK reshapes take no symbolic size (the full kernel keeps S as the one
+    inferred dim); the window kernel picks its blocking by length in Python, and hard
+    attention's max reductions need a 4-D view with two sequence-long dims."""
+    if backend != "xnnpack":
+        return f"the {backend} backend is lowered static-shaped here"
+    if plan.kind != "full" or plan.window or plan.top_k:
+        return f"--attention {plan.describe()} runs static-shaped (only full attention takes a dynamic length)"
+    return None

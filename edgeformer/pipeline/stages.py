@@ -101,11 +101,12 @@ def run(stages: list[Stage], spec: BuildSpec, report: Report | None = None) -> B
 # ---- shared stages ----
 
 def export(state: BuildState) -> None:
-    """torch.export of the transformed module at the example inputs."""
+    """torch.export of the transformed module at the example inputs (with the flavour's
+    `dynamic_shapes`, when it set them)."""
     import torch
 
     with torch.no_grad():
-        state.exported = torch.export.export(state.module, state.example)
+        state.exported = torch.export.export(state.module, state.example, dynamic_shapes=state.extra.get("dynamic_shapes"))
 
 
 def lower(state: BuildState) -> None:

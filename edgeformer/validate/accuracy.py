@@ -75,7 +75,8 @@ class Runner:
             self.seq_len = min(seq_len or 128, self.loaded.encoder.shape.max_positions)
             from edgeformer.tokenize import TextEncoder
 
-            self.text = TextEncoder(self.loaded.hf.tokenizer_file, self.seq_len, self.loaded.pad_id)
+            # unpadded: the eager model takes any length, and padding only costs time
+            self.text = TextEncoder(self.loaded.hf.tokenizer_file, self.seq_len, self.loaded.pad_id, pad=False)
 
     @torch.no_grad()
     def outputs(self, texts: list[str]) -> torch.Tensor:

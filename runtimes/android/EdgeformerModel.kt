@@ -22,6 +22,7 @@ class EdgeformerModel(context: Context, assetDir: String = "edgeformer") {
     val labels: List<String>
     private val vocab: Map<String, Long>
     private val padId: Long
+    private val anyLength: Boolean
 
     init {
         // Module.load needs a file path: copy the assets out once (the .pte is mapped from there).
@@ -35,7 +36,9 @@ class EdgeformerModel(context: Context, assetDir: String = "edgeformer") {
         val want = manifest.getJSONObject("pte").getString("sha256")
         require(sha256(pte) == want) { "model.pte does not match manifest.json: copy the whole artifact again" }
         module = Module.load(pte.absolutePath)
-        seqLen = manifest.getJSONArray("inputs").getJSONObject(0).getJSONArray("shape").getInt(1)
+        val input = manifest.getJSONArray("inputs").getJSONObject(0)
+        seqLen = input.getJSONArray("shape").getInt(1)
+        anyLength = input.has("min_shape")  // the .pte takes any length up to seqLen: no padding
         val l = manifest.getJSONObject("model").optJSONArray("labels")
         labels = if (l == null) emptyList() else List(l.length()) { l.getString(it) }
         val v = JSONObject(File(dir, "tokenizer.json").readText()).getJSONObject("model").getJSONObject("vocab")
@@ -46,9 +49,10 @@ class EdgeformerModel(context: Context, assetDir: String = "edgeformer") {
     /** The model's output for `text`: an L2-normalised embedding, or class logits (see `labels`). */
     fun run(text: String): FloatArray {
         val ids = encode(text)
-        val mask = LongArray(seqLen) { if (it < ids.size) 1 else 0 }
-        val padded = LongArray(seqLen) { if (it < ids.size) ids[it] else padId }
-        val shape = longArrayOf(1, seqLen.toLong())
+        val n = if (anyLength) ids.size else seqLen
+        val mask = LongArray(n) { if (it < ids.size) 1 else 0 }
+        val padded = LongArray(n) { if (it < ids.size) ids[it] else padId }
+        val shape = longArrayOf(1, n.toLong())
         val out = module.forward(EValue.from(Tensor.fromBlob(padded, shape)), EValue.from(Tensor.fromBlob(mask, shape)))
         return out[0].toTensor().dataAsFloatArray
     }

@@ -216,16 +216,24 @@ Options parse_args(int argc, char** argv) {
   return o;
 }
 
-// Encoder: fixed [1, S] inputs, `iters` timed runs.
+// Encoder: [1, S] inputs, `iters` timed runs. S is the manifest's shape[1], or, where the
+// input has a min_shape (a .pte that takes any length), the length of the ids given.
 std::string run_encoder(Module& m, const json::Value& mf, const json::Value& inputs, const Options& o) {
   std::vector<std::vector<int64_t>> data;
   std::vector<TensorPtr> tensors;
   int64_t vocab = mf["tokenizer"]["vocab_size"].as_int();
   for (const auto& spec : mf["inputs"].arr) {
     auto shape = spec["shape"].as_ints();
+    const std::string& name = spec["name"].as_str();
+    if (spec.has("min_shape") && inputs.has(name)) {
+      int64_t lo = spec["min_shape"].as_ints()[1], hi = shape[1], given = static_cast<int64_t>(inputs[name].as_ints().size());
+      if (given < lo || given > hi)
+        throw UserError{"input " + name + " has " + std::to_string(given) + " tokens, the artifact takes " + std::to_string(lo) +
+                        " to " + std::to_string(hi)};
+      shape[1] = given;
+    }
     size_t n = 1;
     for (auto d : shape) n *= static_cast<size_t>(d);
-    const std::string& name = spec["name"].as_str();
     std::vector<int64_t> v;
     if (inputs.has(name)) v = inputs[name].as_ints();
     else v = name == "input_ids" ? seeded_ids(n, vocab) : std::vector<int64_t>(n, 1);

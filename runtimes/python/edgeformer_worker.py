@@ -135,10 +135,15 @@ def executorch_version():
 def encoder(method, mf, inputs, a, torch):
     tensors = []
     for spec in mf["inputs"]:
-        shape = spec["shape"]
+        shape = list(spec["shape"])
+        given = inputs.get(spec["name"])
+        if given is not None and "min_shape" in spec:  # any length from min_shape to shape: the one given
+            if not spec["min_shape"][1] <= len(given) <= shape[1]:
+                raise Fail(f"{spec['name']} has {len(given)} tokens; this artifact takes {spec['min_shape'][1]} to {shape[1]}", 2)
+            shape[1] = len(given)
         n = shape[0] * shape[1]
         default = seeded_ids(n, mf["tokenizer"]["vocab_size"]) if spec["name"] == "input_ids" else [1] * n
-        tensors.append(torch.tensor(inputs.get(spec["name"], default), dtype=torch.long).view(*shape))
+        tensors.append(torch.tensor(given if given is not None else default, dtype=torch.long).view(*shape))
     warmup = 10 if a.warmup is None else a.warmup
     for _ in range(warmup):
         method.execute(tensors)

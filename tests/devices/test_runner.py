@@ -20,7 +20,8 @@ TEXTS = ["the runner on the device", "a second, longer sentence with more tokens
 
 def _inputs(a, tmp_path, text):
     m = a.manifest
-    e = TextEncoder(a.tokenizer_file, m.inputs[0]["shape"][1], m.tokenizer["pad_id"]).encode(text)
+    # each text at its own length where the artifact takes any (the runners size the inputs by them)
+    e = TextEncoder(a.tokenizer_file, m.inputs[0]["shape"][1], m.tokenizer["pad_id"], pad=not m.any_length).encode(text)
     f = tmp_path / "inputs.json"
     f.write_text(json.dumps(dict(input_ids=e.input_ids.flatten().tolist(), attention_mask=e.attention_mask.flatten().tolist())))
     return f, e
@@ -47,6 +48,19 @@ def test_host_runner_matches_python_runtime(which, host_runner, tmp_path, reques
         np.testing.assert_allclose(out, _python_output(a, e), atol=1e-6, rtol=1e-6)  # same kernels, same program
     assert r["sha256_verified"] and r["kind"] == "encoder" and r["iters"] == 2
     assert 0 < r["latency_ms_p50"] <= r["latency_ms_p90"] and r["peak_rss_mb"] > 0
+
+
+def test_runners_refuse_a_length_the_artifact_does_not_take(built_fp32, host_runner, tmp_path):
+    import sys
+    from pathlib import Path
+
+    worker = Path(__file__).resolve().parents[2] / "runtimes" / "python" / "edgeformer_worker.py"
+    n = built_fp32.manifest.inputs[0]["shape"][1] + 1
+    f = tmp_path / "long.json"
+    f.write_text(json.dumps(dict(input_ids=[5] * n, attention_mask=[1] * n)))
+    for cmd in ([str(host_runner)], [sys.executable, str(worker)]):
+        proc = subprocess.run([*cmd, str(built_fp32.path), "--inputs", str(f)], capture_output=True, text=True)
+        assert proc.returncode == 2 and f"input_ids has {n} tokens" in proc.stderr and "takes 1 to 16" in proc.stderr
 
 
 @pytest.mark.parametrize("which,min_sqnr", [("built_fp32", 80.0), ("built_int8_cls", 25.0)])

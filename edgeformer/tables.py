@@ -54,7 +54,7 @@ def inspect_tables(manifest: Manifest, size: dict[str, int], timing: dict | None
     info.add_row("model", f"{m['name']} ({m['architecture']}, {m['task']}, {m['params'] / 1e6:.1f} M params)")
     info.add_row("target", f"{manifest.target['alias']} ({manifest.target['name']})")
     info.add_row("recipe", ", ".join(f"{k}={v}" for k, v in manifest.recipe.items()))
-    info.add_row("inputs", ", ".join(f"{i['name']} {i['dtype']}{i['shape']}" for i in manifest.inputs))
+    info.add_row("inputs", ", ".join(f"{i['name']} {i['dtype']}{_shape(i)}" for i in manifest.inputs))
     info.add_row("outputs", ", ".join(f"{o['name']} {o['dtype']}{o['shape']}" for o in manifest.outputs))
     if m.get("attention"):
         info.add_row("attention", ", ".join(f"{i}: {k}" for i, k in enumerate(m["attention"]["layers"])))
@@ -214,3 +214,10 @@ def lm_bench_table(path: str, r: dict) -> Table:
               f"{r['latency_ms_p50']:.2f} / {r['latency_ms_p90']:.2f} ms", f"{r['bandwidth_floor_tokens_per_s']:.0f}",
               f"{r['share_of_floor']:.0%}", f"{r['peak_rss_mb']:.0f} MiB")
     return t
+
+
+def _shape(spec: dict) -> str:
+    """[1, 128], or [1, 1..128] for an input that takes any length in between."""
+    if "min_shape" not in spec:
+        return str(spec["shape"])
+    return "[" + ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in zip(spec["min_shape"], spec["shape"], strict=True)) + "]"

@@ -59,24 +59,60 @@ class TextEncoder:
         )
 
 
+def decode_utf8(raw: bytes, where: str) -> str:
+    """`raw` as text; bytes that are not UTF-8 become U+FFFD, and one note on stderr says where
+    the first was and how many lines had any (the same in `run`, `eval` and data files)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        text = raw.decode("utf-8", errors="replace")
+        line = raw.count(b"\n", 0, e.start) + 1
+        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1)
+        bad = sum(1 for ln in raw.splitlines() if _not_utf8(ln))
+        sys.stderr.write(f"note: {where} is not valid UTF-8 (line {line}, byte {col}: 0x{raw[e.start]:02x}; {bad} line(s) in all): "
+                         "invalid bytes read as U+FFFD; re-encode it as UTF-8 to keep them\n")
+        return text
+
+
+def _not_utf8(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+        return False
+    except UnicodeDecodeError:
+        return True
+
+
+def from_argument(text: str, where: str) -> str:
+    """A command-line argument as text: Python keeps an argument's non-UTF-8 bytes as lone
+    surrogates, which the tokenizer refuses; read them as `decode_utf8` does."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return decode_utf8(text.encode("utf-8", errors="surrogateescape"), where)
+
+
 def read_texts(texts: list[str], file: Path | None) -> list[str]:
     """Texts from arguments, a file of lines, or stdin (`-` or nothing given and stdin piped)."""
     if file is not None:
         try:
-            raw = file.read_text(encoding="utf-8")
-        except FileNotFoundError:
+            raw = decode_utf8(file.read_bytes(), f"input file {file}")
+        except (FileNotFoundError, IsADirectoryError):
             raise UserError(f"input file {str(file)!r} does not exist; pass a text file with one input per line") from None
-        except UnicodeDecodeError:
-            raise UserError(f"input file {str(file)!r} is not UTF-8 text; re-encode it as UTF-8") from None
         lines = [ln for ln in raw.splitlines() if ln.strip()]
         if not lines:
             raise UserError(f"input file {str(file)!r} has no non-empty lines")
         return lines
     if texts == ["-"] or (not texts and not sys.stdin.isatty()):
-        lines = [ln for ln in sys.stdin.read().splitlines() if ln.strip()]
+        lines = [ln for ln in decode_utf8(_stdin_bytes(), "stdin").splitlines() if ln.strip()]
         if not lines:
             raise UserError("stdin had no non-empty lines; pass text as an argument or pipe lines in")
         return lines
     if not texts:
         raise UserError("no input text; pass TEXT, --file FILE, or pipe lines on stdin")
-    return texts
+    return [from_argument(t, f"argument {i}") for i, t in enumerate(texts, 1)]
+
+
+def _stdin_bytes() -> bytes:
+    buf = getattr(sys.stdin, "buffer", None)  # None when stdin was replaced by a text stream
+    return buf.read() if buf is not None else sys.stdin.read().encode("utf-8", errors="surrogateescape")

@@ -56,6 +56,18 @@ def test_run_truncates_or_refuses(built_fp32, capsys):
     assert code == 2 and "more than the exported sequence length 16" in err
 
 
+def test_run_reads_text_that_is_not_utf8(built_fp32, capsys, monkeypatch):
+    """`printf 'caf\\xe9\\n' | edgeformer run ART -` used to end in a TypeError traceback."""
+    import io
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"caf\xe9 au lait\ngreat tea\n")))
+    code, out, err = run_cli(["run", str(built_fp32.path), "-", "--json"], capsys)
+    assert code == 0, err
+    assert [r["text"] for r in json.loads(out)["results"]] == ["caf\ufffd au lait", "great tea"]
+    assert "stdin is not valid UTF-8 (line 1, byte 3: 0xe9; 1 line(s) in all)" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("args,code,msg", [
     (["build", "minilm", "--target", "pi", "-o", "x"], 2, "unknown target 'pi'; use one of: host"),
     (["build", "minilm", "--quant", "int3", "-o", "x"], 2, "--quant 'int3' is not a known scheme; use one of: fp32, int8, 8da4w"),

@@ -100,10 +100,9 @@ def _renamed(d: Dataset, name: str) -> Dataset:
 
 def read_file(path: Path, text_column: str, label_column: str) -> Dataset:
     """Read a .csv or .jsonl file; every row needs a non-empty text and label."""
-    try:
-        raw = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path} is not UTF-8 (bad byte at offset {e.start}); re-encode it as UTF-8") from None
+    from edgeformer.tokenize import decode_utf8
+
+    raw = decode_utf8(path.read_bytes(), f"data file {path}")
     if path.suffix.lower() == ".csv":
         rows = list(csv.DictReader(raw.splitlines()))
         columns = list(rows[0].keys()) if rows else []

@@ -126,6 +126,10 @@ class Encoder(nn.Module):
         )
         self.head = head
         self.normalize = normalize
+        if head is not None:  # (an unused non-persistent buffer breaks torch.export's unlifting)
+            # The first token picked by a bmm with this one-hot row cut to the length: a slice of a
+            # dynamic-length tensor stays outside XNNPACK's delegate, a slice of a constant runs before it.
+            self.register_buffer("first_token", F.one_hot(torch.tensor(0), shape.max_positions).float(), persistent=False)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         x, mask, mask_add = self.embed(input_ids, attention_mask)
@@ -143,10 +147,10 @@ class Encoder(nn.Module):
 
     def pool(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The model's output from the last hidden states: logits, or the pooled embedding."""
-        b = x.shape[0]
-        if self.head is not None:
-            # First token by a static slice: x[:, 0] is select_copy, outside the delegate.
-            return self.head(x[:, :1].reshape(b, -1))
+        b, s = x.shape[0], x.shape[1]
+        if self.head is not None:  # the first token's hidden state: [B, 1, S] @ [B, S, H]
+            first = self.first_token[:s].reshape(1, 1, -1)
+            return self.head(torch.bmm(first if b == 1 else first.expand(b, 1, -1), x).reshape(b, -1))
         # Masked mean pooling as a bmm: [B, 1, S] @ [B, S, H] -> [B, 1, H].
         summed = torch.bmm(mask, x)
         count = torch.bmm(mask, mask.permute(0, 2, 1))  # [B, 1, 1]: the mask is 0/1, so this is its sum

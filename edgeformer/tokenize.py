@@ -28,6 +28,7 @@ class TextEncoder:
         self.tok = Tokenizer.from_file(str(tokenizer_file))
         self.tok.no_padding()
         self.tok.no_truncation()
+        self.specials = self.tok.num_special_tokens_to_add(False)
         self.seq_len = seq_len
         self.pad_id = pad_id
         self.pad = pad
@@ -35,21 +36,23 @@ class TextEncoder:
     def encode(self, text: str, truncate: bool = True) -> Encoded:
         if not text.strip():
             raise UserError("input text is empty; pass a non-empty string, a file of lines, or text on stdin")
-        full = self.tok.encode(text)
-        n = len(full.ids)
+        # one tokenisation: the words, counted, then cut and wrapped in the special tokens
+        # (what `encode` does in one call, which would hide the length before the cut)
+        words = self.tok.encode(text, add_special_tokens=False)
+        n = len(words.ids) + self.specials
+        if n > self.seq_len and not truncate:
+            raise UserError(
+                f"text has {n} tokens, more than the exported sequence length {self.seq_len}; "
+                "shorten it, drop --no-truncate to truncate, or rebuild with a larger --seq-len"
+            )
         if n > self.seq_len:
-            if not truncate:
-                raise UserError(
-                    f"text has {n} tokens, more than the exported sequence length {self.seq_len}; "
-                    "shorten it, drop --no-truncate to truncate, or rebuild with a larger --seq-len"
-                )
-            self.tok.enable_truncation(max_length=self.seq_len)
+            self.tok.enable_truncation(max_length=self.seq_len)  # post_process cuts the words to fit the specials
             try:
-                ids = self.tok.encode(text).ids
+                ids = self.tok.post_process(words).ids
             finally:
                 self.tok.no_truncation()
         else:
-            ids = full.ids
+            ids = self.tok.post_process(words).ids
         pad = self.seq_len - len(ids) if self.pad else 0
         return Encoded(
             input_ids=torch.tensor([ids + [self.pad_id] * pad], dtype=torch.long),

@@ -9,6 +9,7 @@ g++-<arch>-linux-gnu. The result is a relocatable folder, bin/edgeformer-runner 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import shutil
@@ -38,7 +39,17 @@ def cache_root() -> Path:
 
 
 def default_dir(arch: str) -> Path:
-    return cache_root() / "runtime" / f"executorch-{version('executorch')}-{arch}"
+    """The cache folder of the runner for `arch`, named by the executorch version and a digest of
+    the runner's sources (a changed runner.cpp is a new folder, not a stale binary)."""
+    return cache_root() / "runtime" / f"executorch-{version('executorch')}-{arch}-{sources_digest()}"
+
+
+def sources_digest() -> str:
+    h = hashlib.sha256()
+    for f in sorted(runtime_dir("cpp").iterdir()):
+        if f.is_file():
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:12]
 
 
 def find_runner(arch: str) -> Path | None:

@@ -3,11 +3,15 @@
 // and prints one JSON object: outputs, latency p50/p90, peak RSS, and the device's fingerprint.
 //
 //   edgeformer-runner ARTIFACT [--inputs FILE.json] [--threads N] [--warmup N] [--iters N]
+//                              [--text TEXT]... [--texts FILE] [--tokenize-only]
 //                              [--prompt-tokens N] [--max-new-tokens N] [--ignore-eos] [--no-outputs]
 //
 // Encoders: inputs are the manifest's [1, S] int64 tensors (input_ids, attention_mask), from
 // --inputs {"input_ids": [...], "attention_mask": [...]} or seeded ids; the outputs of the
-// last timed run are printed. Causal LMs (manifest.generation): --inputs {"prompt_ids": [...]}
+// last timed run are printed. With --text / --texts (one text per line) the artifact's
+// tokenizer.json is read here (WordPiece, wordpiece.h): each text is tokenized and run once,
+// timed together, and its label and score (classifiers) or embedding printed;
+// --tokenize-only prints the ids without running the model. Causal LMs (manifest.generation): --inputs {"prompt_ids": [...]}
 // (or --prompt-tokens seeded ids, default 128) is prefilled in chunks, then up to --max-new-tokens greedy tokens are
 // decoded; it prints the ids, the first next-token logits, prefill and decode rates.
 //
@@ -19,6 +23,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <memory>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -28,6 +34,7 @@
 
 #include "json.h"
 #include "sha256.h"
+#include "wordpiece.h"
 
 // The wheel ships libexecutorch_threadpool but not threadpool.h; these are its exported symbols.
 namespace executorch::extension::threadpool {
@@ -178,9 +185,10 @@ std::vector<EValue> run(Module& m, const std::vector<TensorPtr>& inputs) {
 }
 
 struct Options {
-  std::string artifact, inputs;
+  std::string artifact, inputs, texts_file;
+  std::vector<std::string> texts;
   int threads = 2, warmup = -1, iters = -1, max_new_tokens = 32, prompt_tokens = 128;
-  bool ignore_eos = false, outputs = true;
+  bool ignore_eos = false, outputs = true, tokenize_only = false;
 };
 
 Options parse_args(int argc, char** argv) {
@@ -204,6 +212,9 @@ Options parse_args(int argc, char** argv) {
     else if (a == "--iters") o.iters = number(i, 1);
     else if (a == "--max-new-tokens") o.max_new_tokens = number(i, 1);
     else if (a == "--prompt-tokens") o.prompt_tokens = number(i, 1);
+    else if (a == "--text") o.texts.push_back(need(i));
+    else if (a == "--texts") o.texts_file = need(i);
+    else if (a == "--tokenize-only") o.tokenize_only = true;
     else if (a == "--ignore-eos") o.ignore_eos = true;
     else if (a == "--no-outputs") o.outputs = false;
     else if (a == "--version") { printf("edgeformer-runner %s\n", EDGEFORMER_RUNNER_VERSION); exit(0); }
@@ -214,6 +225,111 @@ Options parse_args(int argc, char** argv) {
   if (o.artifact.empty()) throw UserError{"usage: edgeformer-runner ARTIFACT [--inputs FILE.json] [--threads N] "
                                           "[--warmup N] [--iters N] [--prompt-tokens N] [--max-new-tokens N] [--ignore-eos] [--no-outputs]"};
   return o;
+}
+
+// ---- text in: the artifact's own tokenizer ----
+
+std::vector<std::string> read_lines(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw UserError{"cannot read " + path + "; give a text file with one input per line"};
+  std::vector<std::string> out;
+  std::string line;
+  while (std::getline(f, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") != std::string::npos) out.push_back(line);
+  }
+  if (out.empty()) throw UserError{path + " has no non-empty lines"};
+  return out;
+}
+
+wordpiece::Tokenizer load_tokenizer(const std::string& dir, const json::Value& mf) {
+  std::string path = dir + "/" + mf["tokenizer"]["file"].as_str();
+  json::Value tj = read_json(path, "copy the whole artifact folder");
+  try {
+    return wordpiece::Tokenizer(tj);
+  } catch (const std::invalid_argument& e) {
+    throw UserError{path + ": " + e.what()};
+  }
+}
+
+std::string ints_json(const std::vector<int64_t>& v) {
+  std::ostringstream j;
+  j << "[";
+  for (size_t i = 0; i < v.size(); ++i) j << (i ? ", " : "") << v[i];
+  j << "]";
+  return j.str();
+}
+
+std::string tokens_json(const wordpiece::Encoding& e) {
+  return "\"tokens\": " + std::to_string(e.num_tokens) + ", \"truncated\": " + (e.truncated ? "true" : "false");
+}
+
+// Each text tokenized, run once and timed with its tokenization (after `warmup` runs of the first).
+std::string run_texts(Module& m, const json::Value& mf, const wordpiece::Tokenizer& tok, const std::vector<std::string>& texts,
+                      const Options& o) {
+  const auto& spec = mf["inputs"].arr.at(0);
+  size_t max_len = static_cast<size_t>(spec["shape"].as_ints()[1]);
+  bool any_length = spec.has("min_shape");
+  int64_t pad = mf["tokenizer"]["pad_id"].as_int();
+  const auto& labels = mf["model"]["labels"].arr;
+  bool classifier = mf["model"]["task"].as_str() == "classifier";
+  auto once = [&](const std::string& text, wordpiece::Encoding& e) {
+    e = tok.encode(text, max_len);
+    size_t n = any_length ? e.ids.size() : max_len;
+    std::vector<int64_t> ids(e.ids), mask(e.ids.size(), 1);
+    ids.resize(n, pad);
+    mask.resize(n, 0);
+    std::vector<executorch::aten::SizesType> sizes{1, static_cast<executorch::aten::SizesType>(n)};
+    auto t_ids = executorch::extension::from_blob(ids.data(), sizes, executorch::aten::ScalarType::Long);
+    auto t_mask = executorch::extension::from_blob(mask.data(), sizes, executorch::aten::ScalarType::Long);
+    return run(m, {t_ids, t_mask});
+  };
+  wordpiece::Encoding e;
+  int warmup = o.warmup < 0 ? 3 : o.warmup;
+  for (int i = 0; i < warmup; ++i) once(texts[0], e);
+  std::vector<double> times;
+  std::ostringstream results;
+  for (size_t k = 0; k < texts.size(); ++k) {
+    auto t0 = std::chrono::steady_clock::now();
+    auto out = once(texts[k], e);
+    const auto& t = out.at(0).toTensor();
+    const float* y = t.const_data_ptr<float>();
+    std::ostringstream r;
+    r << "{" << tokens_json(e);
+    if (classifier) {  // softmax: the label and its probability
+      int64_t n = t.numel(), best = 0;
+      double mx = *std::max_element(y, y + n), sum = 0;
+      for (int64_t i = 0; i < n; ++i) sum += std::exp(y[i] - mx);
+      for (int64_t i = 1; i < n; ++i) best = y[i] > y[best] ? i : best;
+      std::string label = best < static_cast<int64_t>(labels.size()) ? labels[best].as_str() : std::to_string(best);
+      r << ", \"label\": " << json::quote(label) << ", \"score\": " << std::exp(y[best] - mx) / sum;
+    } else {
+      r << ", \"embedding\": " << floats_json(y, t.numel());
+    }
+    r << "}";
+    times.push_back(ms_since(t0));
+    if (o.outputs) results << (k ? ", " : "") << r.str();
+  }
+  double total = 0;
+  for (double x : times) total += x;
+  std::ostringstream j;
+  j << "\"kind\": \"encoder\", \"texts\": " << texts.size() << ", \"latency_ms_p50\": " << percentile(times, 50)
+    << ", \"latency_ms_p90\": " << percentile(times, 90) << ", \"latency_ms_mean\": " << total / times.size()
+    << ", \"warmup\": " << warmup;
+  if (o.outputs) j << ", \"results\": [" << results.str() << "]";
+  return j.str();
+}
+
+std::string tokenize_only(const json::Value& mf, const wordpiece::Tokenizer& tok, const std::vector<std::string>& texts) {
+  size_t max_len = static_cast<size_t>(mf["inputs"].arr.at(0)["shape"].as_ints()[1]);
+  std::ostringstream j;
+  j << "\"kind\": \"tokens\", \"results\": [";
+  for (size_t k = 0; k < texts.size(); ++k) {
+    auto e = tok.encode(texts[k], max_len);
+    j << (k ? ", " : "") << "{\"ids\": " << ints_json(e.ids) << ", " << tokens_json(e) << "}";
+  }
+  j << "]";
+  return j.str();
 }
 
 // Encoder: [1, S] inputs, `iters` timed runs. S is the manifest's shape[1], or, where the
@@ -351,6 +467,23 @@ int main_impl(int argc, char** argv) {
                     mf["pte"]["sha256"].as_str().substr(0, 12) + "...): the file was changed or damaged; copy it again"};
   json::Value inputs;
   if (!o.inputs.empty()) inputs = read_json(o.inputs, "give a JSON object of integer lists");
+  std::vector<std::string> texts = o.texts;
+  if (!o.texts_file.empty()) {
+    auto more = read_lines(o.texts_file);
+    texts.insert(texts.end(), more.begin(), more.end());
+  }
+  if (!texts.empty() && mf.has("generation"))
+    throw UserError{"--text/--texts are for encoders; a causal LM takes --inputs {\"prompt_ids\": [...]} (edgeformer run "
+                    "tokenizes prompts)"};
+  if (o.tokenize_only && texts.empty()) throw UserError{"--tokenize-only needs --text or --texts"};
+  if (!texts.empty() && !o.inputs.empty()) throw UserError{"give --inputs (token ids) or --text/--texts, not both"};
+  std::unique_ptr<wordpiece::Tokenizer> tok;
+  if (!texts.empty()) tok = std::make_unique<wordpiece::Tokenizer>(load_tokenizer(dir, mf));
+  if (o.tokenize_only) {
+    printf("{\"runner\": \"edgeformer-runner\", \"runner_version\": %s, %s}\n", json::quote(EDGEFORMER_RUNNER_VERSION).c_str(),
+           tokenize_only(mf, *tok, texts).c_str());
+    return 0;
+  }
 
   if (auto* pool = tp::get_threadpool()) pool->_unsafe_reset_threadpool(static_cast<uint32_t>(o.threads));
   double rss_before = status_mb("VmRSS");
@@ -363,7 +496,8 @@ int main_impl(int argc, char** argv) {
     throw RuntimeFailure{"the ExecuTorch runtime could not load " + pte + " (error " + error_name(e) +
                          "); an operator it needs may be missing from this runner (see the log above)"};
   double load_ms = ms_since(t_load);
-  std::string body = mf.has("generation") ? run_lm(m, mf, inputs, o) : run_encoder(m, mf, inputs, o);
+  std::string body = mf.has("generation") ? run_lm(m, mf, inputs, o)
+                     : tok ? run_texts(m, mf, *tok, texts, o) : run_encoder(m, mf, inputs, o);
   double peak = status_mb("VmHWM");
   printf("{\"runner\": \"edgeformer-runner\", \"runner_version\": %s, \"artifact\": %s, \"sha256_verified\": true, "
          "\"hash_ms\": %.3f, \"load_ms\": %.3f, \"threads\": %d, %s, \"peak_rss_mb\": %.3f, "

@@ -10,6 +10,8 @@ ratios are medians of per-round ratios, measured side by side.
   edgeformer-static `edgeformer build MODEL --target host --lengths static` (padded to 128)
   edgeformer        `edgeformer build MODEL --target host` (any length up to 128), through
                     edgeformer.Predictor (what `edgeformer run` uses)
+  edgeformer-runner the same artifact in the C++ runner on text (`--texts`: its own WordPiece
+                    tokenizer, no Python), per text mean
 
     python benchmarks/bench_lengths.py out/minilm-foods     # a fine-tuned classifier
     python benchmarks/bench_lengths.py minilm               # the bundled embedder
@@ -135,7 +137,13 @@ def main() -> None:
         rows[name] = dict(cmd=[me, a.model, "--worker", "edgeformer", "--path", str(art), "--reviews", str(a.reviews)])
 
     from edgeformer.artifact import load_artifact
+    from edgeformer.devices.runner_build import BINARY, ensure_runner
 
+    texts_file = work / "reviews.txt"
+    texts_file.write_text("\n".join(reviews(a.reviews)) + "\n")
+    rows["edgeformer-runner"] = dict(exe=[str(ensure_runner("x86_64") / BINARY), str(work / "edgeformer"), "--texts",
+                                          str(texts_file), "--no-outputs", "--threads", str(THREADS), "--warmup", str(WARMUP)],
+                                     field="latency_ms_mean")
     m = load_artifact(work / "edgeformer").manifest
     te = TextEncoder(load_artifact(work / "edgeformer").tokenizer_file, 128, m.tokenizer["pad_id"], pad=False)
     lengths = [te.encode(t).input_ids.shape[1] for t in reviews(a.reviews)]

@@ -58,8 +58,9 @@ def measure_rounds(rows: dict[str, dict], rounds: int, medians: tuple[str, ...] 
     `medians`, e.g. "peak_rss_mb") to the median over rounds."""
     runs: dict[str, list[dict]] = {k: [] for k in rows}
     for rnd in range(rounds):
-        for name, r in rows.items():
-            runs[name].append(run_worker(r["cmd"]))
+        for name, r in rows.items():  # "cmd": python ARGS; "exe": any command, its "field" as the latency
+            got = run_json(r["exe"]) if "exe" in r else run_worker(r["cmd"])
+            runs[name].append(dict(got, latency_ms_p50=got[r.get("field", "latency_ms_p50")]))
             log(f"round {rnd + 1}: {name} {runs[name][-1]['latency_ms_p50']:.2f} ms")
     for name in rows:
         for field, key in (("latency_ms_p50", "p50"), *((m, m) for m in medians)):

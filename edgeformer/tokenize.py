@@ -95,6 +95,12 @@ def from_argument(text: str, where: str) -> str:
         return decode_utf8(text.encode("utf-8", errors="surrogateescape"), where)
 
 
+def lines_of(text: str) -> list[str]:
+    """Lines split at "\\n" (a "\\r" before it dropped) only, as the C++ runner reads them:
+    str.splitlines() would also split at form feeds, U+2028 and other characters inside a text."""
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]
+
+
 def read_texts(texts: list[str], file: Path | None) -> list[str]:
     """Texts from arguments, a file of lines, or stdin (`-` or nothing given and stdin piped)."""
     if file is not None:
@@ -102,12 +108,12 @@ def read_texts(texts: list[str], file: Path | None) -> list[str]:
             raw = decode_utf8(file.read_bytes(), f"input file {file}")
         except (FileNotFoundError, IsADirectoryError):
             raise UserError(f"input file {str(file)!r} does not exist; pass a text file with one input per line") from None
-        lines = [ln for ln in raw.splitlines() if ln.strip()]
+        lines = [ln for ln in lines_of(raw) if ln.strip()]
         if not lines:
             raise UserError(f"input file {str(file)!r} has no non-empty lines")
         return lines
     if texts == ["-"] or (not texts and not sys.stdin.isatty()):
-        lines = [ln for ln in decode_utf8(_stdin_bytes(), "stdin").splitlines() if ln.strip()]
+        lines = [ln for ln in lines_of(decode_utf8(_stdin_bytes(), "stdin")) if ln.strip()]
         if not lines:
             raise UserError("stdin had no non-empty lines; pass text as an argument or pipe lines in")
         return lines

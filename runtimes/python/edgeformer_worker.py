@@ -4,7 +4,10 @@ executorch installs), so `bench --device ssh://` can copy it next to an artifact
 It also runs causal LMs built with ExecuTorch's LLM custom ops (the C++ runner cannot).
 
     python edgeformer_worker.py ARTIFACT [--inputs FILE.json] [--threads N] [--warmup N] [--iters N]
+                                [--text TEXT]... [--texts FILE] [--tokenize-only]
                                 [--prompt-tokens N] [--max-new-tokens N] [--ignore-eos] [--no-outputs]
+Text (--text, --texts) also needs `pip install tokenizers`: the artifact's tokenizer.json is read
+with it, as edgeformer's Predictor does.
 Exit codes: 0 ok, 2 bad arguments or artifact, 3 the runtime failed.
 """
 
@@ -77,6 +80,9 @@ def main(argv=None):
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--ignore-eos", action="store_true")
     p.add_argument("--no-outputs", action="store_true")
+    p.add_argument("--text", action="append", default=[])
+    p.add_argument("--texts")
+    p.add_argument("--tokenize-only", action="store_true")
     a = p.parse_args(argv)
     try:
         print(json.dumps(run(a)))
@@ -105,6 +111,15 @@ def run(a):
     if a.inputs:
         with open(a.inputs) as f:
             inputs = json.load(f)
+    texts = list(a.text) + (read_lines(a.texts) if a.texts else [])
+    if a.tokenize_only and not texts:
+        raise Fail("--tokenize-only needs --text or --texts", 2)
+    if texts and a.inputs:
+        raise Fail("give --inputs (token ids) or --text/--texts, not both", 2)
+    tok = Tokens(a.artifact, mf) if texts else None
+    if a.tokenize_only:
+        return dict(runner="edgeformer-worker (python)", runner_version=f"executorch {executorch_version()}", kind="tokens",
+                    results=[tok.encode(t)[1] for t in texts])
     import executorch.kernels.quantized  # noqa: F401  quantized embedding kernels
     import torch
     from executorch.extension.pybindings import portable_lib
@@ -119,7 +134,10 @@ def run(a):
     except Exception as e:
         raise Fail(f"the ExecuTorch runtime could not load {pte} ({e})", 3) from None
     load_ms = (time.perf_counter() - t0) * 1e3
-    body = lm(method, mf, inputs, a, torch) if mf.get("generation") else encoder(method, mf, inputs, a, torch)
+    if mf.get("generation"):
+        body = lm(method, mf, inputs, a, torch)
+    else:
+        body = on_texts(method, mf, tok, texts, a, torch) if texts else encoder(method, mf, inputs, a, torch)
     peak = _status_mb("VmHWM")
     return dict(runner="edgeformer-worker (python)", runner_version=f"executorch {executorch_version()}", artifact=a.artifact,
                 sha256_verified=True, hash_ms=hash_ms, load_ms=load_ms, threads=a.threads, **body, peak_rss_mb=peak,
@@ -158,6 +176,83 @@ def encoder(method, mf, inputs, a, torch):
         r["outputs"] = [dict(name=spec["name"], shape=list(t.shape), data=t.flatten().tolist())
                         for spec, t in zip(mf["outputs"], out, strict=True)]
     return r
+
+
+def read_lines(path):
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError:
+        raise Fail(f"cannot read {path}; give a text file with one input per line", 2) from None
+    # split at "\n" only, as the C++ runner (splitlines() also splits at form feeds, U+2028, ...)
+    lines = [ln[:-1] if ln.endswith("\r") else ln for ln in raw.decode("utf-8", errors="replace").split("\n")]
+    lines = [ln for ln in lines if ln.strip()]
+    if not lines:
+        raise Fail(f"{path} has no non-empty lines", 2)
+    return lines
+
+
+class Tokens:
+    """The artifact's tokenizer.json through `tokenizers`, cut to the longest input: the words
+    counted, then wrapped in the special tokens (as edgeformer.tokenize.TextEncoder)."""
+
+    def __init__(self, artifact, mf):
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:
+            raise Fail("text in needs the tokenizers package: pip install tokenizers (or pass ids with --inputs)", 2) from None
+        self.tok = Tokenizer.from_file(os.path.join(artifact, mf["tokenizer"]["file"]))
+        self.tok.no_padding()
+        self.tok.no_truncation()
+        self.max_len = mf["inputs"][0]["shape"][1]
+        self.specials = self.tok.num_special_tokens_to_add(False)
+
+    def encode(self, text):
+        words = self.tok.encode(text, add_special_tokens=False)
+        n = len(words.ids) + self.specials
+        if n > self.max_len:
+            self.tok.enable_truncation(max_length=self.max_len)
+        try:
+            ids = self.tok.post_process(words).ids
+        finally:
+            self.tok.no_truncation()
+        return ids, dict(ids=ids, tokens=n, truncated=n > self.max_len)
+
+
+def on_texts(method, mf, tok, texts, a, torch):
+    """Each text tokenized, run once and timed with its tokenization (the runner's --texts)."""
+    spec = mf["inputs"][0]
+    any_length, pad = "min_shape" in spec, mf["tokenizer"]["pad_id"]
+    labels, classifier = mf["model"].get("labels") or [], mf["model"]["task"] == "classifier"
+
+    def once(text):
+        ids, info = tok.encode(text)
+        n = len(ids) if any_length else tok.max_len
+        x = torch.tensor([ids + [pad] * (n - len(ids))], dtype=torch.long)
+        m = torch.tensor([[1] * len(ids) + [0] * (n - len(ids))], dtype=torch.long)
+        return method.execute([x, m])[0][0], info
+
+    warmup = 3 if a.warmup is None else a.warmup
+    for _ in range(warmup):
+        once(texts[0])
+    times, results = [], []
+    for text in texts:
+        t0 = time.perf_counter()
+        y, info = once(text)
+        r = dict(tokens=info["tokens"], truncated=info["truncated"])
+        if classifier:
+            probs = y.softmax(-1)
+            i = int(probs.argmax())
+            r.update(label=labels[i] if i < len(labels) else str(i), score=float(probs[i]))
+        else:
+            r["embedding"] = y.tolist()
+        times.append((time.perf_counter() - t0) * 1e3)
+        results.append(r)
+    out = dict(kind="encoder", texts=len(texts), latency_ms_p50=statistics.median(times), latency_ms_p90=pct(times, 90),
+               latency_ms_mean=sum(times) / len(times), warmup=warmup)
+    if not a.no_outputs:
+        out["results"] = results
+    return out
 
 
 def lm(method, mf, inputs, a, torch):

@@ -4,6 +4,8 @@
 import hashlib
 import json
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from edgeformer.devices.local import ARM_SYSROOT, QEMU_CPU
 from edgeformer.predict import Predictor
 from edgeformer.tokenize import TextEncoder, decode_utf8
 
+WORKER = Path(__file__).resolve().parents[2] / "runtimes" / "python" / "edgeformer_worker.py"
 HARD = [
     "Café au lait", "Cafe\u0301 au lait (NFD)", "naïve coöperation", "ÅNGSTRÖM İstanbul straße ΣΑΣ",
     "日本語のテキスト、中文字符。", "한국어 텍스트", "مرحبا بالعالم", "ภาษาไทย", "Ελληνικά κείμενα",
@@ -64,6 +67,7 @@ def test_hard_cases_id_for_id(minilm_tokenizer, host_runner, tmp_path):
     got, want = cpp_ids([str(host_runner)], art, texts, tmp_path), python_ids(minilm_tokenizer, texts)
     for t, g, w in zip(texts, got, want, strict=True):
         assert g == w, f"{t[:60]!r}"
+    assert cpp_ids([sys.executable, str(WORKER)], art, texts, tmp_path) == got  # the Python twin, the same
 
 
 def test_hard_cases_under_qemu_aarch64(minilm_tokenizer, arm_runner, tmp_path):
@@ -96,8 +100,12 @@ def test_runner_on_text_matches_predictor(which, host_runner, tmp_path, request)
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout)
     assert r["kind"] == "encoder" and r["texts"] == 3 and 0 < r["latency_ms_p50"] <= r["latency_ms_p90"]
+    twin = json.loads(subprocess.run([sys.executable, str(WORKER), str(a.path), "--texts", str(f), "--warmup", "0"],
+                                     capture_output=True, text=True, check=True).stdout)
+    assert set(r) - set(twin) == set() and twin["texts"] == 3
     pred = Predictor(a)
-    for text, got in zip(texts, r["results"], strict=True):
+    for text, got, py in zip(texts, r["results"], twin["results"], strict=True):
+        assert (py["tokens"], py["truncated"], py.get("label")) == (got["tokens"], got["truncated"], got.get("label"))
         want = pred(text)
         assert (got["tokens"], got["truncated"]) == (want["tokens"], want["truncated"])
         if "label" in want:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import statistics
 import sys
 import tempfile
@@ -141,7 +142,7 @@ def main() -> None:
 
     texts_file = work / "reviews.txt"
     texts_file.write_text("\n".join(reviews(a.reviews)) + "\n")
-    rows["edgeformer-runner"] = dict(exe=[str(ensure_runner("x86_64") / BINARY), str(work / "edgeformer"), "--texts",
+    rows["edgeformer-runner"] = dict(exe=[str(ensure_runner(platform.machine()) / BINARY), str(work / "edgeformer"), "--texts",
                                           str(texts_file), "--no-outputs", "--threads", str(THREADS), "--warmup", str(WARMUP)],
                                      field="latency_ms_mean")
     m = load_artifact(work / "edgeformer").manifest

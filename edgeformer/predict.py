@@ -28,5 +28,5 @@ class Predictor:
             r.update(label=self.labels[i] if i < len(self.labels) else str(i), score=float(probs[i]),
                      probs={lab: float(p) for lab, p in zip(self.labels, probs.tolist(), strict=True)})
         else:
-            r["embedding"] = (out * 1e6).round().div(1e6).tolist()  # 6 decimals, as one tensor op
+            r["embedding"] = (out.double() * 1e6).round().div(1e6).tolist()  # 6 decimals, as one tensor op
         return r

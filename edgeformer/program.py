@@ -75,7 +75,12 @@ class Program:
             raise UserError(f"the ExecuTorch runtime could not load the program ({e}); rebuild the artifact") from None
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
-        if self._quiet:
-            with native_stderr_silenced():
-                return self._method.execute(list(inputs))[0]
-        return self._method.execute(list(inputs))[0]
+        try:
+            if self._quiet:
+                with native_stderr_silenced():
+                    return self._method.execute(list(inputs))[0]
+            return self._method.execute(list(inputs))[0]
+        except RuntimeError as e:  # e.g. a shape a static program was not built for
+            shapes = ", ".join(str(list(x.shape)) for x in inputs)
+            raise UserError(f"the program refused inputs of shape {shapes} ({e}); give the shapes its manifest's "
+                            "inputs name (a static .pte takes exactly that shape)") from None

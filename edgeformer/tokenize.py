@@ -72,7 +72,7 @@ def decode_utf8(raw: bytes, where: str) -> str:
         line = raw.count(b"\n", 0, e.start) + 1
         col = e.start - (raw.rfind(b"\n", 0, e.start) + 1)
         bad = sum(1 for ln in raw.splitlines() if _not_utf8(ln))
-        sys.stderr.write(f"note: {where} is not valid UTF-8 (line {line}, byte {col}: 0x{raw[e.start]:02x}; {bad} line(s) in all): "
+        sys.stderr.write(f"note: {where} is not valid UTF-8 (line {line}, byte offset {col}: 0x{raw[e.start]:02x}; {bad} line(s) in all): "
                          "invalid bytes read as U+FFFD; re-encode it as UTF-8 to keep them\n")
         return text
 

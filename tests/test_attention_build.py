@@ -78,3 +78,13 @@ def test_seq_len_beyond_positions_needs_positions_copy(tiny_bert, tmp_path):
                          bench_iters=0, attention="window=8+positions=copy")
     assert r.manifest.inputs[0]["shape"] == [1, 64] and r.manifest.numerics["max_abs_err_vs_exported"] < 1e-5
     assert set(r.manifest.delegation["non_delegated_ops"]) == INPUT_ONLY
+
+
+def test_classifier_beyond_positions_with_positions_copy(tiny_bert_cls, tmp_path):
+    """The first-token row grows with the tiled position table (any length up to 64)."""
+    r = edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "a", quant="fp32", embedding_quant="fp32", seq_len=64,
+                         bench_iters=0, attention="positions=copy")
+    assert r.manifest.any_length and r.manifest.numerics["max_abs_err_vs_exported"] < 1e-5
+    r = edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "b", quant="fp32", embedding_quant="fp32", seq_len=64,
+                         bench_iters=0, attention="window=8+positions=copy")
+    assert r.manifest.numerics["max_abs_err_vs_exported"] < 1e-5

@@ -65,7 +65,7 @@ def test_run_reads_text_that_is_not_utf8(built_fp32, capsys, monkeypatch):
     code, out, err = run_cli(["run", str(built_fp32.path), "-", "--json"], capsys)
     assert code == 0, err
     assert [r["text"] for r in json.loads(out)["results"]] == ["caf\ufffd au lait", "great tea"]
-    assert "stdin is not valid UTF-8 (line 1, byte 3: 0xe9; 1 line(s) in all)" in err and "Traceback" not in err
+    assert "stdin is not valid UTF-8 (line 1, byte offset 3: 0xe9; 1 line(s) in all)" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("args,code,msg", [

@@ -76,9 +76,15 @@ def test_window_and_hard_attention_stay_static(tiny_bert_cls, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_seq_len_must_leave_room_for_text(tiny_bert, tmp_path):
+    with pytest.raises(UserError, match=r"--seq-len 2 leaves no room for text: the tokenizer adds 2 special tokens; use --seq-len 3"):
+        edgeformer.build(str(tiny_bert), "host", tmp_path / "x", seq_len=2, bench_iters=0)
+    assert not (tmp_path / "x").exists()
+
+
 def test_lengths_static_pads_as_before(tiny_bert, tmp_path):
     r = edgeformer.build(str(tiny_bert), "host", tmp_path / "s", quant="fp32", seq_len=16, lengths="static", bench_iters=0)
     assert not r.manifest.any_length and r.manifest.recipe["lengths"] == "static"
     program = Program(r.path / "model.pte", 2)
-    with pytest.raises(Exception):  # noqa: B017  the runtime refuses a shape the static program was not built for
+    with pytest.raises(UserError):  # the runtime refuses a shape the static program was not built for
         program(torch.ones(1, 5, dtype=torch.long), torch.ones(1, 5, dtype=torch.long))

@@ -42,7 +42,7 @@ def test_read_texts_from_file(tmp_path, capsys):
     f.write_bytes(b"fine\ncaf\xe9 au lait\n\xff\xfe bad\n")  # Latin-1 and a stray BOM-like pair
     assert read_texts([], f) == ["fine", "caf\ufffd au lait", "\ufffd\ufffd bad"]
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "is not valid UTF-8 (line 2, byte 3: 0xe9; 2 line(s) in all)" in err
+    assert err.count("\n") == 1 and "is not valid UTF-8 (line 2, byte offset 3: 0xe9; 2 line(s) in all)" in err
     assert "invalid bytes read as U+FFFD" in err
     with pytest.raises(UserError, match="does not exist"):
         read_texts([], tmp_path / "missing.txt")
@@ -51,4 +51,4 @@ def test_read_texts_from_file(tmp_path, capsys):
 def test_non_utf8_arguments_read_the_same_way(capsys):
     arg = b"caf\xe9".decode("utf-8", errors="surrogateescape")  # what Python makes of such an argv
     assert read_texts([arg, "ok"], None) == ["caf\ufffd", "ok"]
-    assert "argument 1 is not valid UTF-8 (line 1, byte 3: 0xe9" in capsys.readouterr().err
+    assert "argument 1 is not valid UTF-8 (line 1, byte offset 3: 0xe9" in capsys.readouterr().err

@@ -119,7 +119,9 @@ class Attention(nn.Module):
         """[B*H, S, D] -> [B*H, S, D]; every query scores every key."""
         bh = q.shape[0]
         scores = torch.bmm(q, k.permute(0, 2, 1))  # [B*H, S, S]
-        if b == 1 and not self.top_k:  # 3-D: no reshape with two sequence-long dims
+        # 3-D where the mask is one row per sequence ([1, 1, 1, S]; the window kernel's dense band
+        # is [.., S, S]): no reshape with two sequence-long dims
+        if b == 1 and not self.top_k and mask_add.shape[-2] == 1:
             return torch.bmm((scores + mask_add.reshape(1, 1, -1)).softmax(dim=-1), v)
         s = q.shape[1]
         scores = scores.reshape(b, bh // b, s, -1) + mask_add

@@ -14,7 +14,7 @@ models need no special case.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -126,10 +126,19 @@ class Encoder(nn.Module):
         )
         self.head = head
         self.normalize = normalize
-        if head is not None:  # (an unused non-persistent buffer breaks torch.export's unlifting)
+        self._first_token_row()
+
+    def set_positions(self, table: torch.Tensor) -> None:
+        """Replace the position table ([P, hidden]; e.g. tiled past the model's own positions)."""
+        self.pos = nn.Parameter(table)
+        self.shape = replace(self.shape, max_positions=table.shape[0])
+        self._first_token_row()
+
+    def _first_token_row(self) -> None:
+        if self.head is not None:  # (an unused non-persistent buffer breaks torch.export's unlifting)
             # The first token picked by a bmm with this one-hot row cut to the length: a slice of a
             # dynamic-length tensor stays outside XNNPACK's delegate, a slice of a constant runs before it.
-            self.register_buffer("first_token", F.one_hot(torch.tensor(0), shape.max_positions).float(), persistent=False)
+            self.register_buffer("first_token", F.one_hot(torch.tensor(0), self.shape.max_positions).float(), persistent=False)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         x, mask, mask_add = self.embed(input_ids, attention_mask)

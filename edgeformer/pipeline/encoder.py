@@ -44,6 +44,9 @@ def load(s: BuildState) -> None:
     check_seq_len(s.loaded, n, s.spec.attention_plan().copy_positions)
     dynamic = s.extra["dynamic"] = s.spec.dynamic_lengths()
     s.extra["text"] = text = TextEncoder(s.loaded.hf.tokenizer_file, n, s.loaded.pad_id, pad=not dynamic)
+    if n <= text.specials:
+        raise UserError(f"--seq-len {n} leaves no room for text: the tokenizer adds {text.specials} special tokens; "
+                        f"use --seq-len {text.specials + 1} or more")
     # each sample at its own length when the .pte takes any: the check sees several shapes
     s.extra["samples"] = [(e.input_ids, e.attention_mask) for e in map(text.encode, SAMPLE_TEXTS)]
     s.example = padded(s.extra["samples"][0], n, s.loaded.pad_id)

@@ -21,7 +21,7 @@ Layers are 0-based: `3-5`, `0,2,4` or a mix (`0,3-5`). Kernels: `edgeformer.mode
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from edgeformer.errors import UserError
 
@@ -182,13 +182,10 @@ def apply_attention(model, plan: AttentionPlan, seq_len: int, choose: Callable[[
 
 def copy_positions(model, seq_len: int) -> None:
     """Tile the position table to `seq_len` rows (Longformer copies RoBERTa's 512 the same way)."""
-    import torch
-
     table = model.pos.data
     if seq_len > table.shape[0]:
         reps = -(-seq_len // table.shape[0])
-        model.pos = torch.nn.Parameter(table.repeat(reps, 1)[:seq_len])
-        model.shape = replace(model.shape, max_positions=seq_len)
+        model.set_positions(table.repeat(reps, 1)[:seq_len])
 
 
 def layer_kinds(model) -> list[str]:

@@ -338,16 +338,25 @@ std::string run_encoder(Module& m, const json::Value& mf, const json::Value& inp
   std::vector<std::vector<int64_t>> data;
   std::vector<TensorPtr> tensors;
   int64_t vocab = mf["tokenizer"]["vocab_size"].as_int();
+  // One length for every input: the first one given (any length in range), else the shape's.
+  int64_t length = -1;
+  for (const auto& spec : mf["inputs"].arr) {
+    const std::string& name = spec["name"].as_str();
+    if (!spec.has("min_shape") || !inputs.has(name)) continue;
+    int64_t lo = spec["min_shape"].as_ints()[1], hi = spec["shape"].as_ints()[1];
+    int64_t given = static_cast<int64_t>(inputs[name].as_ints().size());
+    if (given < lo || given > hi)
+      throw UserError{"input " + name + " has " + std::to_string(given) + " tokens, the artifact takes " + std::to_string(lo) +
+                      " to " + std::to_string(hi) + "; cut the ids or rebuild with a larger --seq-len"};
+    if (length >= 0 && given != length)
+      throw UserError{"input " + name + " has " + std::to_string(given) + " values and the one before it " +
+                      std::to_string(length) + "; give ids and mask of one length"};
+    length = given;
+  }
   for (const auto& spec : mf["inputs"].arr) {
     auto shape = spec["shape"].as_ints();
     const std::string& name = spec["name"].as_str();
-    if (spec.has("min_shape") && inputs.has(name)) {
-      int64_t lo = spec["min_shape"].as_ints()[1], hi = shape[1], given = static_cast<int64_t>(inputs[name].as_ints().size());
-      if (given < lo || given > hi)
-        throw UserError{"input " + name + " has " + std::to_string(given) + " tokens, the artifact takes " + std::to_string(lo) +
-                        " to " + std::to_string(hi)};
-      shape[1] = given;
-    }
+    if (spec.has("min_shape") && length >= 0) shape[1] = length;
     size_t n = 1;
     for (auto d : shape) n *= static_cast<size_t>(d);
     std::vector<int64_t> v;

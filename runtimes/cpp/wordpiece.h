@@ -9,7 +9,8 @@
 // BertPreTokenizer, a WordPiece model and a TemplateProcessing or BertProcessing post-processor.
 // Anything else is refused by name. The per-character Unicode behaviour comes from
 // unicode_tables.h, generated from the tokenizers library itself (tools/gen_unicode_tables.py).
-// Text that is not UTF-8 is read with U+FFFD for each bad byte, as edgeformer's Python side does.
+// Text that is not UTF-8 is read with U+FFFD for each bad byte (Python's "replace" gives one per
+// maximal bad sequence; the same ids wherever clean_text drops U+FFFD, as BERT's does).
 #pragma once
 
 #include <algorithm>
@@ -90,10 +91,14 @@ class Tokenizer {
     read_normalizer(tj["normalizer"]);
     const auto& pre = tj["pre_tokenizer"];
     if (pre.is_null() || type_of(pre) != "BertPreTokenizer")
-      throw std::invalid_argument("the tokenizer's pre-tokenizer is " + type_of(pre) + "; this runner reads BertPreTokenizer");
+      throw std::invalid_argument("the tokenizer's pre-tokenizer is " + type_of(pre) + "; this runner reads BertPreTokenizer: pass token ids with --inputs");
     read_post_processor(tj["post_processor"]);
-    for (const auto& t : tj["added_tokens"].arr)  // matched in the raw text, before normalization
-      if (!t["normalized"].b) added_.emplace_back(decode(t["content"].as_str()), t["id"].as_int());
+    for (const auto& t : tj["added_tokens"].arr) {  // matched in the raw text, before normalization
+      if (t["normalized"].b || t["single_word"].b)
+        throw std::invalid_argument("added token " + t["content"].as_str() + " is " + (t["normalized"].b ? "normalized" : "single_word") +
+                                    ", which this runner does not match; pass token ids with --inputs");
+      added_.emplace_back(decode(t["content"].as_str()), t["id"].as_int());
+    }
     std::sort(added_.begin(), added_.end(), [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
   }
 
@@ -150,7 +155,7 @@ class Tokenizer {
 
   void read_normalizer(const json::Value& n) {
     if (n.is_null() || type_of(n) != "BertNormalizer")
-      throw std::invalid_argument("the tokenizer's normalizer is " + type_of(n) + "; this runner reads BertNormalizer");
+      throw std::invalid_argument("the tokenizer's normalizer is " + type_of(n) + "; this runner reads BertNormalizer: pass token ids with --inputs");
     auto flag = [&](const char* k, bool dflt) { return n[k].is_null() ? dflt : n[k].b; };
     clean_ = flag("clean_text", true);
     chinese_ = flag("handle_chinese_chars", true);
@@ -176,7 +181,7 @@ class Tokenizer {
       }
     } else if (type != "none") {
       throw std::invalid_argument("the tokenizer's post-processor is " + type + "; this runner reads TemplateProcessing "
-                                  "and BertProcessing");
+                                  "and BertProcessing: pass token ids with --inputs");
     }
   }
 

@@ -116,6 +116,8 @@ def run(a):
         raise Fail("--tokenize-only needs --text or --texts", 2)
     if texts and a.inputs:
         raise Fail("give --inputs (token ids) or --text/--texts, not both", 2)
+    if texts and mf.get("generation"):
+        raise Fail('--text/--texts are for encoders; a causal LM takes --inputs {"prompt_ids": [...]}', 2)
     tok = Tokens(a.artifact, mf) if texts else None
     if a.tokenize_only:
         return dict(runner="edgeformer-worker (python)", runner_version=f"executorch {executorch_version()}", kind="tokens",
@@ -152,13 +154,24 @@ def executorch_version():
 
 def encoder(method, mf, inputs, a, torch):
     tensors = []
+    length = None  # one length for every input: the first one given (any length in range), else the shape's
+    for spec in mf["inputs"]:
+        given = inputs.get(spec["name"])
+        if given is None or "min_shape" not in spec:
+            continue
+        lo, hi = spec["min_shape"][1], spec["shape"][1]
+        if not lo <= len(given) <= hi:
+            raise Fail(f"input {spec['name']} has {len(given)} tokens, the artifact takes {lo} to {hi}; cut the ids or "
+                       "rebuild with a larger --seq-len", 2)
+        if length is not None and len(given) != length:
+            raise Fail(f"input {spec['name']} has {len(given)} values and the one before it {length}; give ids and mask "
+                       "of one length", 2)
+        length = len(given)
     for spec in mf["inputs"]:
         shape = list(spec["shape"])
         given = inputs.get(spec["name"])
-        if given is not None and "min_shape" in spec:  # any length from min_shape to shape: the one given
-            if not spec["min_shape"][1] <= len(given) <= shape[1]:
-                raise Fail(f"{spec['name']} has {len(given)} tokens; this artifact takes {spec['min_shape'][1]} to {shape[1]}", 2)
-            shape[1] = len(given)
+        if "min_shape" in spec and length is not None:
+            shape[1] = length
         n = shape[0] * shape[1]
         default = seeded_ids(n, mf["tokenizer"]["vocab_size"]) if spec["name"] == "input_ids" else [1] * n
         tensors.append(torch.tensor(given if given is not None else default, dtype=torch.long).view(*shape))

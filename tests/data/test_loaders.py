@@ -50,7 +50,7 @@ def test_non_utf8_data_is_read_with_replacement(tmp_path, capsys):
     f.write_bytes(b"text,label\ncaf\xe9,pos\nok,neg\n")
     d = load_data(str(f))
     assert d.texts == ["caf\ufffd", "ok"]
-    assert "is not valid UTF-8 (line 2, byte 3: 0xe9; 1 line(s) in all)" in capsys.readouterr().err
+    assert "is not valid UTF-8 (line 2, byte offset 3: 0xe9; 1 line(s) in all)" in capsys.readouterr().err
 
 
 def test_bad_specs(tmp_path):

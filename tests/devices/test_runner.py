@@ -61,6 +61,15 @@ def test_runners_refuse_a_length_the_artifact_does_not_take(built_fp32, host_run
     for cmd in ([str(host_runner)], [sys.executable, str(worker)]):
         proc = subprocess.run([*cmd, str(built_fp32.path), "--inputs", str(f)], capture_output=True, text=True)
         assert proc.returncode == 2 and f"input_ids has {n} tokens" in proc.stderr and "takes 1 to 16" in proc.stderr
+    f.write_text(json.dumps(dict(input_ids=[5] * 4, attention_mask=[1] * 5)))
+    for cmd in ([str(host_runner)], [sys.executable, str(worker)]):
+        proc = subprocess.run([*cmd, str(built_fp32.path), "--inputs", str(f)], capture_output=True, text=True)
+        assert proc.returncode == 2 and "give ids and mask of one length" in proc.stderr
+    f.write_text(json.dumps(dict(input_ids=[5] * 4)))  # the mask defaults to ones of the ids' length
+    outs = [json.loads(subprocess.run([*cmd, str(built_fp32.path), "--inputs", str(f), "--iters", "1", "--warmup", "0"],
+                                      capture_output=True, text=True, check=True).stdout)["outputs"][0]["data"]
+            for cmd in ([str(host_runner)], [sys.executable, str(worker)])]
+    np.testing.assert_allclose(outs[0], outs[1], atol=1e-6)
 
 
 @pytest.mark.parametrize("which,min_sqnr", [("built_fp32", 80.0), ("built_int8_cls", 25.0)])

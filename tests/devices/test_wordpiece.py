@@ -133,3 +133,9 @@ def test_runner_text_bad_input(built_fp32, host_runner, tmp_path):
     (bpe / "tokenizer.json").write_text(json.dumps(tj))
     p = subprocess.run([str(host_runner), str(bpe), "--text", "hi", "--tokenize-only"], capture_output=True, text=True)
     assert p.returncode == 2 and "model is BPE; this runner tokenizes WordPiece (the BERT family) only" in p.stderr
+    tj["model"]["type"] = "WordPiece"
+    tj["added_tokens"].append(dict(id=5, content="<new>", single_word=False, lstrip=False, rstrip=False, normalized=True,
+                                   special=False))
+    (bpe / "tokenizer.json").write_text(json.dumps(tj))
+    p = subprocess.run([str(host_runner), str(bpe), "--text", "hi", "--tokenize-only"], capture_output=True, text=True)
+    assert p.returncode == 2 and "added token <new> is normalized, which this runner does not match" in p.stderr

@@ -53,7 +53,19 @@ def test_window_equals_full_attention_with_the_band_mask(s, window, g):
     attn, x, mask, mask_add = inputs(s)
     attn.set_window(window, g)
     with torch.no_grad():
-        assert_valid_rows_close(attn(x, mask_add), reference(attn, x, mask, window, g), mask)
+        ref = reference(attn, x, mask, window, g)
+        assert_valid_rows_close(attn(x, mask_add), ref, mask)
+        for i in range(2):  # batch 1, as every export runs (its own score paths)
+            assert_valid_rows_close(attn(x[i : i + 1], mask_add[i : i + 1]), ref[i : i + 1], mask[i : i + 1])
+
+
+@pytest.mark.parametrize("s", [1, 7, 16])
+def test_full_attention_at_batch_one_equals_the_reference(s):
+    attn, x, mask, mask_add = inputs(s, pad=min(3, s - 1))
+    with torch.no_grad():
+        ref = reference(attn, x, mask)
+        for i in range(2):
+            assert_valid_rows_close(attn(x[i : i + 1], mask_add[i : i + 1]), ref[i : i + 1], mask[i : i + 1])
 
 
 @pytest.mark.parametrize("s", [8, 11])

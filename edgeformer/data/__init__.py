@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import io
 import json
 import os
 import random
@@ -100,15 +101,15 @@ def _renamed(d: Dataset, name: str) -> Dataset:
 
 def read_file(path: Path, text_column: str, label_column: str) -> Dataset:
     """Read a .csv or .jsonl file; every row needs a non-empty text and label."""
-    from edgeformer.tokenize import decode_utf8
+    from edgeformer.tokenize import decode_utf8, lines_of
 
     raw = decode_utf8(path.read_bytes(), f"data file {path}")
     if path.suffix.lower() == ".csv":
-        rows = list(csv.DictReader(raw.splitlines()))
+        rows = list(csv.DictReader(io.StringIO(raw, newline="")))  # quoted fields may hold line breaks
         columns = list(rows[0].keys()) if rows else []
     elif path.suffix.lower() in (".jsonl", ".ndjson"):
         rows = []
-        for i, line in enumerate(raw.splitlines(), 1):
+        for i, line in enumerate(lines_of(raw), 1):
             if line.strip():
                 try:
                     rows.append(json.loads(line))

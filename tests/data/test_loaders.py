@@ -51,6 +51,8 @@ def test_non_utf8_data_is_read_with_replacement(tmp_path, capsys):
     d = load_data(str(f))
     assert d.texts == ["caf\ufffd", "ok"]
     assert "is not valid UTF-8 (line 2, byte offset 3: 0xe9; 1 line(s) in all)" in capsys.readouterr().err
+    f.write_text('text,label\n"two\u2028lines, one review",pos\n"quoted\nbreak",neg\n', encoding="utf-8")
+    assert load_data(str(f)).texts == ["two\u2028lines, one review", "quoted\nbreak"]
 
 
 def test_bad_specs(tmp_path):

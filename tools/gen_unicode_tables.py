@@ -3,8 +3,10 @@ BertNormalizer and BertPreTokenizer, read off the installed `tokenizers` itself.
 
 Each code point is run through the library's own normalizer and pre-tokenizer one stage at a
 time, so the C++ WordPiece tokenizer (runtimes/cpp/wordpiece.h) follows that implementation and
-its Unicode version exactly (the Rust crates it uses classify by their own, older tables: a
-Python `unicodedata` table would differ on newer emoji), not a re-derivation of the rules.
+its Unicode versions exactly, not a re-derivation of the rules. They are a mix: case mapping
+from Rust's standard library (newer than Python 3.11's Unicode 14: 55 code points lowercase
+differently), categories from an older crate (13 format characters Python counts as Cf are
+kept). A table from Python's `unicodedata` would be wrong on those 68.
 
     python tools/gen_unicode_tables.py            # rewrites runtimes/cpp/unicode_tables.h
 

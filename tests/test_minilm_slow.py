@@ -32,15 +32,19 @@ def test_default_host_build_meets_every_budget(builds):
     assert by["min_speedup_vs_eager"]["measured"] >= 2.0 and m.measurements["memory_measured_by"]
     assert accuracy["passed"] is None and accuracy["where"] == "no eval data"
     assert m.recipe == dict(quant="int8", group_size=32, embedding_quant="int8", seq_len=128, threads=2, attention="full",
-                            max_context=None, lm_ops="custom")
+                            max_context=None, lm_ops="custom", lengths="auto")
+    assert m.inputs[0]["min_shape"] == [1, 1]  # auto: any length up to 128 (full attention on XNNPACK)
     assert m.numerics["sqnr_db"] >= 20
 
 
 def test_only_gather_and_mask_cast_stay_outside_xnnpack(builds):
+    """Besides the gather and the mask cast, a dynamic length leaves its read (sym_size) and the
+    position rows cut to it (a slice of a constant) outside: one delegate still."""
     d = builds["int8"].manifest.delegation
     assert d["delegated_subgraphs"] == 1
     assert d["non_delegated_ops"] == {"quantized_decomposed_embedding_byte_default": 1,
-                                      "dim_order_ops__to_dim_order_copy_default": 1}
+                                      "dim_order_ops__to_dim_order_copy_default": 1,
+                                      "aten_slice_copy_tensor": 1, "sym_size": 1}
 
 
 def test_int8_is_at_least_3_5x_smaller_than_fp32(builds):

@@ -44,6 +44,12 @@ def make_tiny(path: Path, arch: str = "bert", task: str = "embedder", seed: int 
     common = dict(vocab_size=vocab, max_position_embeddings=40)
     if arch == "distilbert":
         cfg = tf.DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=64, pad_token_id=0, **common)
+    elif arch == "electra":  # factorised like ELECTRA-small: embedded at 16, projected to 32
+        cfg = tf.ElectraConfig(embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                               intermediate_size=64, pad_token_id=0, **common)
+    elif arch == "albert":  # 4 layers from 2 shared groups (0, 0, 1, 1), embedded at 16
+        cfg = tf.AlbertConfig(embedding_size=16, hidden_size=32, num_hidden_layers=4, num_hidden_groups=2,
+                              num_attention_heads=4, intermediate_size=64, pad_token_id=0, **common)
     else:
         cls = tf.RobertaConfig if arch == "roberta" else tf.BertConfig
         cfg = cls(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,

@@ -52,7 +52,7 @@ def test_ratio_prune_halves_the_flops_and_the_pruned_model_lowers_exactly(tuned,
     assert r["flops_per_sequence"]["ratio"] == pytest.approx(0.5, abs=0.02)
     assert r["params"]["after"] < r["params"]["before"] - 5_000_000  # weights really gone, not zeroed
     assert r["validation_accuracy"]["pruned"] > MAJORITY - 0.05  # not distilled: a sanity floor only
-    b = edgeformer.build(str(tmp_path / "p"), "host", tmp_path / "a", bench_iters=0, min_sqnr_db=0)
+    b = edgeformer.build(str(tmp_path / "p"), "host", tmp_path / "a", lengths="static", bench_iters=0, min_sqnr_db=0)
     assert b.manifest.numerics["sqnr_db_vs_exported"] > 25 and b.manifest.delegation["delegated_subgraphs"] == 1
     assert sum(b.manifest.model["heads"]) == 36 and sum(b.manifest.model["ffn"]) == 4608
 

@@ -90,16 +90,32 @@ class EncoderShape:
     max_positions: int
     activation: str
     eps: float
+    # Factorised embeddings (ALBERT, ELECTRA-small): tokens embedded in this many dims, then a
+    # linear to `hidden`. None: embedded at `hidden`, no projection.
+    embedding_size: int | None = None
+    # Cross-layer sharing (ALBERT): position i runs distinct layer tied[i]. None: all distinct.
+    tied: tuple[int, ...] | None = None
 
     def __post_init__(self):
         if len(self.num_heads) != len(self.ffn):
             raise ValueError(f"num_heads has {len(self.num_heads)} layers, ffn has {len(self.ffn)}")
+        if self.tied is not None and len(self.tied) != len(self.ffn):
+            raise ValueError(f"tied has {len(self.tied)} entries for {len(self.ffn)} layers")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation {self.activation!r} not supported; one of {sorted(ACTIVATIONS)}")
 
     @property
     def num_layers(self) -> int:
         return len(self.num_heads)
+
+    @property
+    def embedded(self) -> int:
+        """The width tokens are embedded at."""
+        return self.embedding_size or self.hidden
+
+    @property
+    def shares_layers(self) -> bool:
+        return self.tied is not None and len(set(self.tied)) < len(self.tied)
 
 
 class Encoder(nn.Module):
@@ -116,14 +132,18 @@ class Encoder(nn.Module):
         # No padding_idx (it only affects gradients): with it, aten.embedding carries an
         # argument that ExecuTorch's quantized-embedding fusion pattern does not match, and
         # a torchao dequantize_affine is left with no out-variant.
-        self.word = nn.Embedding(shape.vocab_size, shape.hidden)
+        self.word = nn.Embedding(shape.vocab_size, shape.embedded)
         # Position + token-type-0 rows summed once; sliced to the sequence length in forward.
-        self.pos = nn.Parameter(torch.zeros(shape.max_positions, shape.hidden))
-        self.ln_emb = LayerNorm(shape.hidden, eps=shape.eps)
-        self.layers = nn.ModuleList(
-            Layer(shape.hidden, h, shape.head_dim, f, shape.activation, shape.eps)
-            for h, f in zip(shape.num_heads, shape.ffn, strict=True)
-        )
+        self.pos = nn.Parameter(torch.zeros(shape.max_positions, shape.embedded))
+        self.ln_emb = LayerNorm(shape.embedded, eps=shape.eps)
+        self.project = nn.Linear(shape.embedded, shape.hidden) if shape.embedding_size is not None else None
+        # A shared layer is one module at several positions: its weights are one set of
+        # parameters, which torch.export lifts (and the .pte stores) once.
+        distinct: dict[int, Layer] = {}
+        tied = shape.tied if shape.tied is not None else range(shape.num_layers)
+        for t, h, f in zip(tied, shape.num_heads, shape.ffn, strict=True):
+            distinct.setdefault(t, Layer(shape.hidden, h, shape.head_dim, f, shape.activation, shape.eps))
+        self.layers = nn.ModuleList(distinct[t] for t in tied)
         self.head = head
         self.normalize = normalize
         self._first_token_row()
@@ -152,7 +172,12 @@ class Encoder(nn.Module):
         # reshape, not [:, None]: unsqueeze_copy stays outside the XNNPACK delegate.
         mask = attention_mask.to(torch.float32).reshape(b, 1, -1)
         mask_add = ((1.0 - mask) * torch.finfo(torch.float32).min).reshape(b, 1, 1, -1)
-        return self.ln_emb(self.word(input_ids) + self.pos[:s]), mask, mask_add
+        x = self.ln_emb(self.word(input_ids) + self.pos[:s])
+        return (x if self.project is None else self.project(x)), mask, mask_add
+
+    def distinct_layers(self) -> list[Layer]:
+        """Each layer module once, in order of first use (a shared layer appears at many positions)."""
+        return list(dict.fromkeys(self.layers))
 
     def pool(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The model's output from the last hidden states: logits, or the pooled embedding."""

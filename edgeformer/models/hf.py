@@ -132,6 +132,9 @@ def to_encoder(hf: HFModel) -> Encoder:
     head_dim = c["hidden"] // c["heads"]
     word, pos, ln_emb = fam.embeddings(base)
     layers = fam.layers(base)
+    project = fam.projection(base)
+    distinct = list(dict.fromkeys(id(ly["q"]) for ly in layers))  # a shared layer's modules repeat
+    tied = tuple(distinct.index(id(ly["q"])) for ly in layers) if len(distinct) < len(layers) else None
     shape = EncoderShape(
         vocab_size=word.num_embeddings,
         hidden=c["hidden"],
@@ -141,6 +144,8 @@ def to_encoder(hf: HFModel) -> Encoder:
         max_positions=pos.shape[0],
         activation=c["act"] if isinstance(c["act"], str) else "gelu",
         eps=ln_emb.eps,
+        embedding_size=None if project is None else project.in_features,
+        tied=tied,
     )
     head = None
     if hf.task == "classifier":
@@ -151,7 +156,13 @@ def to_encoder(hf: HFModel) -> Encoder:
         enc.word.weight.copy_(word.weight)
         enc.pos.copy_(pos)
     _copy_ln(enc.ln_emb, ln_emb)
+    if project is not None:
+        _copy_linear(enc.project, project)
+    done: set[int] = set()
     for dst, src in zip(enc.layers, layers, strict=True):
+        if id(dst) in done:  # a shared layer: copied (and its attention scale folded) once
+            continue
+        done.add(id(dst))
         with torch.no_grad():
             dst.attn.qkv.weight.copy_(torch.cat([src["q"].weight, src["k"].weight, src["v"].weight]))
             dst.attn.qkv.bias.copy_(torch.cat([src["q"].bias, src["k"].bias, src["v"].bias]))

@@ -69,7 +69,7 @@ def attention(s: BuildState) -> None:
     info = apply_attention(s.module, plan, s.recipe.seq_len, hard_layer_chooser(s, plan))
     s.extra["attention"] = dict(**info, layers=layer_kinds(s.module))
     if s.extra["dynamic"]:  # a fused q/k/v output is sliced, and XNNPACK slices no dynamic-length tensor
-        for layer in s.module.layers:
+        for layer in s.module.distinct_layers():
             layer.attn.split_qkv()
     if plan.changes_outputs:  # the .pte should match the transformed model
         s.reference, s.extra["reference"] = copy.deepcopy(s.module).eval(), "fp32 with the attention transform"
@@ -195,7 +195,9 @@ def encoder_manifest(s: BuildState, numerics: dict):
     return st.new_manifest(
         s,
         model=dict(**loaded.source, labels=loaded.hf.labels, layers=shape.num_layers, heads=list(shape.num_heads),
-                   ffn=list(shape.ffn), hidden=shape.hidden),
+                   ffn=list(shape.ffn), hidden=shape.hidden,
+                   **(dict(embedding_size=shape.embedding_size) if shape.embedding_size else {}),
+                   **(dict(shared_layers=list(shape.tied)) if shape.shares_layers else {})),
         tokenizer=dict(file=art.TOKENIZER, sha256=art.sha256_bytes(loaded.hf.tokenizer_file.read_bytes()),
                        pad_id=text.pad_id, vocab_size=text.tok.get_vocab_size()),
         # shape is the longest input; min_shape, when there, says any length in between runs

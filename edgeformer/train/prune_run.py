@@ -29,6 +29,7 @@ from edgeformer.artifact import commit, staging
 from edgeformer.data import training_splits
 from edgeformer.errors import UserError
 from edgeformer.models import folder_sha256, load_model
+from edgeformer.models.families import FAMILIES
 from edgeformer.models.hf import to_encoder
 from edgeformer.train import loop, search
 from edgeformer.train.finetune import predict_eager
@@ -139,6 +140,9 @@ def prune(
         torch.set_num_threads(o.threads)
     torch.manual_seed(seed)
     loaded = load_model(model)
+    refusal = FAMILIES[loaded.hf.model_type].no_pruning
+    if refusal:
+        raise UserError(f"cannot prune {model!r} ({loaded.hf.model_type}): {refusal}")
     if loaded.hf.task != "classifier":
         raise UserError(f"prune needs a classifier (task accuracy decides what goes); {model!r} is an embedder: "
                         f"fine-tune it first with `edgeformer finetune {model} --data {data} -o DIR`")

@@ -144,6 +144,10 @@ def apply_attention(model, plan: AttentionPlan, seq_len: int, choose: Callable[[
     if plan.copy_positions:
         copy_positions(model, seq_len)
     window_layers = _check_layers(plan.window_layers, n, "window") if plan.window else ()
+    _whole_shared_layers(model, window_layers, "window")
+    if plan.top_k and plan.hard_layers == "auto" and model.shape.shares_layers:
+        raise UserError(f"--attention hard=top{plan.top_k}: layers=auto chooses layer by layer, but this model runs one "
+                        f"shared layer at several depths; name the layers (hard=top{plan.top_k}:layers=0-{n - 1})")
     g = 0
     if plan.window:
         if plan.window > seq_len:
@@ -172,12 +176,29 @@ def apply_attention(model, plan: AttentionPlan, seq_len: int, choose: Callable[[
             hard = sorted(choose())
         else:
             hard = list(_check_layers(plan.hard_layers, n, "hard"))
+            _whole_shared_layers(model, hard, "hard")
         for i in hard:
             model.layers[i].attn.top_k = plan.top_k
     return dict(applied=True, spec=plan.describe(), kind=plan.kind,
                 window=dict(size=plan.window, global_tokens=g, layers=list(window_layers)) if plan.window else None,
                 hard=dict(top_k=plan.top_k, layers=hard, chosen_by="validation accuracy" if plan.hard_layers == "auto" else "user")
                 if plan.top_k else None)
+
+
+def _whole_shared_layers(model, layers, what: str) -> None:
+    """UserError when `layers` holds some but not all depths of a shared layer (ALBERT): a
+    kernel set on a shared module is set at every depth it runs."""
+    chosen = set(layers)
+    for i, ly in enumerate(model.layers):
+        same = [j for j, other in enumerate(model.layers) if other is ly]
+        if i in chosen and not chosen.issuperset(same):
+            missing = next(j for j in same if j not in chosen)
+            raise UserError(f"--attention {what}: layer {i} is the same shared layer as layer {missing} (this model shares "
+                            f"weights across depths); choose all of layers {_ranges(same)} or none of them")
+
+
+def _ranges(xs: list[int]) -> str:
+    return f"{xs[0]}-{xs[-1]}" if xs == list(range(xs[0], xs[-1] + 1)) and len(xs) > 1 else ",".join(map(str, xs))
 
 
 def copy_positions(model, seq_len: int) -> None:

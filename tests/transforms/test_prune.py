@@ -33,7 +33,7 @@ def _hidden(enc) -> torch.Tensor:
     return x
 
 
-@pytest.mark.parametrize("arch", ["bert", "roberta", "distilbert"])
+@pytest.mark.parametrize("arch", ["bert", "roberta", "distilbert", "electra"])
 def test_removing_heads_and_neurons_equals_masking_them(tmp_path, arch):
     from tests.conftest import make_tiny
 

@@ -51,7 +51,7 @@ def test_build_records_accuracy_and_enforces_the_drop(tiny_bert_cls, eval_csv, t
     assert check["name"] == "max_accuracy_drop" and check["passed"] is True and check["where"] == "artifact"
     # A budget no model can meet (a negative drop = more accurate than fp32 by 100 points) must fail the build.
     with pytest.raises(BudgetError, match=r"max_accuracy_drop: measured 0.00 points, budget <= -100"):
-        edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "b", quant="fp32", embedding_quant="fp32", seq_len=SEQ,
+        edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "b", lengths="static", quant="fp32", embedding_quant="fp32", seq_len=SEQ,
                          bench_iters=0, eval_data=str(eval_csv), max_accuracy_drop=-100)
     assert not (tmp_path / "b").exists()
 

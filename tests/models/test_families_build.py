@@ -53,11 +53,11 @@ def test_albert_pte_stores_its_shared_layer_once(tmp_path):
     assert sizes[4] - sizes[1] < per_layer, sizes  # 3 more copies would add 3x this
 
 
-def test_albert_hard_attention_in_some_of_a_shared_layers_depths_is_refused(tmp_path):
+def test_albert_hard_attention_in_some_of_a_shared_layers_depths_is_refused(tmp_path, data_csv):
     model = make_tiny(tmp_path / "albert", "albert", "classifier")
     with pytest.raises(UserError, match=r"--attention hard: layer 0 is the same shared layer as layer 1 .* "
                                         r"choose all of layers 0-1 or none of them"):
         edgeformer.build(str(model), "host", tmp_path / "a", seq_len=SEQ, bench_iters=0, attention="hard=top4:layers=0,2,3")
     with pytest.raises(UserError, match=r"layers=auto chooses layer by layer, .* name the layers \(hard=top4:layers=0-3\)"):
-        edgeformer.build(str(model), "host", tmp_path / "a", seq_len=SEQ, bench_iters=0, attention="hard=top4", data="x.csv")
+        edgeformer.build(str(model), "host", tmp_path / "a", seq_len=SEQ, bench_iters=0, attention="hard=top4", data=str(data_csv))
     assert not (tmp_path / "a").exists()

@@ -12,12 +12,8 @@ from pathlib import Path
 
 from edgeformer.errors import UserError
 from edgeformer.models import Bundled
-from edgeformer.models.decoder import Decoder, from_hf
-
-# Architectures whose attention, norm and MLP the Decoder reproduces (HF model_type and GGUF
-# general.architecture use the same names for these). Qwen2 is Llama with q/k/v biases.
-SUPPORTED = ("llama", "qwen2")
-
+from edgeformer.models.decoder import Decoder
+from edgeformer.models.lm_families import SUPPORTED, config_window, from_hf  # SUPPORTED: HF model_type = GGUF architecture
 
 BUNDLED_LMS: dict[str, Bundled] = {
     "smollm2-135m": Bundled(
@@ -101,9 +97,10 @@ def load_reference(folder: Path, gguf: str | None = None):
 
 def load_lm(model: str, max_context: int | None = None, window: int | None = None, sinks: int = 0, chunk: int = 128,
             portable: bool = False) -> LoadedLM:
-    """Load a Llama-family causal LM and build its cached `Decoder`: a full cache of `max_context`
-    tokens (default: 1024 or the model's positions if fewer), or with `window` a ring cache
-    (sinks + window + chunk - 1 slots, any length)."""
+    """Load a causal LM of a `SUPPORTED` family and build its cached `Decoder`: a full cache of
+    `max_context` tokens (default: 1024 or the model's positions if fewer), or with `window` a
+    ring cache (sinks + window + chunk - 1 slots, any length). A model trained with a sliding
+    window shorter than `max_context` (config `sliding_window`) gets that ring by default."""
     import transformers as tf
 
     name, folder, gguf = resolve_lm(model)
@@ -118,11 +115,15 @@ def load_lm(model: str, max_context: int | None = None, window: int | None = Non
         raise UserError(f"--max-context {max_context}: use 2 to {limit} (the model's positions)")
     if window is not None and not 1 <= window <= limit:
         raise UserError(f"--attention window={window}: use 1 to {limit} (the model's positions)")
+    trained = config_window(hf.config)  # Mistral, Phi-3: the model was trained to see this many positions
+    if window is None and trained is not None and trained < max_context:
+        window = trained  # a ring of that window is exact; a full cache would see too far back
     stop = {i for i in (tok.eos_token_id, getattr(hf.generation_config, "eos_token_id", None)) if i is not None}
     stop = {j for i in stop for j in (i if isinstance(i, list) else [i])}
     return LoadedLM(
         hf=hf, decoder=from_hf(hf, max_context, window, sinks, chunk, portable), tokenizer_json=tok.backend_tokenizer.to_str(),
         chat_template=getattr(tok, "chat_template", None), stop_ids=sorted(stop),
         source=dict(name=name, path=str(folder / gguf) if gguf else str(folder), architecture=arch, task="causal-lm",
-                    params=sum(p.numel() for p in hf.parameters()), max_positions=limit),
+                    params=sum(p.numel() for p in hf.parameters()), max_positions=limit,
+                    **(dict(sliding_window=trained) if trained is not None else {})),
     )

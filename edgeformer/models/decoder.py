@@ -1,12 +1,14 @@
-"""A Llama-family causal LM (Llama, SmolLM2, Qwen2-style) with a static key-value cache.
+"""A Llama-layout causal LM (Llama, SmolLM2, Mistral, Qwen2, Qwen3, Phi-3) with a static key-value cache.
 
 Written, like `encoder.py`, as the ops an edge backend runs well, with the weights taken
-from the Hugging Face model (`from_hf`):
+from the Hugging Face model (`lm_families.from_hf`):
 
 - RMSNorm's mean over a 4-D view on dims (2, 3), the one form XNNPACK's mean takes;
 - RoPE without slicing: `x·cos + (x @ Rᵀ)·sin` with R the constant ±1 matrix of
   `rotate_half`; cos/sin computed in the graph from the positions, in fp32 as Hugging Face
-  does, so positions are not bounded by a table;
+  does, so positions are not bounded by a table (partial rotary, Phi-3 style: the dims past
+  `rotary_dim` get angle 0, so cos 1 and sin 0 pass them through);
+- Qwen3's q/k RMSNorm over each head's dims, before RoPE;
 - the cache written in place by ExecuTorch's `llama::update_cache` and read by
   `llama::custom_sdpa` (causal, grouped-query attention inside, never past the last
   written position). Both ship in the executorch wheel with eager and runtime kernels
@@ -57,6 +59,8 @@ class DecoderShape:
     eps: float
     tie_embeddings: bool
     qkv_bias: bool = False  # Qwen2-style
+    qk_norm: bool = False  # Qwen3: RMSNorm over each query and key head before RoPE
+    rotary_dim: int | None = None  # RoPE on the first rotary_dim dims of a head (None: all of them)
     window: int | None = None  # sliding-window ring cache: the recent positions each query sees
     sinks: int = 0  # first positions every query also sees (ring cache only)
     chunk: int = 128  # ring cache: the most tokens one call may write (longer prompts are fed in chunks)
@@ -99,6 +103,8 @@ class DecoderLayer(nn.Module):
         self.h, self.kv, self.d = s.num_heads, s.num_kv_heads, s.head_dim
         self.portable = s.portable
         self.norm1 = RMSNorm(s.hidden, s.eps)
+        self.q_norm = RMSNorm(s.head_dim, s.eps) if s.qk_norm else None
+        self.k_norm = RMSNorm(s.head_dim, s.eps) if s.qk_norm else None
         self.q = nn.Linear(s.hidden, s.num_heads * s.head_dim, bias=s.qkv_bias)
         self.k = nn.Linear(s.hidden, s.num_kv_heads * s.head_dim, bias=s.qkv_bias)
         self.v = nn.Linear(s.hidden, s.num_kv_heads * s.head_dim, bias=s.qkv_bias)
@@ -116,8 +122,11 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x, cos, sin, rot, start, ring):
         y = self.norm1(x)
-        q = _rope(self.q(y).view(1, -1, self.h, self.d), cos, sin, rot)
-        k = _rope(self.k(y).view(1, -1, self.kv, self.d), cos, sin, rot)
+        q, k = self.q(y), self.k(y)
+        if self.q_norm is not None:  # per head: [1, T*heads, d]
+            q, k = self.q_norm(q.view(1, -1, self.d)), self.k_norm(k.view(1, -1, self.d))
+        q = _rope(q.view(1, -1, self.h, self.d), cos, sin, rot)
+        k = _rope(k.view(1, -1, self.kv, self.d), cos, sin, rot)
         v = self.v(y).view(1, -1, self.kv, self.d)
         if self.portable:
             attn = self._portable_attention(q, k, v, *ring)
@@ -164,13 +173,15 @@ class Decoder(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(shape) for _ in range(shape.num_layers))
         self.norm = RMSNorm(shape.hidden, shape.eps)
         self.lm_head = nn.Linear(shape.hidden, shape.vocab_size, bias=False)
-        d = shape.head_dim
-        # as transformers' default rope init computes it (fp32), so angles match to the bit
-        self.register_buffer("inv_freq", 1.0 / shape.rope_theta ** (torch.arange(0, d, 2).float() / d), persistent=False)
-        rot = torch.zeros(d, d)  # F.linear(x, rot) == rotate_half(x) = cat(-x2, x1)
-        i = torch.arange(d // 2)
-        rot[i, i + d // 2] = -1.0
-        rot[i + d // 2, i] = 1.0
+        d, r = shape.head_dim, shape.rotary_dim or shape.head_dim
+        # as transformers' default rope init computes it (fp32), so angles match to the bit; laid
+        # out as its cat(freqs, freqs), then zeros for the dims RoPE leaves alone
+        f = 1.0 / shape.rope_theta ** (torch.arange(0, r, 2).float() / r)
+        self.register_buffer("inv_freq", torch.cat([f, f, torch.zeros(d - r)]), persistent=False)
+        rot = torch.zeros(d, d)  # F.linear(x, rot) == rotate_half(x) = cat(-x2, x1) on the first r dims
+        i = torch.arange(r // 2)
+        rot[i, i + r // 2] = -1.0
+        rot[i + r // 2, i] = 1.0
         self.register_buffer("rot", rot, persistent=False)
 
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
@@ -178,8 +189,7 @@ class Decoder(nn.Module):
         start = input_pos[0].item()
         torch._check(start >= 0)
         pos = input_pos + torch.arange(t)
-        ang = pos.float()[:, None] * self.inv_freq[None, :]
-        ang = torch.cat([ang, ang], dim=-1)[None, :, None, :]
+        ang = (pos.float()[:, None] * self.inv_freq[None, :])[None, :, None, :]
         cos, sin = ang.cos(), ang.sin()
         ring = None
         if self.shape.window is None:
@@ -218,47 +228,6 @@ class Decoder(nn.Module):
         for layer in self.layers:
             layer.k_cache.zero_()
             layer.v_cache.zero_()
-
-
-def from_hf(model, max_context: int, window: int | None = None, sinks: int = 0, chunk: int = 128,
-            portable: bool = False) -> Decoder:
-    """A `Decoder` with the weights of a Hugging Face Llama-family causal LM.
-
-    `window` makes the cache a ring (see the module docstring); `max_context` is then unused."""
-    c = model.config
-    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    scaling = getattr(c, "rope_scaling", None) or {}
-    if scaling.get("rope_type", scaling.get("type", "default")) not in ("default", None):
-        raise ValueError(f"rope scaling {scaling} is not supported")
-    params = getattr(c, "rope_parameters", None) or {}
-    theta = params.get("rope_theta", getattr(c, "rope_theta", 10000.0))
-    shape = DecoderShape(
-        vocab_size=c.vocab_size, hidden=c.hidden_size, num_layers=c.num_hidden_layers, num_heads=c.num_attention_heads,
-        num_kv_heads=c.num_key_value_heads, head_dim=head_dim, ffn=c.intermediate_size, max_context=max_context,
-        rope_theta=float(theta), eps=c.rms_norm_eps, tie_embeddings=bool(getattr(c, "tie_word_embeddings", False)),
-        qkv_bias=model.model.layers[0].self_attn.q_proj.bias is not None, window=window, sinks=sinks, chunk=chunk,
-        portable=portable,
-    )
-    dec = Decoder(shape)
-    src = model.model
-    with torch.no_grad():
-        dec.embed.weight.copy_(src.embed_tokens.weight)
-        dec.norm.weight.copy_(src.norm.weight)
-        dec.lm_head.weight.copy_(model.lm_head.weight)
-        for dst, lyr in zip(dec.layers, src.layers, strict=True):
-            a, m = lyr.self_attn, lyr.mlp
-            for name, w in (("q", a.q_proj), ("k", a.k_proj), ("v", a.v_proj), ("o", a.o_proj),
-                            ("gate", m.gate_proj), ("up", m.up_proj), ("down", m.down_proj)):
-                mine = getattr(dst, name)
-                if (w.bias is None) != (mine.bias is None):
-                    raise ValueError(f"{name}_proj bias: {w.bias is not None}, expected {mine.bias is not None} "
-                                     f"(biases are supported on q/k/v only, Qwen2-style)")
-                mine.weight.copy_(w.weight)
-                if w.bias is not None:
-                    mine.bias.copy_(w.bias)
-            dst.norm1.weight.copy_(lyr.input_layernorm.weight)
-            dst.norm2.weight.copy_(lyr.post_attention_layernorm.weight)
-    return dec.eval()
 
 
 def export_decoder(dec: Decoder):

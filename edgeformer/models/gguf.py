@@ -89,6 +89,14 @@ class GGUFWeights:
         except (ValueError, OSError) as e:
             raise UserError(f"{self.path} is not a readable GGUF file ({e}); pass a GGUF model file") from None
         self._tensors = {t.name: t for t in self._reader.tensors}
+        field = self._reader.fields.get("general.architecture")
+        self.architecture = bytes(field.parts[field.data[0]]).decode() if field is not None else "unknown"
+
+    @property
+    def rope_rows_permuted(self) -> bool:
+        """Whether llama.cpp's converter permuted the q/k rows (it does for its "llama" architecture,
+        Mistral's files included; not for Qwen2/Qwen3/Phi-3, as transformers' GGUF loader knows)."""
+        return self.architecture == "llama"
 
     def names(self) -> list[str]:
         return list(self._tensors)

@@ -31,9 +31,10 @@ from torchao.quantization.quantize_.workflows.intx.intx_unpacked_to_int8_tensor 
     IntxUnpackedToInt8TensorActivationQuantization,
 )
 
+from edgeformer.errors import UserError
 from edgeformer.models.gguf import BLOCK, Blocks, GGUFWeights, unpermute_rope_rows
 
-# Decoder linear -> GGUF tensor name in block N (llama.cpp's names; the same for Qwen2)
+# Decoder linear -> GGUF tensor name in block N (llama.cpp's names; the same for Qwen2/Qwen3)
 LINEARS = {"q": "attn_q", "k": "attn_k", "v": "attn_v", "o": "attn_output",
            "gate": "ffn_gate", "up": "ffn_up", "down": "ffn_down"}
 # the GGUF block types a linear layer keeps on their grid
@@ -131,12 +132,17 @@ def keep_grid(decoder: nn.Module, weights: GGUFWeights, linear_fallback: str = "
     grid; returns {module name: what it became} for every module looked at (the others are
     left in fp32, named in the plan by the scheme the caller will quantize them with)."""
     shape = decoder.shape
+    if f"blk.0.{LINEARS['q']}.weight" not in weights.names():
+        fused = [n for n in weights.names() if n.startswith("blk.0.")]
+        raise UserError(f"{weights.path.name} ({weights.architecture}) has no separate q/k/v blocks (layer 0 holds "
+                        f"{', '.join(sorted(fused)[:6])}); --quant gguf keeps separate q/k/v/gate/up grids only: "
+                        f"use --quant int8 or 8da4w")
     plan: dict[str, str] = {}
     for i, layer in enumerate(decoder.layers):
         for mine, theirs in LINEARS.items():
             name = f"layers.{i}.{mine}"
             blocks = weights.blocks(f"blk.{i}.{theirs}.weight")
-            if blocks is not None and mine in ("q", "k"):  # undo llama.cpp's RoPE row order
+            if blocks is not None and mine in ("q", "k") and weights.rope_rows_permuted:  # undo llama.cpp's RoPE row order
                 heads = shape.num_heads if mine == "q" else shape.num_kv_heads
                 blocks = blocks.permute_rows(unpermute_rope_rows(blocks.codes.shape[0], heads))
             plan[name] = _replace_linear(layer, mine, blocks, weights.kind(f"blk.{i}.{theirs}.weight"), linear_fallback)

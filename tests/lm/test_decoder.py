@@ -7,7 +7,8 @@ import torch
 
 from edgeformer.errors import UserError
 from edgeformer.lm.generate import Sampling, fit_prompt, generate
-from edgeformer.models.decoder import export_decoder, from_hf
+from edgeformer.models.decoder import export_decoder
+from edgeformer.models.lm_families import from_hf
 from edgeformer.program import Program
 from edgeformer.recipe import Recipe
 from edgeformer.targets.xnnpack import lower

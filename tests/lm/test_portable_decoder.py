@@ -6,7 +6,8 @@ import pytest
 import torch
 from test_decoder import CTX, steps, tiny_llama
 
-from edgeformer.models.decoder import export_decoder, from_hf
+from edgeformer.models.decoder import export_decoder
+from edgeformer.models.lm_families import from_hf
 from edgeformer.program import Program
 from edgeformer.recipe import Recipe
 from edgeformer.targets.xnnpack import lower

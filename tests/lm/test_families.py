@@ -1,0 +1,117 @@
+"""Mistral, Qwen3 and Phi-3 through the Decoder: eager and .pte equal to Hugging Face at prefill
+and every decode step, greedy generation token for token, config flags refused by name."""
+
+import copy
+
+import pytest
+import torch
+from conftest import write_tokenizer
+from test_decoder import steps
+
+import edgeformer
+from edgeformer.errors import UserError
+from edgeformer.lm.generate import generate
+from edgeformer.models.decoder import export_decoder
+from edgeformer.models.lm_families import check_config, config_window, from_hf
+from edgeformer.program import Program
+from edgeformer.recipe import Recipe
+from edgeformer.targets.xnnpack import lower
+
+CTX = 32
+ARCHS = ["mistral", "qwen3", "phi3"]
+
+
+def tiny(arch: str, seed: int = 0, **overrides):
+    """A tiny random model of `arch`, norms randomised so a dropped or misplaced norm shows."""
+    import transformers as tf
+
+    torch.manual_seed(seed)
+    kw = dict(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True, bos_token_id=2, eos_token_id=3,
+              pad_token_id=0)
+    if arch == "mistral":
+        kw.update(sliding_window=6)  # 6 < the sequences below: the band matters
+    elif arch == "qwen3":
+        kw.update(head_dim=24)  # not hidden / heads: read from the config
+    elif arch == "phi3":
+        kw.update(partial_rotary_factor=0.5, original_max_position_embeddings=64, tie_word_embeddings=False)
+    kw.update(overrides)
+    cfg = tf.AutoConfig.for_model(arch, **kw)
+    model = tf.AutoModelForCausalLM.from_config(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.5, 1.5)
+    return model
+
+
+def decoder(hf, **kw):
+    return from_hf(hf, CTX, window=config_window(hf.config), chunk=8, **kw)
+
+
+@pytest.mark.parametrize("portable", [False, True])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_eager_decoder_equals_hugging_face(arch, portable):
+    hf = tiny(arch, seed=1)
+    ids = torch.randint(0, 96, (1, 14))
+    dec = decoder(hf, portable=portable)
+    assert (dec.shape.window, dec.shape.qk_norm, dec.shape.rotary_dim) == \
+        {"mistral": (6, False, None), "qwen3": (None, True, None), "phi3": (None, False, 8)}[arch]
+    with torch.no_grad():
+        torch.testing.assert_close(steps(dec, ids, prefill=7), hf(ids).logits, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_pte_equals_eager_and_generates_what_hugging_face_does(arch):
+    hf = tiny(arch, seed=2)
+    dec = decoder(hf)
+    lowered = lower(export_decoder(copy.deepcopy(dec)), Recipe(quant="fp32"))
+    outside = set(lowered.delegation.non_delegated_ops)  # norms (Qwen3's per-head ones too), RoPE, MLP in XNNPACK
+    assert not [op for op in outside if any(w in op for w in ("linear", "mm", "mean", "rsqrt", "sigmoid", "cos"))], outside
+    prog = Program(lowered.pte, 2, causal_lm=True)
+    ids = torch.randint(0, 96, (1, 13))
+    with torch.no_grad():
+        assert (steps(prog, ids, 6) - steps(dec, ids, 6)).abs().max() < 1e-5
+        prompt = [5, 17, 42, 8]
+        want = hf.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False, min_new_tokens=12)[0, 4:].tolist()
+    assert list(generate(prog, prompt, 12)) == want
+
+
+def test_portable_qwen3_pte_equals_eager():
+    dec = decoder(tiny("qwen3", seed=3), portable=True)
+    prog = Program(lower(export_decoder(copy.deepcopy(dec)), Recipe(quant="fp32")).pte, 2, causal_lm=True)
+    ids = torch.randint(0, 96, (1, 10))
+    with torch.no_grad():
+        assert (steps(prog, ids, 5) - steps(dec, ids, 5)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("arch, overrides, message", [
+    ("qwen3", dict(layer_types=["sliding_attention", "full_attention"], sliding_window=4),
+     r"config layer_types mixes sliding and full attention \(1 of 2 layers slide\)"),
+    ("llama", dict(rope_parameters=dict(rope_type="llama3", rope_theta=5e5, factor=8.0, low_freq_factor=1.0,
+                                        high_freq_factor=4.0, original_max_position_embeddings=32)),
+     r"rope_type='llama3' is not supported; supported: default"),
+    ("llama", dict(hidden_act="gelu"), r"config hidden_act='gelu' is not supported for causal LMs; supported: silu"),
+    ("mistral", dict(mlp_bias=True), r"config mlp_bias=True is not supported"),
+])
+def test_config_flags_without_an_implementation_are_named(arch, overrides, message):
+    import transformers as tf
+
+    cfg = tf.AutoConfig.for_model(arch, vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, **overrides)
+    with pytest.raises(UserError, match=message):
+        check_config(cfg)
+
+
+def test_mistral_folder_builds_with_its_sliding_window_as_a_ring(tmp_path):
+    """`sliding_window` 6 under a 32-token context: the build's cache is a ring of window 6 by itself."""
+    folder = tmp_path / "mistral"
+    tiny("mistral", seed=4).save_pretrained(folder, safe_serialization=True)
+    write_tokenizer(folder)
+    r = edgeformer.build(str(folder), "host", tmp_path / "a", quant="fp32", embedding_quant="fp32", max_context=CTX,
+                         seq_len=8, bench_iters=0)
+    m = r.manifest
+    assert m.model["architecture"] == "mistral" and m.model["sliding_window"] == 6
+    g = m.generation
+    assert (g["cache"], g["window"], g["sinks"], g["cache_slots"]) == ("ring", 6, 0, 6 + 8 - 1)
+    assert m.numerics["sqnr_db_vs_exported"] > 80 and m.numerics["top1_agreement"] == 1.0

@@ -249,3 +249,15 @@ def arm_runner(runner_cache):
     if platform.machine() != "x86_64" or not (shutil.which("aarch64-linux-gnu-g++") and shutil.which("qemu-aarch64")):
         pytest.skip("needs g++-aarch64-linux-gnu and qemu-user (tools/setup.sh installs them)")
     return build_runner("aarch64") / BINARY
+
+
+# Under pytest-xdist (`tools/test.sh` runs two workers): each file stays on one worker, so a
+# module fixture (the SmolLM2 build, an sshd) is made once; the files that build the C++
+# runner share one worker, so it is compiled once per architecture.
+RUNNER_FILES = {"test_runner.py", "test_ssh.py", "test_wordpiece.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("runner" if name in RUNNER_FILES else str(item.path)))

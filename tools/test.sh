@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
 .venv/bin/ruff check edgeformer tests benchmarks examples runtimes/python setup.py
-exec .venv/bin/python -m pytest -q --durations=25 "$@"
+# two workers (the CI machine has 2 cores; lowering is single-threaded Python), one file per worker
+exec .venv/bin/python -m pytest -q -n 2 --dist loadgroup --durations=40 "$@"

@@ -51,7 +51,8 @@ def bytes_per_token(manifest, position: int) -> int:
     """Bytes read by one decode step at `position` (weights + written cache)."""
     gen = manifest.generation
     embedding = gen["embedding_bytes"]
-    cache_read = min(position, gen["cache_slots"]) * gen["cache_bytes_per_token"]
+    layers = gen.get("layer_slots") or [gen["cache_slots"]]  # mixed caches: each layer reads its own
+    cache_read = sum(min(position, n) for n in layers) * gen["cache_bytes_per_token"] // len(layers)
     return manifest.pte["bytes"] - embedding + cache_read
 
 

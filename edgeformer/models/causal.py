@@ -13,7 +13,7 @@ from pathlib import Path
 from edgeformer.errors import UserError
 from edgeformer.models import Bundled
 from edgeformer.models.decoder import Decoder
-from edgeformer.models.lm_families import SUPPORTED, config_window, from_hf  # SUPPORTED: HF model_type = GGUF architecture
+from edgeformer.models.lm_families import SUPPORTED, config_sliding, default_cache, from_hf  # SUPPORTED: HF model_type = GGUF architecture
 
 BUNDLED_LMS: dict[str, Bundled] = {
     "smollm2-135m": Bundled(
@@ -115,15 +115,19 @@ def load_lm(model: str, max_context: int | None = None, window: int | None = Non
         raise UserError(f"--max-context {max_context}: use 2 to {limit} (the model's positions)")
     if window is not None and not 1 <= window <= limit:
         raise UserError(f"--attention window={window}: use 1 to {limit} (the model's positions)")
-    trained = config_window(hf.config)  # Mistral, Phi-3: the model was trained to see this many positions
-    if window is None and trained is not None and trained < max_context:
-        window = trained  # a ring of that window is exact; a full cache would see too far back
+    trained = config_sliding(hf.config)  # Mistral, Phi-3, Gemma 3: (layers) trained to see this many positions
+    sliding = None
+    if trained is not None and window is not None and not all(trained[1]):
+        raise UserError(f"--attention window={window}: {name} already interleaves sliding layers (window "
+                        f"{trained[0]}) with full ones, each given its own cache; drop --attention window")
+    if window is None:
+        window, sliding = default_cache(hf.config, max_context)
     stop = {i for i in (tok.eos_token_id, getattr(hf.generation_config, "eos_token_id", None)) if i is not None}
     stop = {j for i in stop for j in (i if isinstance(i, list) else [i])}
     return LoadedLM(
-        hf=hf, decoder=from_hf(hf, max_context, window, sinks, chunk, portable), tokenizer_json=tok.backend_tokenizer.to_str(),
+        hf=hf, decoder=from_hf(hf, max_context, window, sinks, chunk, portable, sliding), tokenizer_json=tok.backend_tokenizer.to_str(),
         chat_template=getattr(tok, "chat_template", None), stop_ids=sorted(stop),
         source=dict(name=name, path=str(folder / gguf) if gguf else str(folder), architecture=arch, task="causal-lm",
                     params=sum(p.numel() for p in hf.parameters()), max_positions=limit,
-                    **(dict(sliding_window=trained) if trained is not None else {})),
+                    **(dict(sliding_window=trained[0]) if trained is not None else {})),
     )

@@ -1,4 +1,4 @@
-"""A Llama-layout causal LM (Llama, SmolLM2, Mistral, Qwen2, Qwen3, Phi-3) with a static key-value cache.
+"""A Llama-layout causal LM (Llama, SmolLM2, Mistral, Qwen2, Qwen3, Phi-3, Gemma 3) with a static key-value cache.
 
 Written, like `encoder.py`, as the ops an edge backend runs well, with the weights taken
 from the Hugging Face model (`lm_families.from_hf`):
@@ -23,7 +23,9 @@ the first `sinks` positions (attention sinks, StreamingLLM). The cache holds
 their rotary position from when they were written (absolute positions, as the model was
 trained), `llama::update_cache_with_indices` writes each token at its slot, and
 `custom_sdpa` reads every slot under a [T, slots] mask computed in the graph from input_pos.
-While the sequence fits in sinks + window this is exactly full attention.
+While the sequence fits in sinks + window this is exactly full attention. With `sliding`
+only the layers it names ring (Gemma 3: five sliding layers to one global); the others keep
+a full cache of `max_context` slots, and each kind may have its own RoPE base.
 
 Portable variant (`portable`, `build --lm-ops portable`): the cache written with index_put and
 attention as two bmm + softmax over every slot under a mask, all core ATen ops. ExecuTorch's
@@ -43,6 +45,8 @@ import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  registers l
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from edgeformer.models.activations import ACTIVATIONS
 
 
 @dataclass(frozen=True)
@@ -65,23 +69,48 @@ class DecoderShape:
     sinks: int = 0  # first positions every query also sees (ring cache only)
     chunk: int = 128  # ring cache: the most tokens one call may write (longer prompts are fed in chunks)
     portable: bool = False  # core ATen ops only (index_put, bmm, softmax): no LLM custom-op library needed
+    sliding: tuple[bool, ...] | None = None  # which layers take the ring (Gemma 3's interleaving); None: all
+    local_rope_theta: float | None = None  # RoPE base of the sliding layers, where it differs (Gemma 3)
+    # Gemma 3: embeddings times sqrt(hidden), norms after attention and around the MLP too,
+    # a tanh-GELU MLP, attention scaled by query_pre_attn_scalar**-0.5, soft-capped logits
+    embed_scale: float = 1.0
+    sandwich_norms: bool = False
+    activation: str = "silu"  # a Hugging Face name in `activations.ACTIVATIONS`
+    attn_scale: float | None = None  # None: head_dim**-0.5
+    final_softcap: float | None = None
 
     def __post_init__(self):
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"{self.num_heads} query heads do not divide into {self.num_kv_heads} key-value heads")
-        if self.window is None and self.sinks:
-            raise ValueError("attention sinks need a sliding window")
+        if self.window is None and (self.sinks or self.sliding):
+            raise ValueError("attention sinks and sliding layers need a sliding window")
+        if self.sliding is not None and len(self.sliding) != self.num_layers:
+            raise ValueError(f"sliding names {len(self.sliding)} layers, the model has {self.num_layers}")
+
+    def ring(self, layer: int) -> bool:
+        """Whether `layer` keeps a ring cache (else a full one of max_context slots)."""
+        return self.window is not None and (self.sliding is None or self.sliding[layer])
+
+    @property
+    def mixed(self) -> bool:
+        """Some layers ring, some full: the context is bounded by max_context, a call by chunk."""
+        return self.window is not None and self.sliding is not None and not all(self.sliding)
 
     @property
     def max_tokens_per_call(self) -> int:
-        return self.max_context if self.window is None else self.chunk
+        if self.window is None:
+            return self.max_context
+        return min(self.chunk, self.max_context) if self.mixed else self.chunk
 
     @property
     def cache_len(self) -> int:
-        """Slots in each layer's cache."""
+        """Slots in a ring layer's cache (every layer's when there is no ring)."""
         if self.window is None:
             return self.max_context
         return self.sinks + self.window + self.chunk - 1
+
+    def layer_slots(self, layer: int) -> int:
+        return self.cache_len if self.ring(layer) else self.max_context
 
 
 class RMSNorm(nn.Module):
@@ -98,10 +127,12 @@ class RMSNorm(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, s: DecoderShape):
+    def __init__(self, s: DecoderShape, index: int = 0):
         super().__init__()
         self.h, self.kv, self.d = s.num_heads, s.num_kv_heads, s.head_dim
-        self.portable = s.portable
+        self.portable, self.ring = s.portable, s.ring(index)
+        self.scale = s.attn_scale if s.attn_scale is not None else s.head_dim**-0.5
+        self.act = ACTIVATIONS[s.activation]
         self.norm1 = RMSNorm(s.hidden, s.eps)
         self.q_norm = RMSNorm(s.head_dim, s.eps) if s.qk_norm else None
         self.k_norm = RMSNorm(s.head_dim, s.eps) if s.qk_norm else None
@@ -110,17 +141,22 @@ class DecoderLayer(nn.Module):
         self.v = nn.Linear(s.hidden, s.num_kv_heads * s.head_dim, bias=s.qkv_bias)
         self.o = nn.Linear(s.num_heads * s.head_dim, s.hidden, bias=False)
         self.norm2 = RMSNorm(s.hidden, s.eps)
+        # Gemma's sandwich: the attention and MLP outputs normed again before the residual add
+        self.post_attn_norm = RMSNorm(s.hidden, s.eps) if s.sandwich_norms else None
+        self.post_ffn_norm = RMSNorm(s.hidden, s.eps) if s.sandwich_norms else None
         self.gate = nn.Linear(s.hidden, s.ffn, bias=False)
         self.up = nn.Linear(s.hidden, s.ffn, bias=False)
         self.down = nn.Linear(s.ffn, s.hidden, bias=False)
-        cache = (1, s.cache_len, s.num_kv_heads, s.head_dim)  # the layout update_cache/custom_sdpa take
+        slots = s.layer_slots(index)
+        cache = (1, slots, s.num_kv_heads, s.head_dim)  # the layout update_cache/custom_sdpa take
         k_cache = v_cache = cache
         if s.portable:  # the layouts bmm reads without a copy: K transposed [kv, d, slots], V [kv, slots, d]
-            k_cache, v_cache = (s.num_kv_heads, s.head_dim, s.cache_len), (s.num_kv_heads, s.cache_len, s.head_dim)
+            k_cache, v_cache = (s.num_kv_heads, s.head_dim, slots), (s.num_kv_heads, slots, s.head_dim)
         self.register_buffer("k_cache", torch.zeros(k_cache), persistent=False)
         self.register_buffer("v_cache", torch.zeros(v_cache), persistent=False)
 
     def forward(self, x, cos, sin, rot, start, ring):
+        """`ring`: (slots, mask) for a ring layer or a portable one, None for a full custom-op cache."""
         y = self.norm1(x)
         q, k = self.q(y), self.k(y)
         if self.q_norm is not None:  # per head: [1, T*heads, d]
@@ -133,17 +169,18 @@ class DecoderLayer(nn.Module):
         elif ring is None:  # full cache: positions are slots, causal attention up to the last one written
             torch.ops.llama.update_cache(k, self.k_cache, start)
             torch.ops.llama.update_cache(v, self.v_cache, start)
-            attn = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, start, None, 0.0, True)
+            attn = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, start, None, 0.0, True, self.scale)
         else:  # ring cache: write at the slots, read all slots under the mask
             slots, mask = ring
             torch.ops.llama.update_cache_with_indices(k, self.k_cache, 0, slots)
             torch.ops.llama.update_cache_with_indices(v, self.v_cache, 0, slots)
             first = self.k_cache.shape[1] - x.shape[1]  # custom_sdpa reads keys [0, first + T)
-            attn = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, first, mask, 0.0, False)
-        x = x + self.o(attn.view(1, -1, self.h * self.d))
+            attn = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, first, mask, 0.0, False, self.scale)
+        a = self.o(attn.view(1, -1, self.h * self.d))
+        x = x + (a if self.post_attn_norm is None else self.post_attn_norm(a))
         y = self.norm2(x)
-        return x + self.down(F.silu(self.gate(y)) * self.up(y))
-
+        f = self.down(self.act(self.gate(y)) * self.up(y))
+        return x + (f if self.post_ffn_norm is None else self.post_ffn_norm(f))
 
     def _portable_attention(self, q, k, v, slots, mask):
         """The cache write and attention in core ATen ops, which every ExecuTorch runtime has:
@@ -154,7 +191,7 @@ class DecoderLayer(nn.Module):
         self.k_cache[:, :, slots[0]] = k[0].permute(1, 2, 0)  # in place once lowering re-inplaces index_put
         self.v_cache[:, slots[0]] = v[0].transpose(0, 1)
         qg = q.view(t, self.kv, g, self.d).permute(1, 2, 0, 3).reshape(self.kv, g * t, self.d)
-        scores = torch.bmm(qg, self.k_cache) * self.d**-0.5  # [kv, g*T, slots]
+        scores = torch.bmm(qg, self.k_cache) * self.scale  # [kv, g*T, slots]
         p = torch.softmax(scores.view(self.kv, g, t, -1) + mask, dim=-1).view(self.kv, g * t, -1)
         out = torch.bmm(p, self.v_cache)  # [kv, g*T, d]
         return out.view(self.kv, g, t, self.d).permute(2, 0, 1, 3).reshape(1, t, self.h * self.d)
@@ -164,20 +201,32 @@ def _rope(x, cos, sin, rot):
     return x * cos + F.linear(x, rot) * sin
 
 
+def _inv_freq(s: DecoderShape, theta: float) -> torch.Tensor:
+    """As transformers' default rope init computes it (fp32), so angles match to the bit; laid
+    out as its cat(freqs, freqs), then zeros for the dims RoPE leaves alone (partial rotary)."""
+    d, r = s.head_dim, s.rotary_dim or s.head_dim
+    f = 1.0 / theta ** (torch.arange(0, r, 2).float() / r)
+    return torch.cat([f, f, torch.zeros(d - r)])
+
+
+def _cos_sin(pos: torch.Tensor, inv_freq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    ang = (pos.float()[:, None] * inv_freq[None, :])[None, :, None, :]
+    return ang.cos(), ang.sin()
+
+
 class Decoder(nn.Module):
     def __init__(self, shape: DecoderShape):
         super().__init__()
         self.shape = shape
         self.full_logits = True
         self.embed = nn.Embedding(shape.vocab_size, shape.hidden)
-        self.layers = nn.ModuleList(DecoderLayer(shape) for _ in range(shape.num_layers))
+        self.layers = nn.ModuleList(DecoderLayer(shape, i) for i in range(shape.num_layers))
         self.norm = RMSNorm(shape.hidden, shape.eps)
         self.lm_head = nn.Linear(shape.hidden, shape.vocab_size, bias=False)
+        self.register_buffer("inv_freq", _inv_freq(shape, shape.rope_theta), persistent=False)
+        local = shape.local_rope_theta
+        self.register_buffer("inv_freq_local", _inv_freq(shape, local) if local else None, persistent=False)
         d, r = shape.head_dim, shape.rotary_dim or shape.head_dim
-        # as transformers' default rope init computes it (fp32), so angles match to the bit; laid
-        # out as its cat(freqs, freqs), then zeros for the dims RoPE leaves alone
-        f = 1.0 / shape.rope_theta ** (torch.arange(0, r, 2).float() / r)
-        self.register_buffer("inv_freq", torch.cat([f, f, torch.zeros(d - r)]), persistent=False)
         rot = torch.zeros(d, d)  # F.linear(x, rot) == rotate_half(x) = cat(-x2, x1) on the first r dims
         i = torch.arange(r // 2)
         rot[i, i + r // 2] = -1.0
@@ -185,26 +234,33 @@ class Decoder(nn.Module):
         self.register_buffer("rot", rot, persistent=False)
 
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        s = self.shape
         t = tokens.shape[1]
         start = input_pos[0].item()
         torch._check(start >= 0)
         pos = input_pos + torch.arange(t)
-        ang = (pos.float()[:, None] * self.inv_freq[None, :])[None, :, None, :]
-        cos, sin = ang.cos(), ang.sin()
-        ring = None
-        if self.shape.window is None:
-            torch._check(start + t <= self.shape.max_context)
-            if self.shape.portable:  # slots are positions; causal mask over every slot
-                seen = torch.arange(self.shape.max_context)[None, :] <= pos[:, None]
-                ring = pos[None, :], torch.where(seen, 0.0, float("-inf"))
-        else:
+        rope = {False: _cos_sin(pos, self.inv_freq)}
+        rope[True] = _cos_sin(pos, self.inv_freq_local) if self.inv_freq_local is not None else rope[False]
+        full = ring = None
+        if s.window is None or s.mixed:
+            torch._check(start + t <= s.max_context)
+            if s.portable:  # slots are positions; causal mask over every slot
+                seen = torch.arange(s.max_context)[None, :] <= pos[:, None]
+                full = pos[None, :], torch.where(seen, 0.0, float("-inf"))
+        if s.window is not None:
             ring = self._ring(pos)
         x = self.embed(tokens)
+        if s.embed_scale != 1.0:
+            x = x * s.embed_scale
         for layer in self.layers:
-            x = layer(x, cos, sin, self.rot, start, ring)
+            cos, sin = rope[layer.ring]
+            x = layer(x, cos, sin, self.rot, start, ring if layer.ring else full)
         if not self.full_logits:
             x = x[:, -1:]
-        return self.lm_head(self.norm(x))
+        logits = self.lm_head(self.norm(x))
+        if s.final_softcap is not None:
+            logits = torch.tanh(logits / s.final_softcap) * s.final_softcap
+        return logits
 
     def _ring(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(slots [1, T] to write positions `pos` to, additive mask [T, slots]) for the ring cache."""

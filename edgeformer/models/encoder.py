@@ -20,15 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgeformer.models.activations import ACTIVATIONS
 from edgeformer.models.attention_kernels import Attention
-
-ACTIVATIONS = {
-    "gelu": lambda x: F.gelu(x),
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "relu": F.relu,
-    "tanh": torch.tanh,
-}
 
 
 class LayerNorm(nn.LayerNorm):

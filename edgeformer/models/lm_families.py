@@ -10,6 +10,13 @@ gated MLP); they differ in a few places, each read here:
     qwen3    RMSNorm over each query and key head before RoPE; an explicit head_dim
     phi3     fused qkv_proj and gate_up_proj (split into the Decoder's own linears: fused
              outputs would be sliced outside the delegate), partial rotary, `sliding_window`
+    gemma3_text  Gemma 3's text models (270M, 1B): embeddings scaled by sqrt(hidden), (1 + w)
+             RMSNorms (folded into the weights at load), norms after attention and around the
+             MLP, a tanh-GELU MLP, q/k norms, attention scaled by query_pre_attn_scalar, and
+             `layer_types` interleaving sliding layers (a ring cache, their own RoPE base) with
+             full ones (a full cache): each layer gets its own cache kind
+
+Any family's `layer_types` may mix sliding and full layers (Qwen's max_window_layers too).
 
 A config flag the Decoder has no implementation for is refused by name (`check_config`).
 """
@@ -21,39 +28,62 @@ import torch
 from edgeformer.errors import UserError
 from edgeformer.models.decoder import Decoder, DecoderShape
 
-SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "phi3")
-ACTIVATIONS = ("silu",)
+SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3_text")
+ACTIVATIONS = ("silu", "gelu_pytorch_tanh")
+
+
+def _activation(c) -> str:
+    return getattr(c, "hidden_activation", None) or getattr(c, "hidden_act", "silu")
+
+
+def _rope_params(c) -> dict[str, dict]:
+    """Layer type -> its RoPE parameters ("" for a model with one set for every layer)."""
+    params = getattr(c, "rope_parameters", None) or getattr(c, "rope_scaling", None) or {}
+    if params and all(isinstance(v, dict) for v in params.values()):  # Gemma 3: per layer type
+        return params
+    return {"": params}
 
 
 def check_config(c) -> None:
     """UserError naming the first config field whose value the Decoder does not implement."""
-    act = getattr(c, "hidden_act", "silu")
+    act = _activation(c)
     if act not in ACTIVATIONS:
         raise UserError(f"config hidden_act={act!r} is not supported for causal LMs; supported: {', '.join(ACTIVATIONS)}")
-    for field in ("rope_scaling", "rope_parameters"):
-        kind = (getattr(c, field, None) or {}).get("rope_type", "default")
+    for layer_type, params in _rope_params(c).items():
+        kind = params.get("rope_type", "default")
         if kind not in ("default", None):
-            raise UserError(f"config {field} rope_type={kind!r} is not supported; supported: default (plain RoPE)")
+            where = f"rope_parameters[{layer_type!r}]" if layer_type else "rope_parameters"
+            raise UserError(f"config {where} rope_type={kind!r} is not supported; supported: default (plain RoPE)")
     if getattr(c, "attention_bias", False) and c.model_type != "qwen2":
         raise UserError(f"config attention_bias=True ({c.model_type}) is not supported: biases are read on Qwen2's q/k/v only")
     if getattr(c, "mlp_bias", False):
         raise UserError("config mlp_bias=True is not supported: the MLP's linears have no biases")
-    config_window(c)
+    for flag in ("attn_logit_softcapping", "use_bidirectional_attention"):  # Gemma 2's capping, EmbeddingGemma
+        if getattr(c, flag, None):
+            raise UserError(f"config {flag}={getattr(c, flag)!r} is not supported: the cached attention is causal "
+                            f"and uncapped (custom_sdpa)")
 
 
-def config_window(c) -> int | None:
-    """The sliding window every layer's attention has by the config, or None (full attention).
-    UserError when only some layers slide (Qwen's max_window_layers, Gemma's interleaving)."""
+def config_sliding(c) -> tuple[int, tuple[bool, ...]] | None:
+    """(window, whether each layer slides) by the config, or None when no layer does."""
+    window = getattr(c, "sliding_window", None)
     types = getattr(c, "layer_types", None)
     if types:
-        sliding = [t == "sliding_attention" for t in types]
-        if any(sliding) and not all(sliding):
-            raise UserError(f"config layer_types mixes sliding and full attention ({sum(sliding)} of {len(types)} layers "
-                            f"slide); edgeformer's decoder gives every layer the same cache")
-        return int(c.sliding_window) if all(sliding) and getattr(c, "sliding_window", None) else None
-    if c.model_type in ("mistral", "phi3") and getattr(c, "sliding_window", None):
-        return int(c.sliding_window)
+        sliding = tuple(t == "sliding_attention" for t in types)
+        return (int(window), sliding) if any(sliding) and window else None
+    if c.model_type in ("mistral", "phi3") and window:
+        return int(window), (True,) * c.num_hidden_layers
     return None
+
+
+def default_cache(c, max_context: int) -> tuple[int | None, tuple[bool, ...] | None]:
+    """(window, sliding) for `from_hf` as the config trained the model: a ring of the config's
+    window on the layers that slide, where that window is shorter than the context (exact
+    attention at the least memory); (None, None), a full cache, otherwise."""
+    trained = config_sliding(c)
+    if trained is None or trained[0] >= max_context:
+        return None, None
+    return trained[0], None if all(trained[1]) else trained[1]
 
 
 def _projections(layer, c) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
@@ -72,15 +102,19 @@ def _projections(layer, c) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]
 
 
 def from_hf(model, max_context: int, window: int | None = None, sinks: int = 0, chunk: int = 128,
-            portable: bool = False) -> Decoder:
+            portable: bool = False, sliding: tuple[bool, ...] | None = None) -> Decoder:
     """A `Decoder` with the weights of a Hugging Face causal LM of a `SUPPORTED` family.
 
-    `window` makes the cache a ring (see `decoder`'s docstring); `max_context` is then unused."""
+    `window` makes the cache a ring (see `decoder`'s docstring), of the layers `sliding` names
+    (None: every layer); `max_context` bounds the full caches."""
     c = model.config
     check_config(c)
+    gemma = c.model_type == "gemma3_text"
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    params = getattr(c, "rope_parameters", None) or {}
+    rope = _rope_params(c)
+    params = rope.get("full_attention", rope.get("", {}))
     theta = params.get("rope_theta", getattr(c, "rope_theta", 10000.0))
+    local = rope.get("sliding_attention", {}).get("rope_theta")
     partial = params.get("partial_rotary_factor", getattr(c, "partial_rotary_factor", 1.0)) or 1.0
     first = model.model.layers[0]
     shape = DecoderShape(
@@ -89,13 +123,17 @@ def from_hf(model, max_context: int, window: int | None = None, sinks: int = 0, 
         rope_theta=float(theta), eps=c.rms_norm_eps, tie_embeddings=bool(getattr(c, "tie_word_embeddings", False)),
         qkv_bias=_projections(first, c)["q"][1] is not None, qk_norm=hasattr(first.self_attn, "q_norm"),
         rotary_dim=int(head_dim * partial) if partial != 1.0 else None,
-        window=window, sinks=sinks, chunk=chunk, portable=portable,
+        window=window, sinks=sinks, chunk=chunk, portable=portable, sliding=sliding,
+        local_rope_theta=float(local) if local is not None and local != theta else None,
+        embed_scale=c.hidden_size**0.5 if gemma else 1.0, sandwich_norms=gemma, activation=_activation(c),
+        attn_scale=c.query_pre_attn_scalar**-0.5 if gemma else None, final_softcap=getattr(c, "final_logit_softcapping", None),
     )
     dec = Decoder(shape)
     src = model.model
+    norm = (lambda w: 1.0 + w) if gemma else (lambda w: w)  # Gemma's RMSNorm scales by (1 + weight), folded here
     with torch.no_grad():
         dec.embed.weight.copy_(src.embed_tokens.weight)
-        dec.norm.weight.copy_(src.norm.weight)
+        dec.norm.weight.copy_(norm(src.norm.weight))
         dec.lm_head.weight.copy_(model.lm_head.weight)
         for dst, lyr in zip(dec.layers, src.layers, strict=True):
             for name, (w, b) in _projections(lyr, c).items():
@@ -106,9 +144,12 @@ def from_hf(model, max_context: int, window: int | None = None, sinks: int = 0, 
                 mine.weight.copy_(w)
                 if b is not None:
                     mine.bias.copy_(b)
-            dst.norm1.weight.copy_(lyr.input_layernorm.weight)
-            dst.norm2.weight.copy_(lyr.post_attention_layernorm.weight)
+            norms = dict(norm1=lyr.input_layernorm, norm2=lyr.post_attention_layernorm)
+            if gemma:  # post_attention_layernorm is the sandwich's, not the MLP's input norm
+                norms = dict(norm1=lyr.input_layernorm, post_attn_norm=lyr.post_attention_layernorm,
+                             norm2=lyr.pre_feedforward_layernorm, post_ffn_norm=lyr.post_feedforward_layernorm)
             if shape.qk_norm:
-                dst.q_norm.weight.copy_(lyr.self_attn.q_norm.weight)
-                dst.k_norm.weight.copy_(lyr.self_attn.k_norm.weight)
+                norms.update(q_norm=lyr.self_attn.q_norm, k_norm=lyr.self_attn.k_norm)
+            for mine, theirs in norms.items():
+                getattr(dst, mine).weight.copy_(norm(theirs.weight))
     return dec.eval()

@@ -66,7 +66,7 @@ def validate(s: BuildState) -> None:
     s.extra["program"] = program = Program(s.lowered.pte, s.recipe.threads, causal_lm=True)  # numerics, then perplexity
     shape = s.loaded.decoder.shape
     numerics = lm_numerics(program, s.module, s.reference, s.extra["prompt"], shape.max_tokens_per_call,
-                           None if shape.window else shape.max_context)
+                           shape.max_context if shape.window is None or shape.mixed else None)
     s.manifest = lm_manifest(s, dict(**numerics, reference="fp32 Decoder (Hugging Face weights)"))
     s.manifest.quantization = quantization_record(s)
 
@@ -114,6 +114,9 @@ def lm_manifest(s: BuildState, numerics: dict):
     lm, tok, recipe = s.loaded, s.extra["tok"], s.recipe
     d = lm.decoder.shape
     per_token = 2 * d.num_layers * d.num_kv_heads * d.head_dim * 4  # fp32 K and V, every layer
+    cache = "mixed" if d.mixed else "ring" if d.window else "full"  # mixed: Gemma 3's sliding and full layers
+    layer_slots = [d.layer_slots(i) for i in range(d.num_layers)]
+    slots = max(layer_slots)
     emb_bits = {"fp32": 32, "int8": 8, "int4": 4}[recipe.embedding_quant]
     if getattr(s.module, "quantization_plan", {}).get("embed") == EMBED_ON_GRID:
         emb_bits = 8 + 32 / 32  # int8 codes and an fp32 scale per 32
@@ -130,9 +133,10 @@ def lm_manifest(s: BuildState, numerics: dict):
         outputs=[dict(name="logits", dtype="float32", shape=[1, 1, d.vocab_size], meaning="next-token logits of the last token")],
         numerics=numerics,
         generation=dict(
-            cache="ring" if d.window else "full", max_context=None if d.window else d.max_context,
-            window=d.window, sinks=d.sinks, max_tokens_per_call=d.max_tokens_per_call, cache_slots=d.cache_len,
-            cache_bytes_per_token=per_token, cache_mb=round(per_token * d.cache_len / 2**20, 1),
+            cache=cache, max_context=None if cache == "ring" else d.max_context,
+            window=d.window, sinks=d.sinks, max_tokens_per_call=d.max_tokens_per_call, cache_slots=slots,
+            **(dict(layer_slots=layer_slots) if cache == "mixed" else {}),
+            cache_bytes_per_token=per_token, cache_mb=round(per_token * sum(layer_slots) / d.num_layers / 2**20, 1),
             embedding_bytes=int(d.vocab_size * d.hidden * emb_bits // 8), stop_ids=lm.stop_ids,
             chat_template=lm.chat_template, special_tokens=special, max_positions=lm.source["max_positions"],
             ops="portable" if d.portable else "custom",

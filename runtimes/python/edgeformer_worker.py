@@ -272,7 +272,7 @@ def lm(method, mf, inputs, a, torch):
     g = mf["generation"]
     per_call, stop = g["max_tokens_per_call"], set(g.get("stop_ids") or [])
     prompt = inputs.get("prompt_ids") or seeded_ids(a.prompt_tokens, mf["tokenizer"]["vocab_size"])
-    if g["cache"] == "full" and len(prompt) + a.max_new_tokens > g["max_context"]:
+    if g["cache"] != "ring" and len(prompt) + a.max_new_tokens > g["max_context"]:
         raise Fail(f"{len(prompt)} prompt + {a.max_new_tokens} new tokens exceed max_context {g['max_context']}", 2)
 
     def step(ids, pos):

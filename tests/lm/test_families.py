@@ -1,4 +1,4 @@
-"""Mistral, Qwen3 and Phi-3 through the Decoder: eager and .pte equal to Hugging Face at prefill
+"""Mistral, Qwen3, Phi-3 and Gemma 3 through the Decoder: eager and .pte equal to Hugging Face at prefill
 and every decode step, greedy generation token for token, config flags refused by name."""
 
 import copy
@@ -12,13 +12,13 @@ import edgeformer
 from edgeformer.errors import UserError
 from edgeformer.lm.generate import generate
 from edgeformer.models.decoder import export_decoder
-from edgeformer.models.lm_families import check_config, config_window, from_hf
+from edgeformer.models.lm_families import check_config, default_cache, from_hf
 from edgeformer.program import Program
 from edgeformer.recipe import Recipe
 from edgeformer.targets.xnnpack import lower
 
 CTX = 32
-ARCHS = ["mistral", "qwen3", "phi3"]
+ARCHS = ["mistral", "qwen3", "phi3", "gemma3_text"]
 
 
 def tiny(arch: str, seed: int = 0, **overrides):
@@ -35,6 +35,12 @@ def tiny(arch: str, seed: int = 0, **overrides):
         kw.update(head_dim=24)  # not hidden / heads: read from the config
     elif arch == "phi3":
         kw.update(partial_rotary_factor=0.5, original_max_position_embeddings=64, tie_word_embeddings=False)
+    elif arch == "gemma3_text":  # sliding, full, sliding; each kind its own RoPE base; capped logits
+        kw.update(head_dim=24, query_pre_attn_scalar=32, num_hidden_layers=3, sliding_window=6,
+                  layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                  rope_parameters=dict(full_attention=dict(rope_type="default", rope_theta=1e6),
+                                       sliding_attention=dict(rope_type="default", rope_theta=1e4)),
+                  final_logit_softcapping=3.0)
     kw.update(overrides)
     cfg = tf.AutoConfig.for_model(arch, **kw)
     model = tf.AutoModelForCausalLM.from_config(cfg).eval()
@@ -46,7 +52,8 @@ def tiny(arch: str, seed: int = 0, **overrides):
 
 
 def decoder(hf, **kw):
-    return from_hf(hf, CTX, window=config_window(hf.config), chunk=8, **kw)
+    window, sliding = default_cache(hf.config, CTX)
+    return from_hf(hf, CTX, window=window, sliding=sliding, chunk=8, **kw)
 
 
 @pytest.mark.parametrize("portable", [False, True])
@@ -55,8 +62,9 @@ def test_eager_decoder_equals_hugging_face(arch, portable):
     hf = tiny(arch, seed=1)
     ids = torch.randint(0, 96, (1, 14))
     dec = decoder(hf, portable=portable)
-    assert (dec.shape.window, dec.shape.qk_norm, dec.shape.rotary_dim) == \
-        {"mistral": (6, False, None), "qwen3": (None, True, None), "phi3": (None, False, 8)}[arch]
+    assert (dec.shape.window, dec.shape.sliding, dec.shape.qk_norm, dec.shape.rotary_dim) == {
+        "mistral": (6, None, False, None), "qwen3": (None, None, True, None), "phi3": (None, None, False, 8),
+        "gemma3_text": (6, (True, False, True), True, None)}[arch]
     with torch.no_grad():
         torch.testing.assert_close(steps(dec, ids, prefill=7), hf(ids).logits, atol=1e-5, rtol=0)
 
@@ -85,9 +93,30 @@ def test_portable_qwen3_pte_equals_eager():
         assert (steps(prog, ids, 5) - steps(dec, ids, 5)).abs().max() < 1e-5
 
 
+def test_qwen3_with_some_layers_sliding_gives_each_layer_its_own_cache():
+    """Qwen's max_window_layers: sliding layers get the ring, the rest a full cache (as Gemma 3)."""
+    hf = tiny("qwen3", seed=5, use_sliding_window=True, sliding_window=4, max_window_layers=1,
+              layer_types=["full_attention", "sliding_attention"])
+    dec = decoder(hf)
+    assert dec.shape.mixed and [ly.k_cache.shape[1] for ly in dec.layers] == [CTX, 4 + 8 - 1]
+    ids = torch.randint(0, 96, (1, 14))
+    with torch.no_grad():
+        torch.testing.assert_close(steps(dec, ids, prefill=7), hf(ids).logits, atol=1e-5, rtol=0)
+
+
+def test_default_cache_follows_the_trained_window():
+    """A window shorter than the context becomes the ring; one at least as long is a full cache."""
+    cfg = tiny("mistral").config
+    assert default_cache(cfg, 32) == (6, None) and default_cache(cfg, 6) == (None, None)
+    assert default_cache(tiny("gemma3_text").config, 32) == (6, (True, False, True))
+    assert default_cache(tiny("qwen3").config, 32) == (None, None)
+
+
 @pytest.mark.parametrize("arch, overrides, message", [
-    ("qwen3", dict(layer_types=["sliding_attention", "full_attention"], sliding_window=4),
-     r"config layer_types mixes sliding and full attention \(1 of 2 layers slide\)"),
+    ("gemma3_text", dict(attn_logit_softcapping=50.0), r"config attn_logit_softcapping=50.0 is not supported"),
+    ("gemma3_text", dict(rope_parameters=dict(full_attention=dict(rope_type="linear", factor=8.0, rope_theta=1e6),
+                                              sliding_attention=dict(rope_type="default", rope_theta=1e4))),
+     r"config rope_parameters\['full_attention'\] rope_type='linear' is not supported"),
     ("llama", dict(rope_parameters=dict(rope_type="llama3", rope_theta=5e5, factor=8.0, low_freq_factor=1.0,
                                         high_freq_factor=4.0, original_max_position_embeddings=32)),
      r"rope_type='llama3' is not supported; supported: default"),
@@ -103,15 +132,22 @@ def test_config_flags_without_an_implementation_are_named(arch, overrides, messa
         check_config(cfg)
 
 
-def test_mistral_folder_builds_with_its_sliding_window_as_a_ring(tmp_path):
-    """`sliding_window` 6 under a 32-token context: the build's cache is a ring of window 6 by itself."""
-    folder = tmp_path / "mistral"
-    tiny("mistral", seed=4).save_pretrained(folder, safe_serialization=True)
-    write_tokenizer(folder)
+def test_gemma3_folder_builds_with_a_ring_on_its_sliding_layers(tmp_path):
+    """Sliding window 6 under a 32-token context: the sliding layers ring, the full one keeps 32 slots."""
+    folder = tmp_path / "gemma3"
+    tiny("gemma3_text", seed=4).save_pretrained(folder, safe_serialization=True)
+    write_tokenizer(folder)  # a WordPiece file, read as itself (not rebuilt as Gemma's SentencePiece)
+    (folder / "tokenizer_config.json").write_text('{"tokenizer_class": "PreTrainedTokenizerFast"}')
     r = edgeformer.build(str(folder), "host", tmp_path / "a", quant="fp32", embedding_quant="fp32", max_context=CTX,
                          seq_len=8, bench_iters=0)
     m = r.manifest
-    assert m.model["architecture"] == "mistral" and m.model["sliding_window"] == 6
+    assert m.model["architecture"] == "gemma3_text" and m.model["sliding_window"] == 6
     g = m.generation
-    assert (g["cache"], g["window"], g["sinks"], g["cache_slots"]) == ("ring", 6, 0, 6 + 8 - 1)
+    ring = 6 + 8 - 1
+    assert (g["cache"], g["window"], g["max_context"], g["layer_slots"], g["max_tokens_per_call"]) == \
+        ("mixed", 6, CTX, [ring, CTX, ring], 8)
     assert m.numerics["sqnr_db_vs_exported"] > 80 and m.numerics["top1_agreement"] == 1.0
+    with pytest.raises(UserError, match=r"--attention window=4: gemma3 already interleaves sliding layers"):
+        edgeformer.build(str(folder), "host", tmp_path / "b", quant="fp32", max_context=CTX, attention="window=4",
+                         bench_iters=0)
+    assert not (tmp_path / "b").exists()

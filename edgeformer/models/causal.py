@@ -13,7 +13,7 @@ from pathlib import Path
 from edgeformer.errors import UserError
 from edgeformer.models import Bundled
 from edgeformer.models.decoder import Decoder
-from edgeformer.models.lm_families import SUPPORTED, config_sliding, default_cache, from_hf  # SUPPORTED: HF model_type = GGUF architecture
+from edgeformer.models.lm_families import GGUF_ARCHITECTURES, SUPPORTED, config_sliding, default_cache, from_hf
 
 BUNDLED_LMS: dict[str, Bundled] = {
     "smollm2-135m": Bundled(
@@ -105,8 +105,10 @@ def load_lm(model: str, max_context: int | None = None, window: int | None = Non
 
     name, folder, gguf = resolve_lm(model)
     arch = architecture(folder, gguf)
-    if arch not in SUPPORTED:
-        raise UserError(f"{name}: architecture {arch!r} is not supported for causal LMs; supported: {', '.join(SUPPORTED)}")
+    known = GGUF_ARCHITECTURES if gguf else SUPPORTED  # GGUF files name architectures llama.cpp's way
+    if arch not in known:
+        what = "GGUF architecture" if gguf else "architecture"
+        raise UserError(f"{name}: {what} {arch!r} is not supported for causal LMs; supported: {', '.join(known)}")
     hf = load_reference(folder, gguf)
     tok = tf.AutoTokenizer.from_pretrained(folder, **({"gguf_file": gguf} if gguf else {}))
     limit = hf.config.max_position_embeddings

@@ -29,6 +29,9 @@ from edgeformer.errors import UserError
 from edgeformer.models.decoder import Decoder, DecoderShape
 
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3_text")
+# llama.cpp's general.architecture -> the model_type transformers' GGUF loader builds (Mistral
+# files are "llama"; a Gemma 3 GGUF holds the text model only)
+GGUF_ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3", "gemma3": "gemma3_text"}
 ACTIVATIONS = ("silu", "gelu_pytorch_tanh")
 
 

@@ -1,5 +1,6 @@
 """Mistral, Qwen3, Phi-3 and Gemma 3 through the Decoder: eager and .pte equal to Hugging Face at prefill
-and every decode step, greedy generation token for token, config flags refused by name."""
+and every decode step, greedy generation token for token, GGUF files of Qwen3 and Gemma 3, config
+flags refused by name."""
 
 import copy
 
@@ -11,6 +12,7 @@ from test_decoder import steps
 import edgeformer
 from edgeformer.errors import UserError
 from edgeformer.lm.generate import generate
+from edgeformer.models.causal import load_lm
 from edgeformer.models.decoder import export_decoder
 from edgeformer.models.lm_families import check_config, default_cache, from_hf
 from edgeformer.program import Program
@@ -151,3 +153,77 @@ def test_gemma3_folder_builds_with_a_ring_on_its_sliding_layers(tmp_path):
         edgeformer.build(str(folder), "host", tmp_path / "b", quant="fp32", max_context=CTX, attention="window=4",
                          bench_iters=0)
     assert not (tmp_path / "b").exists()
+
+
+def write_gguf(path, hf, arch: str):
+    """`hf` as llama.cpp's converter writes it, fp32: its tensor names, Gemma's norms stored as
+    1 + w, no q/k permutation (only llama.cpp's `llama` architecture has one)."""
+    import gguf
+    import numpy as np
+
+    c, n = hf.config, hf.config.vocab_size
+    w = gguf.GGUFWriter(str(path), arch)
+    rope = c.rope_parameters.get("full_attention", c.rope_parameters)
+    for add, value in ((w.add_context_length, c.max_position_embeddings), (w.add_embedding_length, c.hidden_size),
+                       (w.add_block_count, c.num_hidden_layers), (w.add_feed_forward_length, c.intermediate_size),
+                       (w.add_head_count, c.num_attention_heads), (w.add_head_count_kv, c.num_key_value_heads),
+                       (w.add_key_length, c.head_dim), (w.add_value_length, c.head_dim),
+                       (w.add_rope_freq_base, float(rope["rope_theta"])), (w.add_layer_norm_rms_eps, c.rms_norm_eps),
+                       (w.add_tokenizer_model, "gpt2"), (w.add_token_types, [3, 3] + [1] * (n - 2)),
+                       (w.add_token_scores, [0.0] * n), (w.add_token_merges, []), (w.add_bos_token_id, 2),
+                       (w.add_eos_token_id, 3)):
+        add(value)
+    if getattr(c, "sliding_window", None):
+        w.add_sliding_window(c.sliding_window)
+    w.add_token_list(["<pad>", "<unk>", "<s>", "</s>"] + [chr(0x100 + i) for i in range(4, n)])
+
+    def put(name, t):
+        a = t.detach().float().numpy()
+        w.add_tensor(name, (a + 1 if arch == "gemma3" and name.endswith("norm.weight") else a).astype(np.float32))
+
+    put("token_embd.weight", hf.model.embed_tokens.weight)
+    put("output_norm.weight", hf.model.norm.weight)
+    for i, ly in enumerate(hf.model.layers):
+        a, f = ly.self_attn, ly.mlp
+        norms = dict(attn_norm=ly.input_layernorm, attn_q_norm=a.q_norm, attn_k_norm=a.k_norm)
+        norms.update(dict(post_attention_norm=ly.post_attention_layernorm, ffn_norm=ly.pre_feedforward_layernorm,
+                          post_ffw_norm=ly.post_feedforward_layernorm) if arch == "gemma3" else
+                     dict(ffn_norm=ly.post_attention_layernorm))
+        mods = dict(attn_q=a.q_proj, attn_k=a.k_proj, attn_v=a.v_proj, attn_output=a.o_proj, ffn_gate=f.gate_proj,
+                    ffn_up=f.up_proj, ffn_down=f.down_proj, **norms)
+        for theirs, mod in mods.items():
+            put(f"blk.{i}.{theirs}.weight", mod.weight)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+@pytest.mark.parametrize("arch, hf_arch, overrides", [
+    ("qwen3", "qwen3", dict(head_dim=128)),  # transformers' GGUF loader reads no head_dim: its default, 128
+    # what a Gemma 3 GGUF cannot say takes transformers' defaults: 5 sliding layers to 1 global, scalar 256, no cap
+    ("gemma3", "gemma3_text", dict(num_hidden_layers=6, layer_types=None, query_pre_attn_scalar=256,
+                                   final_logit_softcapping=None)),
+])
+def test_gguf_of_the_family_loads_equal_to_the_model_written(arch, hf_arch, overrides, tmp_path):
+    hf = tiny(hf_arch, seed=7, **overrides)
+    lm = load_lm(str(write_gguf(tmp_path / f"tiny-{arch}.gguf", hf, arch)), max_context=CTX)
+    assert lm.source["architecture"] == arch
+    if arch == "gemma3":
+        assert (lm.decoder.shape.window, lm.decoder.shape.sliding) == (6, (True,) * 5 + (False,))
+    ids = torch.randint(0, 96, (1, 14))
+    with torch.no_grad():
+        torch.testing.assert_close(steps(lm.decoder, ids, prefill=7), hf(ids).logits, atol=1e-5, rtol=0)
+
+
+def test_gguf_architecture_without_a_mapping_is_named(tmp_path):
+    import gguf
+
+    w = gguf.GGUFWriter(str(tmp_path / "m.gguf"), "mamba")
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
+    with pytest.raises(UserError, match=r"GGUF architecture 'mamba' is not supported for causal LMs; "
+                                        r"supported: llama, qwen2, qwen3, phi3, gemma3"):
+        load_lm(str(tmp_path / "m.gguf"))

@@ -92,7 +92,8 @@ def render(m: Manifest) -> str:
     lines += ["", "| part of the .pte | MiB |", "|---|---|", *(f"| {k} | {v / 2**20:.2f} |" for k, v in m.size.items())]
     if m.generation:
         g = m.generation
-        lines += ["", "## Generation", "", f"- cache: {g['cache']}, {g['cache_slots']} slots ({g.get('cache_mb')} MiB), "
+        slots = g.get("layer_slots") or g["cache_slots"]  # mixed: each layer's
+        lines += ["", "## Generation", "", f"- cache: {g['cache']}, {slots} slots ({g.get('cache_mb')} MiB), "
                   f"up to {g['max_tokens_per_call']} tokens per call, ops: {g.get('ops', 'custom')}",
                   f"- stop ids: {g.get('stop_ids')}"]
     return "\n".join(lines) + "\n"

@@ -220,12 +220,19 @@ def tiny_llama_folder(tmp_path_factory):
     return make_tiny_llama(tmp_path_factory.mktemp("llama"))
 
 
-# The native runner (runtimes/cpp), built once per session into a throwaway cache.
+# The native runner (runtimes/cpp), built once per test run into a throwaway cache. Under
+# pytest-xdist (`tools/test.sh` runs two workers, a file each) the workers share that cache and
+# a lock: the first to need a runner builds it, the other waits and finds it built.
 @pytest.fixture(scope="session")
 def runner_cache(tmp_path_factory):
-    """A session cache for runners (built once per test session, never the user's cache)."""
+    """A cache for runners shared by this run's workers (never the user's cache)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    cache = root / "runner-cache"
+    cache.mkdir(exist_ok=True)
     old = os.environ.get("EDGEFORMER_CACHE")
-    os.environ["EDGEFORMER_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ["EDGEFORMER_CACHE"] = str(cache)
     yield os.environ["EDGEFORMER_CACHE"]
     if old is None:
         del os.environ["EDGEFORMER_CACHE"]
@@ -235,29 +242,28 @@ def runner_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def host_runner(runner_cache):
-    from edgeformer.devices.runner_build import BINARY, build_runner
+    from edgeformer.devices.runner_build import BINARY
 
     if not (shutil.which("cmake") and shutil.which("g++")):
         pytest.skip("cmake and g++ are needed to build the runner")
-    return build_runner(platform.machine()) / BINARY
+    return _built_once(platform.machine(), runner_cache) / BINARY
 
 
 @pytest.fixture(scope="session")
 def arm_runner(runner_cache):
-    from edgeformer.devices.runner_build import BINARY, build_runner
+    from edgeformer.devices.runner_build import BINARY
 
     if platform.machine() != "x86_64" or not (shutil.which("aarch64-linux-gnu-g++") and shutil.which("qemu-aarch64")):
         pytest.skip("needs g++-aarch64-linux-gnu and qemu-user (tools/setup.sh installs them)")
-    return build_runner("aarch64") / BINARY
+    return _built_once("aarch64", runner_cache) / BINARY
 
 
-# Under pytest-xdist (`tools/test.sh` runs two workers): each file stays on one worker, so a
-# module fixture (the SmolLM2 build, an sshd) is made once; the files that build the C++
-# runner share one worker, so it is compiled once per architecture.
-RUNNER_FILES = {"test_runner.py", "test_ssh.py", "test_wordpiece.py"}
+def _built_once(arch: str, cache: str) -> Path:
+    import fcntl
 
+    from edgeformer.devices.runner_build import ensure_runner
 
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group("runner" if name in RUNNER_FILES else str(item.path)))
+    with open(Path(cache) / f"build-{arch}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return ensure_runner(arch)
+

@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
 .venv/bin/ruff check edgeformer tests benchmarks examples runtimes/python setup.py
-# two workers (the CI machine has 2 cores; lowering is single-threaded Python), one file per worker
-exec .venv/bin/python -m pytest -q -n 2 --dist loadgroup --durations=40 "$@"
+# two workers (the CI machine has 2 cores; lowering is single-threaded Python), each file on one
+# worker, so a module fixture (the SmolLM2 build, an sshd) is made once
+exec .venv/bin/python -m pytest -q -n 2 --dist loadfile --durations=40 "$@"

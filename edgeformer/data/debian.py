@@ -11,6 +11,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
+import os
 import shutil
 import subprocess
 import tempfile
@@ -34,9 +35,9 @@ def fetch_objects(files: dict[str, Path], objects: dict[str, str], package: str,
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         base = find_lazyload(unpack_package(package, Path(tmp), howto), r_package, howto)
         for key, obj in objects.items():
-            part = files[key].with_suffix(".part")
+            part = Path(tmp) / f"{key}.part"  # this process's own: two fetching at once never share a file
             part.write_text(to_text(read_lazyload(base, obj)), encoding="utf-8")
-            part.rename(files[key])
+            os.replace(part, files[key])
     return files
 
 

@@ -51,8 +51,11 @@ def bytes_per_token(manifest, position: int) -> int:
     """Bytes read by one decode step at `position` (weights + written cache)."""
     gen = manifest.generation
     embedding = gen["embedding_bytes"]
-    layers = gen.get("layer_slots") or [gen["cache_slots"]]  # mixed caches: each layer reads its own
-    cache_read = sum(min(position, n) for n in layers) * gen["cache_bytes_per_token"] // len(layers)
+    # each layer reads its own: a full cache up to the position, a ring (custom_sdpa over every slot) all of it
+    full = gen.get("max_context")
+    layers = gen.get("layer_slots") or [gen["cache_slots"]]
+    read = [min(position, n) if n == full else n for n in layers]
+    cache_read = sum(read) * gen["cache_bytes_per_token"] // len(layers)
     return manifest.pte["bytes"] - embedding + cache_read
 
 

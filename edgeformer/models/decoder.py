@@ -70,7 +70,9 @@ class DecoderShape:
     chunk: int = 128  # ring cache: the most tokens one call may write (longer prompts are fed in chunks)
     portable: bool = False  # core ATen ops only (index_put, bmm, softmax): no LLM custom-op library needed
     sliding: tuple[bool, ...] | None = None  # which layers take the ring (Gemma 3's interleaving); None: all
-    local_rope_theta: float | None = None  # RoPE base of the sliding layers, where it differs (Gemma 3)
+    local_rope_theta: float | None = None  # RoPE base of the local layers, where it differs (Gemma 3)
+    local_layers: tuple[bool, ...] | None = None  # the layers the config trained as sliding (their RoPE base),
+    # whatever cache they get: with a window no shorter than the context they keep a full one
     # Gemma 3: embeddings times sqrt(hidden), norms after attention and around the MLP too,
     # a tanh-GELU MLP, attention scaled by query_pre_attn_scalar**-0.5, soft-capped logits
     embed_scale: float = 1.0
@@ -84,8 +86,9 @@ class DecoderShape:
             raise ValueError(f"{self.num_heads} query heads do not divide into {self.num_kv_heads} key-value heads")
         if self.window is None and (self.sinks or self.sliding):
             raise ValueError("attention sinks and sliding layers need a sliding window")
-        if self.sliding is not None and len(self.sliding) != self.num_layers:
-            raise ValueError(f"sliding names {len(self.sliding)} layers, the model has {self.num_layers}")
+        for name in ("sliding", "local_layers"):
+            if getattr(self, name) is not None and len(getattr(self, name)) != self.num_layers:
+                raise ValueError(f"{name} names {len(getattr(self, name))} layers, the model has {self.num_layers}")
 
     def ring(self, layer: int) -> bool:
         """Whether `layer` keeps a ring cache (else a full one of max_context slots)."""
@@ -131,6 +134,7 @@ class DecoderLayer(nn.Module):
         super().__init__()
         self.h, self.kv, self.d = s.num_heads, s.num_kv_heads, s.head_dim
         self.portable, self.ring = s.portable, s.ring(index)
+        self.local = bool(s.local_layers and s.local_layers[index])  # takes the local RoPE base
         self.scale = s.attn_scale if s.attn_scale is not None else s.head_dim**-0.5
         self.act = ACTIVATIONS[s.activation]
         self.norm1 = RMSNorm(s.hidden, s.eps)
@@ -253,7 +257,7 @@ class Decoder(nn.Module):
         if s.embed_scale != 1.0:
             x = x * s.embed_scale
         for layer in self.layers:
-            cos, sin = rope[layer.ring]
+            cos, sin = rope[layer.local]
             x = layer(x, cos, sin, self.rot, start, ring if layer.ring else full)
         if not self.full_logits:
             x = x[:, -1:]

@@ -32,7 +32,7 @@ SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3_text")
 # llama.cpp's general.architecture -> the model_type transformers' GGUF loader builds (Mistral
 # files are "llama"; a Gemma 3 GGUF holds the text model only)
 GGUF_ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3", "gemma3": "gemma3_text"}
-ACTIVATIONS = ("silu", "gelu_pytorch_tanh")
+LM_ACTIVATIONS = ("silu", "gelu_pytorch_tanh")  # the config names the Decoder implements
 
 
 def _activation(c) -> str:
@@ -50,8 +50,9 @@ def _rope_params(c) -> dict[str, dict]:
 def check_config(c) -> None:
     """UserError naming the first config field whose value the Decoder does not implement."""
     act = _activation(c)
-    if act not in ACTIVATIONS:
-        raise UserError(f"config hidden_act={act!r} is not supported for causal LMs; supported: {', '.join(ACTIVATIONS)}")
+    if act not in LM_ACTIVATIONS:
+        field = "hidden_activation" if getattr(c, "hidden_activation", None) else "hidden_act"
+        raise UserError(f"config {field}={act!r} is not supported for causal LMs; supported: {', '.join(LM_ACTIVATIONS)}")
     for layer_type, params in _rope_params(c).items():
         kind = params.get("rope_type", "default")
         if kind not in ("default", None):
@@ -128,6 +129,7 @@ def from_hf(model, max_context: int, window: int | None = None, sinks: int = 0, 
         rotary_dim=int(head_dim * partial) if partial != 1.0 else None,
         window=window, sinks=sinks, chunk=chunk, portable=portable, sliding=sliding,
         local_rope_theta=float(local) if local is not None and local != theta else None,
+        local_layers=tuple(t == "sliding_attention" for t in c.layer_types) if local is not None and local != theta else None,
         embed_scale=c.hidden_size**0.5 if gemma else 1.0, sandwich_norms=gemma, activation=_activation(c),
         attn_scale=c.query_pre_attn_scalar**-0.5 if gemma else None, final_softcap=getattr(c, "final_logit_softcapping", None),
     )

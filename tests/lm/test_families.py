@@ -106,6 +106,17 @@ def test_qwen3_with_some_layers_sliding_gives_each_layer_its_own_cache():
         torch.testing.assert_close(steps(dec, ids, prefill=7), hf(ids).logits, atol=1e-5, rtol=0)
 
 
+def test_gemma3_sliding_layers_keep_their_rope_base_under_a_full_cache():
+    """A window no shorter than the context: every layer a full cache, the sliding ones still
+    rotate with the local base (1e4, the full layers 1e6), as Hugging Face's do."""
+    hf = tiny("gemma3_text", seed=6, sliding_window=CTX)
+    dec = decoder(hf)
+    assert dec.shape.window is None and dec.shape.local_layers == (True, False, True)
+    ids = torch.randint(0, 96, (1, 14))
+    with torch.no_grad():
+        torch.testing.assert_close(steps(dec, ids, prefill=7), hf(ids).logits, atol=1e-5, rtol=0)
+
+
 def test_default_cache_follows_the_trained_window():
     """A window shorter than the context becomes the ring; one at least as long is a full cache."""
     cfg = tiny("mistral").config

@@ -266,4 +266,3 @@ def _built_once(arch: str, cache: str) -> Path:
     with open(Path(cache) / f"build-{arch}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         return ensure_runner(arch)
-

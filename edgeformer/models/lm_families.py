@@ -39,9 +39,9 @@ def _activation(c) -> str:
     return getattr(c, "hidden_activation", None) or getattr(c, "hidden_act", "silu")
 
 
-def _rope_params(c) -> dict[str, dict]:
+def _per_layer_type(params: dict | None) -> dict[str, dict]:
     """Layer type -> its RoPE parameters ("" for a model with one set for every layer)."""
-    params = getattr(c, "rope_parameters", None) or getattr(c, "rope_scaling", None) or {}
+    params = params or {}
     if params and all(isinstance(v, dict) for v in params.values()):  # Gemma 3: per layer type
         return params
     return {"": params}
@@ -53,11 +53,12 @@ def check_config(c) -> None:
     if act not in LM_ACTIVATIONS:
         field = "hidden_activation" if getattr(c, "hidden_activation", None) else "hidden_act"
         raise UserError(f"config {field}={act!r} is not supported for causal LMs; supported: {', '.join(LM_ACTIVATIONS)}")
-    for layer_type, params in _rope_params(c).items():
-        kind = params.get("rope_type", "default")
-        if kind not in ("default", None):
-            where = f"rope_parameters[{layer_type!r}]" if layer_type else "rope_parameters"
-            raise UserError(f"config {where} rope_type={kind!r} is not supported; supported: default (plain RoPE)")
+    for field in ("rope_parameters", "rope_scaling"):
+        for layer_type, params in _per_layer_type(getattr(c, field, None)).items():
+            kind = params.get("rope_type", "default")
+            if kind not in ("default", None):
+                where = f"{field}[{layer_type!r}]" if layer_type else field
+                raise UserError(f"config {where} rope_type={kind!r} is not supported; supported: default (plain RoPE)")
     if getattr(c, "attention_bias", False) and c.model_type != "qwen2":
         raise UserError(f"config attention_bias=True ({c.model_type}) is not supported: biases are read on Qwen2's q/k/v only")
     if getattr(c, "mlp_bias", False):
@@ -115,10 +116,11 @@ def from_hf(model, max_context: int, window: int | None = None, sinks: int = 0, 
     check_config(c)
     gemma = c.model_type == "gemma3_text"
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    rope = _rope_params(c)
+    rope = _per_layer_type(getattr(c, "rope_parameters", None))
     params = rope.get("full_attention", rope.get("", {}))
     theta = params.get("rope_theta", getattr(c, "rope_theta", 10000.0))
     local = rope.get("sliding_attention", {}).get("rope_theta")
+    local = None if local == theta else local  # a second RoPE base only where the local layers have their own
     partial = params.get("partial_rotary_factor", getattr(c, "partial_rotary_factor", 1.0)) or 1.0
     first = model.model.layers[0]
     shape = DecoderShape(
@@ -128,8 +130,8 @@ def from_hf(model, max_context: int, window: int | None = None, sinks: int = 0, 
         qkv_bias=_projections(first, c)["q"][1] is not None, qk_norm=hasattr(first.self_attn, "q_norm"),
         rotary_dim=int(head_dim * partial) if partial != 1.0 else None,
         window=window, sinks=sinks, chunk=chunk, portable=portable, sliding=sliding,
-        local_rope_theta=float(local) if local is not None and local != theta else None,
-        local_layers=tuple(t == "sliding_attention" for t in c.layer_types) if local is not None and local != theta else None,
+        local_rope_theta=None if local is None else float(local),
+        local_layers=None if local is None else tuple(t == "sliding_attention" for t in c.layer_types),
         embed_scale=c.hidden_size**0.5 if gemma else 1.0, sandwich_norms=gemma, activation=_activation(c),
         attn_scale=c.query_pre_attn_scalar**-0.5 if gemma else None, final_softcap=getattr(c, "final_logit_softcapping", None),
     )

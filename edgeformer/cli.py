@@ -213,6 +213,43 @@ def prune(
                   f"validation accuracy {r['validation_accuracy']}", soft_wrap=True)
 
 
+@app.command()
+def search(
+    model: str = typer.Argument(..., help="A fine-tuned encoder classifier: a bundled name or a Hugging Face folder."),
+    target: str = typer.Option("host", "--target", "-t", help="Target alias or name (see `edgeformer targets`)."),
+    data: str = typer.Option(..., "--data", help="Task data (fine-foods, or a labelled .csv/.jsonl): pruning trains on "
+                                                 "its train split, every candidate is gated on validation."),
+    out: Path = typer.Option(..., "--out", "-o", help="Artifact folder for the chosen candidate."),
+    space: list[str] = typer.Option(None, "--space", help="Axes and values, e.g. 'quant=int8,8da4w prune=0,0.25,0.5 "
+                                    "attention=full,window=32' (axes: quant, embedding, prune, attention, seq_len)."),
+    max_accuracy_drop: float = typer.Option(None, "--max-accuracy-drop", help="Accuracy points a candidate may lose vs "
+                                                                              "fp32 (default: the target's)."),
+    max_pte_mb: float = typer.Option(None, "--max-pte-mb", help="The largest .pte to accept, MiB (default: the target's)."),
+    confidence: float = typer.Option(0.9, "--confidence", help="One-sided confidence of the accuracy gate's bound."),
+    objective: str = typer.Option("latency", "--objective", help="latency | size | accuracy: what the winner is best at."),
+    device: str = typer.Option(None, "--device", help="Measure every candidate there: ssh://user@host | native | "
+                                                      "qemu-aarch64 (emulated: recorded, not checked)."),
+    executor: str = typer.Option("local", "--executor", help="local (a process pool) | ray | ray://ADDRESS."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Candidates built at once (measuring is always one at a time)."),
+    bench_iters: int = typer.Option(20, "--bench-iters", help="Timed runs per candidate and round."),
+    rounds: int = typer.Option(3, "--rounds", help="Host: rounds of timing every candidate beside the fp32 eager model."),
+    work: Path = typer.Option(None, "--work", help="Cache of pruned models, artifacts and measurements "
+                                                   "(default OUT.search; a rerun resumes from it)."),
+    as_json: bool = JSON,
+):
+    """Build a space of recipes, measure each on the target, publish the best that meets every budget."""
+    from edgeformer.search import SearchSpec
+    from edgeformer.search import search as run_search
+    from edgeformer.search.run import result_dicts
+
+    spec = SearchSpec(model, target, data=data, out=out, space=space or None, max_accuracy_drop=max_accuracy_drop,
+                      max_pte_mb=max_pte_mb, confidence=confidence, objective=objective, device=device, executor=executor, jobs=jobs,
+                      bench_iters=bench_iters, rounds=rounds, work=work)
+    r = run_search(spec, say=lambda line: err.print(escape(line), highlight=False, soft_wrap=True))
+    if as_json:
+        _emit(dict(path=str(r.path), chosen=r.winner["describe"], report=str(r.report), candidates=result_dicts(r.results)))
+
+
 @app.command(name="eval")
 def eval_(
     target: str = typer.Argument(..., help="An artifact folder (runs its .pte), or a model folder / bundled name (eager fp32)."),

@@ -34,6 +34,7 @@ class Manifest:
     devices: list | None = None  # `bench --device` runs: the runner's numbers + where they were measured
     spec: dict | None = None  # pipeline.BuildSpec.to_dict(): what `build --from` rebuilds
     quantization: dict | None = None  # scheme, method, and what each quantized module became
+    search: dict | None = None  # `edgeformer search`: the space, what each candidate measured, why this one won
     created: str = ""
     schema_version: int = SCHEMA_VERSION
     notes: list = field(default_factory=list)
@@ -68,7 +69,7 @@ class Manifest:
                 "rebuild the artifact with this version of edgeformer"
             )
         names = {f.name for f in fields(cls)}
-        optional = ("created", "notes", "accuracy", "generation", "devices", "spec", "quantization")
+        optional = ("created", "notes", "accuracy", "generation", "devices", "spec", "quantization", "search")
         missing = sorted(n for n in names if n not in d and n not in optional)
         if missing:
             raise UserError(f"{where} lacks {missing}; rebuild the artifact with `edgeformer build`")

@@ -13,6 +13,7 @@ from edgeformer.manifest import Manifest
 
 REPORT = "report.md"
 CHART = "budgets.png"
+SEARCH_CHART = "search.png"
 
 
 def _fmt(v, nd: int = 2) -> str:
@@ -96,6 +97,12 @@ def render(m: Manifest) -> str:
         lines += ["", "## Generation", "", f"- cache: {g['cache']}, {slots} slots ({g.get('cache_mb')} MiB), "
                   f"up to {g['max_tokens_per_call']} tokens per call, ops: {g.get('ops', 'custom')}",
                   f"- stop ids: {g.get('stop_ids')}"]
+    if m.search:
+        from edgeformer.search.front import table
+
+        chosen = next((c for c in m.search["candidates"] if c["key"] == m.search["chosen"]), None)
+        lines += ["", "## Search", "", m.search["why"], "", f"![the candidates and their front]({SEARCH_CHART})", "",
+                  table(m.search["candidates"], chosen).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -104,6 +111,12 @@ def write_report(folder: Path, m: Manifest) -> None:
     tmp = folder / f".{CHART}.tmp.png"
     plot_budgets(m, tmp)
     tmp.replace(folder / CHART)
+    if m.search:
+        from edgeformer.search.front import plot
+
+        tmp = folder / f".{SEARCH_CHART}.tmp.png"
+        plot(m.search["candidates"], m.search["chosen"], tmp)
+        tmp.replace(folder / SEARCH_CHART)
     write_text_atomic(folder / REPORT, render(m))
 
 

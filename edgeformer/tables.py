@@ -61,6 +61,11 @@ def inspect_tables(manifest: Manifest, size: dict[str, int], timing: dict | None
     q = manifest.quantization or {}
     if q.get("summary"):  # --quant gguf: what each kind of module became
         info.add_row("quantization", "; ".join(f"{count} × {what}" for what, count in q["summary"].items()))
+    if manifest.search:
+        srch = manifest.search
+        chosen = next(c for c in srch["candidates"] if c["key"] == srch["chosen"])
+        info.add_row("search", f"chose {chosen['describe']} of {len(srch['candidates'])} candidates "
+                               f"({srch['space']}; objective {srch['objective']}); table in report.md")
     if n.get("sqnr_db") is None:
         info.add_row("numerics", f"not run: {n.get('reason', 'no numerics')}")
     else:

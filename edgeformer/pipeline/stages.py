@@ -171,7 +171,7 @@ def measure(state: BuildState, here: Callable[[], dict], eager: Callable[[], dic
         bench = here()
     else:
         bench = side_by_side(here, eager)
-    bench.update(runner_memory(state, bench))
+    bench.update(runner_memory(state.staged, state.recipe.threads, bench))
     m.measurements = dict(measured_on=host_fingerprint(), **bench)
     state.measured, state.where = bench, "host"
 
@@ -192,13 +192,14 @@ def side_by_side(pte: Callable[[], dict], eager: Callable[[], dict], rounds: int
                 eager_latency_ms_p50=round(e["latency_ms_p50"], 3), eager_reference=e.get("reference", "fp32 eager"))
 
 
-def runner_memory(state: BuildState, python: dict) -> dict:
-    """Peak memory as an app runs the model: the C++ runner on this machine when it can be
-    built (cmake, g++) and can load the program; else the Python runtime's, saying so."""
+def runner_memory(path: Path, threads: int, python: dict) -> dict:
+    """Peak memory as an app runs the artifact at `path`: the C++ runner on this machine when
+    it can be built (cmake, g++) and can load the program; else the Python runtime's
+    (`python`, the worker's numbers), saying so."""
     from edgeformer.devices import parse_device, run_on_device, runner_args
     from edgeformer.devices.device import needs_python
 
-    a = art.load_artifact(state.staged)
+    a = art.load_artifact(path)
     if a.manifest.pte.get("format") == "aoti":
         return dict(memory_measured_by="python (AOTInductor package: the C++ runner loads .pte files only)")
     if needs_python(a):
@@ -206,7 +207,7 @@ def runner_memory(state: BuildState, python: dict) -> dict:
     if not (shutil.which("cmake") and shutil.which("g++")):
         return dict(memory_measured_by="python runtime (no cmake/g++ to build the C++ runner)")
     try:
-        r = run_on_device(parse_device("native"), a, runner_args(a, state.recipe.threads, 2, 5))
+        r = run_on_device(parse_device("native"), a, runner_args(a, threads, 2, 5))
     except UserError as e:
         return dict(memory_measured_by=f"python runtime (the C++ runner failed: {e})")
     # every memory field from one place (the runner); the Python runtime's beside them, named so

@@ -1,0 +1,154 @@
+"""The search space as data: axes, their values, and the candidates they span.
+
+A space spec is `AXIS=V1,V2,...` terms, separated by spaces (or given as several `--space`
+options); axes left out keep their default. Attention values take the `--attention` syntax
+with layer ranges (`window=32:layers=0-2`), since `,` separates values here.
+
+    quant=int8,8da4w                  the linears' scheme (edgeformer's --quant values)
+    embedding=int8,int4               the token table's scheme (--embedding-quant)
+    prune=0,0.25,0.5:layers=1,auto    0 keeps every weight; R removes a share R of the heads
+                                      and of the FFN neurons (by Taylor score, then
+                                      distillation), R:layers=N also N whole layers; auto is
+                                      the accuracy-driven prune within the search's budget
+    attention=full,window=32          the attention kernels (--attention)
+    seq_len=128                       the longest input (--seq-len)
+
+Example:
+    >>> space = parse_space("quant=int8,8da4w prune=0,0.5")
+    >>> [c.describe() for c in space.candidates()]
+    ['quant=int8 prune=0', 'quant=int8 prune=0.5', 'quant=8da4w prune=0', 'quant=8da4w prune=0.5']
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, replace
+
+from edgeformer.errors import UserError
+from edgeformer.recipe import EMBEDDING_SCHEMES, QUANT_SCHEMES, Recipe
+from edgeformer.transforms.attention import SPEC_HELP, parse_attention
+
+AXES: dict[str, str] = {
+    "quant": "the linears' quantization: " + ", ".join(QUANT_SCHEMES),
+    "embedding": "the token table's quantization: " + ", ".join(EMBEDDING_SCHEMES),
+    "prune": "0, a share R of heads and FFN neurons to remove in (0, 1) (R:layers=N also removes N whole layers), or auto",
+    "attention": SPEC_HELP,
+    "seq_len": "the longest input, in tokens",
+}
+DEFAULTS: dict[str, tuple[str, ...]] = {"quant": ("int8", "8da4w"), "prune": ("0", "0.25", "0.5")}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the space. None leaves the field to the target's recipe."""
+
+    quant: str | None = None
+    embedding: str | None = None
+    prune: str = "0"
+    attention: str | None = None
+    seq_len: int | None = None
+
+    @property
+    def pruned(self) -> bool:
+        return self.prune != "0"
+
+    def prune_options(self, max_accuracy_drop: float | None) -> dict:
+        """`train.prune_run.PruneOptions` fields of this pruning level (not called unpruned)."""
+        if self.prune == "auto":
+            return dict(max_accuracy_drop=max_accuracy_drop)
+        share, _, layers = self.prune.partition(":layers=")
+        return dict(heads=float(share), ffn=float(share), **({"layers": int(layers)} if layers else {}))
+
+    def build_prune(self) -> str | None:
+        """This level as `edgeformer build --prune` spells it (None unpruned)."""
+        if not self.pruned or self.prune == "auto":
+            return None if not self.pruned else "auto"
+        o = self.prune_options(None)
+        return f"heads={o['heads']:g},ffn={o['ffn']:g}" + (f",layers={o['layers']}" if "layers" in o else "")
+
+    def build_fields(self) -> dict:
+        """The BuildSpec fields this candidate sets (pruning is done before, once per level)."""
+        return dict(quant=self.quant, embedding_quant=self.embedding, attention=self.attention, seq_len=self.seq_len)
+
+    def to_dict(self) -> dict:
+        return dict(quant=self.quant, embedding=self.embedding, prune=self.prune, attention=self.attention,
+                    seq_len=self.seq_len)
+
+    def describe(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.to_dict().items() if v is not None)
+
+
+@dataclass(frozen=True)
+class Space:
+    """Each axis's values; `candidates()` is their product, in a fixed order."""
+
+    values: dict[str, tuple]
+
+    def candidates(self) -> list[Candidate]:
+        names = [a for a in AXES if a in self.values]
+        return [Candidate(**dict(zip(names, combo, strict=True)))
+                for combo in itertools.product(*(self.values[a] for a in names))]
+
+    def describe(self) -> str:
+        return " ".join(f"{a}={','.join(map(str, v))}" for a, v in self.values.items())
+
+
+def parse_space(spec: str | list[str] | None) -> Space:
+    """The space a spec names, every value checked (UserError naming the axis and value)."""
+    terms = spec if isinstance(spec, list) else [spec] if spec else []
+    values: dict[str, tuple] = {a: v for a, v in DEFAULTS.items()}
+    seen = set()
+    for term in (t for s in terms for t in s.split()):
+        axis, eq, raw = term.partition("=")
+        if axis not in AXES:
+            raise UserError(f"--space {term!r}: unknown axis {axis!r}; axes: {', '.join(AXES)}")
+        if not eq or not raw.strip(","):
+            raise UserError(f"--space {term!r}: give values, e.g. {axis}={_example(axis)}")
+        if axis in seen:
+            raise UserError(f"--space: axis {axis!r} given twice; list its values once, e.g. {axis}={_example(axis)}")
+        seen.add(axis)
+        vals = [v for v in raw.split(",") if v]
+        values[axis] = tuple(dict.fromkeys(_check(axis, v) for v in vals))
+    return Space(values)
+
+
+def _check(axis: str, value: str):
+    """The value in its canonical form, or UserError naming it and what the axis takes."""
+    allowed = f"{axis} takes {AXES[axis]}"
+    if axis == "quant":
+        if value not in QUANT_SCHEMES or value == "gguf":
+            raise UserError(f"--space quant={value}: not a searchable scheme; {allowed.replace(', gguf', '')}")
+        return value
+    if axis == "embedding":
+        if value not in EMBEDDING_SCHEMES:
+            raise UserError(f"--space embedding={value}: unknown; {allowed}")
+        return value
+    if axis == "prune":
+        if value == "auto":
+            return value
+        share, _, layers = value.partition(":layers=")
+        try:
+            r, n = float(share), int(layers or 0)
+        except ValueError:
+            raise UserError(f"--space prune={value}: unknown; {allowed}") from None
+        if not 0 <= r < 1 or n < 0:
+            raise UserError(f"--space prune={value}: a share to remove must be in [0, 1) and layers >= 0; {allowed}")
+        return "0" if r == 0 and n == 0 else f"{r:g}" + (f":layers={n}" if n else "")
+    if axis == "attention":
+        try:
+            return parse_attention(value).describe()
+        except UserError as e:
+            raise UserError(f"--space attention={value}: {e}") from None
+    try:
+        n = int(value)
+        replace(Recipe(), seq_len=n)
+    except ValueError:
+        raise UserError(f"--space seq_len={value}: not a whole number of tokens, e.g. seq_len=64,128") from None
+    except UserError as e:
+        raise UserError(f"--space seq_len={value}: {e}") from None
+    return n
+
+
+def _example(axis: str) -> str:
+    return {"quant": "int8,8da4w", "embedding": "int8,int4", "prune": "0,0.25,auto", "attention": "full,window=32",
+            "seq_len": "64,128"}[axis]

@@ -1,0 +1,79 @@
+"""The search's pure parts: the space, the accuracy gate, the front (no builds)."""
+
+import pytest
+
+from edgeformer.errors import UserError
+from edgeformer.search import front
+from edgeformer.search.gate import paired_drop
+from edgeformer.search.space import parse_space
+
+
+def test_the_space_is_the_product_of_its_axes_in_a_fixed_order():
+    space = parse_space("quant=int8,8da4w prune=0,0.50 attention=full,window=8")
+    got = [c.describe() for c in space.candidates()]
+    assert len(got) == 8 and got[0] == "quant=int8 prune=0 attention=full"
+    assert "quant=8da4w prune=0.5 attention=window=8" in got  # 0.50 -> 0.5; the attention spec canonical
+    assert parse_space(["quant=int8", "prune=0"]).candidates() == parse_space("quant=int8 prune=0").candidates()
+    levels = [c.prune for c in parse_space("quant=int8 prune=0,0:layers=0,0.5:layers=1,auto").candidates()]
+    assert levels == ["0", "0.5:layers=1", "auto"]
+    assert [c.prune for c in parse_space("quant=int8 prune=0:layers=2").candidates()] == ["0:layers=2"]
+    c = parse_space("quant=int8 prune=0.5:layers=1").candidates()[0]
+    assert c.prune_options(1.0) == dict(heads=0.5, ffn=0.5, layers=1) and c.build_prune() == "heads=0.5,ffn=0.5,layers=1"
+    assert [x.build_prune() for x in parse_space("quant=int8 prune=0,0.25,auto").candidates()] == [None, "heads=0.25,ffn=0.25", "auto"]
+    default = parse_space(None)
+    assert {c.quant for c in default.candidates()} == {"int8", "8da4w"} and len(default.candidates()) == 6
+
+
+@pytest.mark.parametrize("spec, named", [
+    ("bits=4", "unknown axis 'bits'"), ("quant=int4", "quant=int4"), ("quant=gguf", "quant=gguf"),
+    ("prune=1.5", "prune=1.5"), ("prune=half", "prune=half"), ("prune=0.5:layers=x", "prune=0.5:layers=x"),
+    ("attention=sparse", "attention=sparse"),
+    ("seq_len=ten", "seq_len=ten"), ("seq_len=0", "seq_len=0"), ("quant=", "give values"),
+    ("quant=int8 quant=fp32", "given twice"), ("embedding=int2", "embedding=int2"),
+])
+def test_a_bad_space_is_refused_naming_the_axis_or_value(spec, named):
+    with pytest.raises(UserError, match=named) as e:
+        parse_space(spec)
+    assert "\n" not in str(e.value)
+
+
+def test_the_gate_bounds_the_drop_and_pays_for_uncertainty():
+    same = paired_drop([True] * 80 + [False] * 20, [True] * 80 + [False] * 20)
+    assert same["drop_points"] == 0 and same["drop_upper_points"] == 0 and same["changed"] == 0
+    # two flips each way: no drop on average, yet a bound above it
+    mixed = paired_drop([True] * 78 + [False, False, True, True], [True] * 78 + [True, True, False, False])
+    assert mixed["drop_points"] == 0 and mixed["drop_upper_points"] > 0.5
+    # the same share of flips on 10x the examples: a tighter bound
+    wide = paired_drop(([True] * 78 + [False, False, True, True]) * 10, ([True] * 78 + [True, True, False, False]) * 10)
+    assert 0 < wide["drop_upper_points"] < mixed["drop_upper_points"]
+    worse = paired_drop([True] * 100, [True] * 95 + [False] * 5)
+    assert worse["drop_points"] == 5.0 and worse["drop_upper_points"] > 5.0
+    assert paired_drop([True] * 100, [True] * 95 + [False] * 5, confidence=0.99)["drop_upper_points"] > worse["drop_upper_points"]
+    with pytest.raises(ValueError):
+        paired_drop([True], [True, False])
+
+
+def _r(key, speedup, acc, size, passed=True, status="measured", **kw):
+    return dict(key=key, describe=key, status=status, speedup_vs_eager=speedup, accuracy=acc, size_mb=size, passed=passed,
+                drop_points=0.0, drop_upper_points=0.0, checks=[], **kw)
+
+
+def test_the_front_and_the_winner():
+    rs = [_r("fast", 4.0, 0.80, 10), _r("accurate", 2.0, 0.90, 20), _r("dominated", 1.5, 0.85, 25),
+          _r("small", 1.0, 0.70, 5), _r("fastest-but-failed", 9.0, 0.95, 1, passed=False),
+          dict(key="filtered", describe="filtered", status="filtered", size_estimate_mb=99, reason="too big")]
+    assert [r["key"] for r in front.pareto(rs)] == ["fastest-but-failed"]  # it dominates every other
+    ok = rs[:4]
+    assert {r["key"] for r in front.pareto(ok)} == {"fast", "accurate", "small"}
+    assert front.choose(rs, "latency")["key"] == "fast"
+    assert front.choose(rs, "size")["key"] == "small"
+    assert front.choose(rs, "accuracy")["key"] == "accurate"
+    assert front.choose([rs[4], rs[5]]) is None
+    assert front.closest([rs[5]])["key"] == "filtered"
+    one = [dict(name="max_pte_mb", limit=10, measured=11, passed=False)]
+    two = [dict(name="max_pte_mb", limit=10, measured=10.5, passed=False), dict(name="min_sqnr_db", limit=20, measured=19, passed=False)]
+    near = [_r("one-miss", 1, 0.8, 11, passed=False), _r("two-misses", 1, 0.8, 10.5, passed=False), rs[5]]
+    near[0]["checks"], near[1]["checks"] = one, two
+    assert front.closest(near)["key"] == "one-miss"  # the fewest budgets missed, measured before filtered
+    table = front.table(rs, rs[0])
+    assert "fast **(chosen)**" in table and "| filtered |" in table and table.count("\n") == len(rs) + 2

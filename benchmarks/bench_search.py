@@ -39,13 +39,16 @@ SPACE = "quant=int8,8da4w prune=0,0.25,0.5 attention=full,window=32"
 
 
 def run_search(model: str, budget: float, space: str, work: Path, jobs: int) -> tuple[dict, float]:
-    """The search's --json output for one budget, and its wall time."""
+    """The search's --json output for one budget (or {"none": reason} when no candidate met
+    every budget, exit 3), and its wall time."""
     out = work / f"best-{budget:g}"
     cmd = [sys.executable, "-m", "edgeformer.cli", "search", model, "--target", "host", "--data", "fine-foods",
            "--space", space, "--max-accuracy-drop", str(budget), "-o", str(out), "--work", str(work / "search"),
            "--jobs", str(jobs), "--json"]
     t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode == 3:
+        return dict(none=p.stderr.strip().splitlines()[-1].removeprefix("error: ")), time.perf_counter() - t0
     if p.returncode != 0:
         raise SystemExit(f"search at budget {budget} failed: {(p.stderr.strip().splitlines() or ['no output'])[-1]}")
     return json.loads(p.stdout), time.perf_counter() - t0
@@ -72,7 +75,9 @@ def main() -> None:
     for b in budgets:
         log(f"search at budget {b} …")
         chosen[b], walls[b] = run_search(a.model, b, a.space, work, a.jobs)
-        log(f"  chose {chosen[b]['chosen']} ({walls[b]:.0f} s)")
+        log(f"  {chosen[b].get('chosen') or chosen[b].get('none')} ({walls[b]:.0f} s)")
+    none = {b: chosen.pop(b)["none"] for b in list(chosen) if "none" in chosen[b]}
+    budgets = [b for b in budgets if b in chosen]
     log("test accuracy …")
     eager_test = evaluate(a.model, "fine-foods:test", threads=THREADS)["accuracy"]
     timing = ["--iters", str(a.iters), "--warmup", str(a.warmup)]
@@ -104,11 +109,12 @@ def main() -> None:
                      f"{rows[name]['accuracy']:.3f} | {drop:+.1f} | {'yes' if drop <= b + 1e-9 else '**no**'} | "
                      f"{rows[name]['bytes'] / 2**20:.1f} | {rows[name]['p50']:.2f} | "
                      f"{round_ratio(samples, 'ort-int8', name):.2f}x | {round_ratio(samples, 'eager-fp32', name):.2f}x |")
+    lines += [f"| {b:g} | none met every budget: {why} | | | | | | | | |" for b, why in none.items()]
     ort = rows["ort-int8"]
     lines += ["", f"ONNX Runtime int8 of the unpruned model: {ort['p50']:.2f} ms, test accuracy {ort['accuracy']:.3f}; "
               f"fp32 eager: {rows['eager-fp32']['p50']:.2f} ms, test accuracy {eager_test:.3f}. "
               f"Search wall time: " + ", ".join(f"budget {b:g} {walls[b] / 60:.1f} min" for b in budgets)
-              + f" ({len(chosen[budgets[0]]['candidates'])} candidates; later budgets re-gate the cache)."]
+              + " (later budgets re-gate the first one's cache)."]
     table = "\n".join(lines) + "\n"
     data = dict(rows={k: {kk: vv for kk, vv in v.items() if kk != "cmd"} | {"samples_ms": samples[k]} for k, v in rows.items()},
                 searches={f"{b:g}": chosen[b] for b in budgets}, wall_s={f"{b:g}": walls[b] for b in budgets})

@@ -64,4 +64,6 @@ def _check_group_size(model: nn.Module, kind: type, dim_attr: str, recipe: Recip
             k = getattr(m, dim_attr)
             if k % recipe.group_size:
                 valid = [g for g in GROUP_SIZES if k % g == 0]
-                raise UserError(f"--group-size {recipe.group_size} must divide {dim_attr}={k} of {name}; try one of {valid}")
+                fix = f"try one of {valid}" if valid else \
+                    f"no group size XNNPACK takes ({', '.join(map(str, GROUP_SIZES))}) divides {k}: use 8-bit for this model"
+                raise UserError(f"--group-size {recipe.group_size} must divide {dim_attr}={k} of {name}; {fix}")

@@ -40,3 +40,12 @@ def test_8da4w_quantizes_and_loses_more_than_int8(tiny_bert):
 def test_group_size_must_divide_features(tiny_bert):
     with pytest.raises(UserError, match=r"--group-size 64 must divide in_features=32 .*try one of \[32\]"):
         _run(tiny_bert, Recipe(quant="8da4w", group_size=64))
+
+
+def test_a_width_no_group_size_divides_says_so():
+    from edgeformer.targets import backend_for, get_target
+    from edgeformer.transforms.quantize import quantize_model
+
+    model = torch.nn.Sequential(torch.nn.Linear(825, 8))  # e.g. a pruned FFN's width
+    with pytest.raises(UserError, match=r"in_features=825 .*no group size XNNPACK takes \(32, 64, 128, 256\) divides 825"):
+        quantize_model(model, Recipe(quant="8da4w", group_size=32, embedding_quant="fp32"), backend_for(get_target("host")))

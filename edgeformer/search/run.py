@@ -17,27 +17,20 @@ and a widened one reuses every candidate already measured.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
-import statistics
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from pathlib import Path
-
-import torch
 
 from edgeformer import artifact as art
 from edgeformer.errors import BudgetError, UserError
 from edgeformer.pipeline.spec import BuildSpec
-from edgeformer.search import front, gate, tasks
+from edgeformer.search import front, gate, keys, measure, tasks
 from edgeformer.search.space import Candidate, parse_space
 from edgeformer.targets import Budgets
 from edgeformer.validate.budgets import BudgetCheck, check_budgets
 
 SIZE_FILTER_MARGIN = 1.15  # the estimate is within ~5% of the file; filter only what is clearly over
-PROGRAM_BYTES = 32 * 1024  # what a .pte holds besides weights (program, XNNPACK graphs): 22-34 KiB on tiny models
 
 
 @dataclass(frozen=True)
@@ -163,38 +156,14 @@ def search(spec: SearchSpec, say=print) -> SearchResult:
     if not built and not any(r["status"] == "filtered" for r in results):
         raise UserError(f"no candidate could be built: {results[0]['describe']}: {results[0]['reason'].splitlines()[0]}")
     # the fp32 reference at each candidate's own length (the build's accuracy budget compares the same way)
-    refs = {n: _reference(spec, loaded, work, n) for n in sorted({r["seq_len"] for r in built})}
-    _measure_all(spec, built, refs, say)
+    refs = {n: measure.reference(spec, loaded, work, n) for n in sorted({r["seq_len"] for r in built})}
+    measure.measure_all(spec, built, refs, say)
     for r in built:
         _gate(spec, r, refs[r["seq_len"]], budgets)
     return _finish(spec, results, work, say)
 
 
 # ---- the steps ----
-
-def _reference(spec: SearchSpec, loaded, work: Path, seq_len: int) -> dict:
-    """The unpruned fp32 model's correctness on every validation example, inputs cut at
-    `seq_len` tokens (cached; `key` names the model, the examples and the length)."""
-    from edgeformer.data import load_data
-    from edgeformer.validate.accuracy import Runner
-
-    val = load_data(f"{spec.data}:validation")
-    key = _key(dict(model=loaded.source["sha256"], texts=_digest(val.texts + val.labels), seq_len=seq_len))
-    f = work / "reference" / f"{key}.json"
-    if f.is_file():
-        return json.loads(f.read_text())
-    run = Runner(spec.model, seq_len=seq_len)
-    pred = run.outputs(val.texts).argmax(-1).tolist()
-    gold = [run.labels.index(lab) if lab in run.labels else -1 for lab in val.labels]
-    if -1 in gold:
-        unknown = sorted(set(val.labels) - set(run.labels))
-        raise UserError(f"--data {spec.data}: labels {unknown} are not in the model's head {run.labels}; "
-                        "search with data of the model's label set")
-    ref = dict(key=key, data=val.name, texts=val.texts, gold=gold, correct=[p == g for p, g in zip(pred, gold, strict=True)])
-    f.parent.mkdir(parents=True, exist_ok=True)
-    art.write_text_atomic(f, json.dumps(ref))
-    return ref
-
 
 def _prune_levels(spec: SearchSpec, cands: list[Candidate], model_sha: str, work: Path, say) -> dict[str, str]:
     """{prune value: pruned folder} for every pruning level of the space, pruned once each."""
@@ -206,10 +175,10 @@ def _prune_levels(spec: SearchSpec, cands: list[Candidate], model_sha: str, work
     train = spec.data  # a built-in set is fixed by its name; a file by its content (edited: a new prune)
     if levels and spec.data not in BUILTIN:
         tr, val = load_data(f"{spec.data}:train"), load_data(f"{spec.data}:validation")
-        train = _digest(tr.texts + tr.labels + val.texts + val.labels)
+        train = keys.digest(tr.texts + tr.labels + val.texts + val.labels)
     for level, c in sorted(levels.items()):
         opts = c.prune_options(budget)
-        folder = work / "pruned" / _key(dict(model=model_sha, data=train, options=opts))
+        folder = work / "pruned" / keys.key(dict(model=model_sha, data=train, options=opts))
         out[level] = str(folder)
         if not (folder / "config.json").is_file():
             todo.append((level, ("prune", (spec.model, spec.data, str(folder), opts))))
@@ -231,10 +200,10 @@ def _plan(spec: SearchSpec, c: Candidate, pruned: str | None, model_sha: str, lo
     sha = folder_sha256(Path(pruned)) if pruned else model_sha
     d = bspec.to_dict()
     d.pop("model")
-    key = _key(dict(source=sha, spec=d, toolchain=_toolchain()))
+    key = keys.key(dict(source=sha, spec=d, toolchain=keys.toolchain()))
     r = dict(key=key, candidate=c.to_dict(), describe=c.describe(), source=source, spec=bspec.to_dict(),
              seq_len=bspec.recipe().seq_len, artifact=str(spec.work_dir() / "artifacts" / key), status="planned")
-    estimate = estimate_mb(source, bspec)
+    estimate = measure.estimate_mb(source, bspec)
     r["size_estimate_mb"] = round(estimate, 2)
     if budgets.max_pte_mb is not None and estimate > budgets.max_pte_mb * SIZE_FILTER_MARGIN:
         r.update(status="filtered", reason=f"estimated {estimate:.1f} MiB > max_pte_mb {budgets.max_pte_mb}")
@@ -256,92 +225,6 @@ def _build_all(spec: SearchSpec, results: list[dict], say) -> None:
         else:
             r["status"] = "built"
             say(f"  built {r['describe']}")
-
-
-def _measure_all(spec: SearchSpec, built: list[dict], refs: dict[int, dict], say) -> None:
-    """Size, numerics, latency/memory and validation predictions of each built artifact; what
-    an earlier run measured is read back, the rest measured now, timed together (`_bench`)."""
-    from edgeformer.artifact import load_artifact
-    from edgeformer.pipeline.stages import runner_memory
-    from edgeformer.validate.accuracy import Runner
-
-    def file_of(r: dict) -> Path:
-        key = _key(dict(artifact=r["key"], device=spec.device, iters=spec.bench_iters, rounds=spec.rounds,
-                        reference=refs[r["seq_len"]]["key"]))
-        return spec.work_dir() / "measured" / f"{key}.json"
-
-    todo = [r for r in built if not file_of(r).is_file()]
-    if todo:
-        say(f"measure: {len(todo)} candidate(s), {spec.rounds} round(s)"
-            + ("" if spec.device else " beside the unpruned fp32 eager model"))
-    for r, (bench, where) in zip(todo, _bench(spec, [load_artifact(r["artifact"]) for r in todo]), strict=True):
-        a, ref = load_artifact(r["artifact"]), refs[r["seq_len"]]
-        if bench is not None and where == "host":  # memory as an app runs it, as `build` measures it
-            bench.update(runner_memory(a.path, a.manifest.recipe["threads"], bench))
-        pred = Runner(r["artifact"]).outputs(ref["texts"]).argmax(-1).tolist()
-        m = dict(bytes=a.manifest.pte["bytes"], numerics=a.manifest.numerics, bench=bench, where=where,
-                 correct=[p == g for p, g in zip(pred, ref["gold"], strict=True)])
-        file_of(r).parent.mkdir(parents=True, exist_ok=True)
-        art.write_text_atomic(file_of(r), json.dumps(m))
-    for r in built:
-        m = json.loads(file_of(r).read_text())
-        emulated = m["where"].startswith("emulated")  # recorded, never checked nor ranked
-        b = {} if emulated else m["bench"] or {}
-        r.update(status="measured", bytes=m["bytes"], size_mb=round(m["bytes"] / 2**20, 3), bench=None if emulated else m["bench"],
-                 emulated=m["bench"] if emulated else None, where=m["where"],
-                 numerics=m["numerics"], latency_ms_p50=b.get("latency_ms_p50"), speedup_vs_eager=b.get("speedup_vs_eager"),
-                 peak_rss_mb=b.get("peak_rss_mb"), correct=m["correct"],
-                 accuracy=round(sum(m["correct"]) / len(m["correct"]), 4))
-
-
-def _bench(spec: SearchSpec, arts: list) -> Iterator[tuple[dict | None, str]]:
-    """(numbers for the budgets or None, where) of each artifact, in order. On --device: the C++
-    runner there, one after another, each yielded as it ends (so a device lost mid-search
-    keeps what it measured). On this machine when it is the target: `rounds` rounds, each the
-    unpruned fp32 eager model, every candidate, the eager model again, each in a fresh
-    process; a candidate's speed-up is the median over rounds of eager (mean of the round's
-    two, at the candidate's length) over its time: every candidate has the same reference,
-    timed in the same minutes."""
-    from edgeformer.devices import parse_device, run_on_device, runner_args
-    from edgeformer.validate.latency import host_fingerprint, measure, measure_eager
-
-    if not arts:
-        return
-    if spec.device is not None:
-        dev = parse_device(spec.device)
-        for i, a in enumerate(arts):
-            try:
-                r = run_on_device(dev, a, runner_args(a, a.manifest.recipe["threads"], None, spec.bench_iters))
-            except UserError as e:
-                raise UserError(f"{spec.device} stopped answering after {i} of {len(arts)} candidates were measured "
-                                f"({e}); they are kept: run the same search again to resume") from None
-            yield r, ("emulated: not checked" if dev.kind == "emulated" else dev.kind)
-        return
-    if not spec.target_info().measure_here:
-        yield from [(None, "host")] * len(arts)
-        return
-    seqs = sorted({a.manifest.recipe["seq_len"] for a in arts})
-
-    threads = arts[0].manifest.recipe["threads"]
-
-    def eager() -> dict[int, float]:
-        return {n: measure_eager(spec.model, n, threads, warmup=5, iters=max(10, spec.bench_iters // 2))["latency_ms_p50"]
-                for n in seqs}
-
-    runs: list[list[dict]] = [[] for _ in arts]
-    ratios: list[list[float]] = [[] for _ in arts]
-    for _ in range(spec.rounds):
-        before = eager()
-        times = [measure(x.path, x.manifest.recipe["threads"], iters=spec.bench_iters) for x in arts]
-        after = eager()
-        for i, (x, t) in enumerate(zip(arts, times, strict=True)):
-            n = x.manifest.recipe["seq_len"]
-            runs[i].append(t)
-            ratios[i].append((before[n] + after[n]) / 2 / t["latency_ms_p50"])
-    for rs, xs in zip(runs, ratios, strict=True):
-        best = sorted(rs, key=lambda r: r["latency_ms_p50"])[len(rs) // 2]
-        yield dict(measured_on=host_fingerprint(), **best, speedup_vs_eager=round(statistics.median(xs), 3),
-                   speedup_rounds=[round(x, 3) for x in xs], eager_reference=f"fp32 eager {spec.model}"), "host"
 
 
 def _gate(spec: SearchSpec, r: dict, reference: dict, budgets: Budgets) -> None:
@@ -437,49 +320,6 @@ def _summary(r: dict) -> dict:
 
 
 # ---- helpers ----
-
-def estimate_mb(model: str, bspec: BuildSpec) -> float:
-    """The .pte's size from parameter counts and the recipe's bytes per weight (no build)."""
-    rec = bspec.recipe()
-    linears, table, other = _param_counts(model)
-    per = {"fp32": 4.0, "int8": 1.0, "8da4w": 0.5 + 2.0 / rec.group_size}[rec.quant]
-    scales = 0 if rec.quant == "fp32" else 4
-    emb = {"fp32": 4.0, "int8": 1.0, "int4": 0.5 + 2.0 / rec.group_size}[rec.embedding_quant]
-    total = sum(w * per + out * scales for w, out in linears) + table * emb + other * 4 + PROGRAM_BYTES
-    return total / 2**20
-
-
-@lru_cache(maxsize=16)
-def _param_counts(model: str) -> tuple[tuple[tuple[int, int], ...], int, int]:
-    """((weights, outputs) of each linear, token-table weights, every other parameter)."""
-    from edgeformer.models import load_model
-
-    linears, table, other = [], 0, 0
-    for mod in load_model(model).encoder.modules():
-        own = sum(p.numel() for p in mod.parameters(recurse=False))
-        if isinstance(mod, torch.nn.Linear):
-            linears.append((mod.weight.numel(), mod.out_features))
-            other += own - mod.weight.numel()
-        elif isinstance(mod, torch.nn.Embedding):  # the token table (positions are a plain parameter)
-            table += own
-        else:
-            other += own
-    return tuple(linears), table, other
-
-
-def _key(d: dict) -> str:
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _digest(xs: list[str]) -> str:
-    return hashlib.sha256("\0".join(xs).encode()).hexdigest()
-
-
-def _toolchain() -> dict:
-    from edgeformer.pipeline.stages import toolchain_versions
-
-    return toolchain_versions()
-
 
 def result_dicts(results: list[dict]) -> list[dict]:
     """The results without per-example data (for JSON output)."""

@@ -13,7 +13,6 @@ from edgeformer.manifest import Manifest
 
 REPORT = "report.md"
 CHART = "budgets.png"
-SEARCH_CHART = "search.png"
 
 
 def _fmt(v, nd: int = 2) -> str:
@@ -98,11 +97,9 @@ def render(m: Manifest) -> str:
                   f"up to {g['max_tokens_per_call']} tokens per call, ops: {g.get('ops', 'custom')}",
                   f"- stop ids: {g.get('stop_ids')}"]
     if m.search:
-        from edgeformer.search.front import table
+        from edgeformer.search.front import section
 
-        chosen = next((c for c in m.search["candidates"] if c["key"] == m.search["chosen"]), None)
-        lines += ["", "## Search", "", m.search["why"], "", f"![the candidates and their front]({SEARCH_CHART})", "",
-                  table(m.search["candidates"], chosen).rstrip("\n")]
+        lines += ["", "## Search", "", section(m.search["candidates"], m.search["chosen"], m.search["why"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -112,6 +109,7 @@ def write_report(folder: Path, m: Manifest) -> None:
     plot_budgets(m, tmp)
     tmp.replace(folder / CHART)
     if m.search:
+        from edgeformer.search.front import CHART as SEARCH_CHART
         from edgeformer.search.front import plot
 
         tmp = folder / f".{SEARCH_CHART}.tmp.png"

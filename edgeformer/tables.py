@@ -62,8 +62,10 @@ def inspect_tables(manifest: Manifest, size: dict[str, int], timing: dict | None
     if q.get("summary"):  # --quant gguf: what each kind of module became
         info.add_row("quantization", "; ".join(f"{count} × {what}" for what, count in q["summary"].items()))
     if manifest.search:
+        from edgeformer.search.front import chosen as chosen_of
+
         srch = manifest.search
-        chosen = next(c for c in srch["candidates"] if c["key"] == srch["chosen"])
+        chosen = chosen_of(srch["candidates"], srch["chosen"])
         info.add_row("search", f"chose {chosen['describe']} of {len(srch['candidates'])} candidates "
                                f"({srch['space']}; objective {srch['objective']}); table in report.md")
     if n.get("sqnr_db") is None:

@@ -8,6 +8,7 @@ accurate and as small, and better in one.
 
 from __future__ import annotations
 
+CHART = "search.png"  # the plot beside search.md and an artifact's report.md
 OBJECTIVES = {"latency": "the fastest candidate within every budget (then the most accurate, then the smallest)",
               "size": "the smallest candidate within every budget (then the fastest)",
               "accuracy": "the most accurate candidate within every budget (then the fastest)"}
@@ -77,6 +78,16 @@ def table(results: list[dict], winner: dict | None) -> str:
         rows.append(f"| {name} | {r['size_mb']:.2f} | {sp} | {r['accuracy']:.4f} | {r['drop_points']:.2f} "
                     f"({r['drop_upper_points']:.2f}) | {'yes' if r['passed'] else 'no'} | {note.strip('; ')} |")
     return "\n".join(rows) + "\n"
+
+
+def chosen(results: list[dict], key: str | None) -> dict | None:
+    """The result whose key is `key` (the winner a summary names), or None."""
+    return next((r for r in results if r["key"] == key), None)
+
+
+def section(results: list[dict], winner_key: str | None, why: str) -> str:
+    """Markdown: why the winner won, the plot, and the table (search.md and report.md alike)."""
+    return f"{why}\n\n![the candidates and their front]({CHART})\n\n{table(results, chosen(results, winner_key))}"
 
 
 def _f(v) -> str:

@@ -63,8 +63,9 @@ def measure_all(spec, built: list[dict], refs: dict[int, dict], say) -> None:
     if todo:
         say(f"measure: {len(todo)} candidate(s), {spec.rounds} round(s)"
             + ("" if spec.device else " beside the unpruned fp32 eager model"))
-    for r, (bench, where) in zip(todo, timings(spec, [load_artifact(r["artifact"]) for r in todo]), strict=True):
-        a, ref = load_artifact(r["artifact"]), refs[r["seq_len"]]
+    arts = [load_artifact(r["artifact"]) for r in todo]
+    for r, a, (bench, where) in zip(todo, arts, timings(spec, arts), strict=True):
+        ref = refs[r["seq_len"]]
         if bench is not None and where == "host":  # memory as an app runs it, as `build` measures it
             bench.update(runner_memory(a.path, a.manifest.recipe["threads"], bench))
         pred = Runner(r["artifact"]).outputs(ref["texts"]).argmax(-1).tolist()

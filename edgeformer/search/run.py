@@ -132,7 +132,7 @@ class SearchResult:
 
 def search(spec: SearchSpec, say=print) -> SearchResult:
     """Run the search; raises BudgetError (exit 3, naming the closest candidate) when nothing passes."""
-    from edgeformer.models import load_model
+    from edgeformer.models import folder_sha256, load_model
     from edgeformer.pipeline.encoder import check_seq_len
 
     spec.validate()
@@ -150,7 +150,8 @@ def search(spec: SearchSpec, say=print) -> SearchResult:
     work.mkdir(parents=True, exist_ok=True)
     say(f"search: {len(cands)} candidates ({parse_space(spec.space).describe()}), work folder {work}")
     sources = _prune_levels(spec, cands, model_sha, work, say)
-    results = [_plan(spec, c, sources.get(c.prune), model_sha, loaded, budgets) for c in cands]
+    shas = {level: folder_sha256(Path(folder)) for level, folder in sources.items()}  # each pruned model hashed once
+    results = [_plan(spec, c, sources.get(c.prune), shas.get(c.prune, model_sha), budgets) for c in cands]
     _build_all(spec, results, say)
     built = [r for r in results if r["status"] == "built"]
     if not built and not any(r["status"] == "filtered" for r in results):
@@ -191,13 +192,11 @@ def _prune_levels(spec: SearchSpec, cands: list[Candidate], model_sha: str, work
     return out
 
 
-def _plan(spec: SearchSpec, c: Candidate, pruned: str | None, model_sha: str, loaded, budgets: Budgets) -> dict:
-    """The candidate's record: its cache key, or why it is filtered out before any build."""
-    from edgeformer.models import folder_sha256
-
+def _plan(spec: SearchSpec, c: Candidate, pruned: str | None, sha: str, budgets: Budgets) -> dict:
+    """The candidate's record (`sha`: its source model's content hash): its cache key, or why it
+    is filtered out before any build."""
     source = pruned or spec.model
     bspec = spec.build_spec(c, source)
-    sha = folder_sha256(Path(pruned)) if pruned else model_sha
     d = bspec.to_dict()
     d.pop("model")
     key = keys.key(dict(source=sha, spec=d, toolchain=keys.toolchain()))
@@ -248,12 +247,11 @@ def _finish(spec: SearchSpec, results: list[dict], work: Path, say) -> SearchRes
                    budgets=spec.budgets().to_dict(), data=f"{spec.data}:validation", device=spec.device,
                    candidates=[_summary(r) for r in results], front=[r["key"] for r in pareto],
                    chosen=winner and winner["key"], why=_why(winner, spec, results))
-    table = front.table(results, winner)
     report = work / "search.md"
     art.write_text_atomic(work / "search.json", json.dumps(summary, indent=2) + "\n")
-    art.write_text_atomic(report, f"# Search\n\n{summary['why']}\n\n![the candidates and their front](search.png)\n\n{table}")
-    front.plot(results, winner and winner["key"], work / "search.png")
-    say(table)
+    art.write_text_atomic(report, "# Search\n\n" + front.section(results, summary["chosen"], summary["why"]))
+    front.plot(results, summary["chosen"], work / front.CHART)
+    say(front.table(results, winner))
     if winner is None:
         near = front.closest(results)
         if near is None:
@@ -281,7 +279,8 @@ def _publish(spec: SearchSpec, winner: dict, summary: dict) -> Path:
         measured = winner["bench"] or winner["emulated"]
         if measured is not None:
             m.measurements = measured
-            m.devices = [measured] if spec.device else m.devices
+            if spec.device:
+                m.devices = [measured]
         else:
             m.measurements = dict(measured_on=None, reason=f"{spec.target} is not this machine and the search had no "
                                                            "--device: latency and memory not measured on the device")

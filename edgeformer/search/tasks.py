@@ -13,7 +13,7 @@ two things at once.
 from __future__ import annotations
 
 import json
-import subprocess
+import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -89,13 +89,15 @@ def _local(jobs: int, calls: list[tuple[str, tuple]]) -> Iterator[tuple[int, dic
 
 
 def _in_process(name: str, args: tuple) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "edgeformer.search.tasks", name], input=json.dumps(list(args)),
-                          capture_output=True, text=True)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return dict(error=f"worker exited with {proc.returncode}: {last}")
-    return json.loads(lines[-1])
+    """The task in a fresh `python -m edgeformer.search.tasks NAME ARGS_JSON` (no time limit: a
+    prune distils for many minutes); a crashed worker is a failed task."""
+    from edgeformer.validate.latency import run_json_worker
+
+    try:
+        return run_json_worker(["-m", "edgeformer.search.tasks", name, json.dumps(list(args))], os.cpu_count() or 1,
+                               f"{name} task", timeout=None)
+    except UserError as e:
+        return dict(error=str(e))
 
 
 def _check_answers(address: str, timeout: float = 5.0) -> None:
@@ -142,5 +144,5 @@ def _ray(executor: str, jobs: int, calls: list[tuple[Callable, tuple]]) -> Itera
 
 TASKS: dict[str, Callable[..., dict]] = {"build": build_candidate, "prune": prune_level}
 
-if __name__ == "__main__":  # a local worker: task name in argv, its arguments as JSON on stdin
-    print(json.dumps(TASKS[sys.argv[1]](*json.loads(sys.stdin.read()))))
+if __name__ == "__main__":  # a local worker: the task's name and its arguments as JSON in argv
+    print(json.dumps(TASKS[sys.argv[1]](*json.loads(sys.argv[2]))))

@@ -60,7 +60,8 @@ def build(
     out: Path = typer.Option(..., "--out", "-o", help="Artifact folder to write (replaced whole if it is an artifact)."),
     from_manifest: Path = typer.Option(None, "--from", help="Rebuild what this manifest.json (or artifact folder) records; "
                                                             "options given here replace its fields."),
-    quant: str = typer.Option(None, "--quant", help="fp32 | int8 | 8da4w | gguf (a GGUF LM on its own grid) (default: the target's)."),
+    quant: str = typer.Option(None, "--quant", help="fp32 | int8 | 8da4w | mixed (int8/4-bit per layer to fit "
+                                                "--max-pte-mb) | gguf (a GGUF LM on its own grid) (default: the target's)."),
     group_size: int = typer.Option(None, "--group-size", help="Group size for 4-bit weights (default 32)."),
     embedding_quant: str = typer.Option(None, "--embedding-quant", help="fp32 | int8 | int4 for the embedding table."),
     seq_len: int = typer.Option(None, "--seq-len", help="Longest sequence the .pte takes (default: the target's); "
@@ -74,6 +75,8 @@ def build(
     eval_data: str = typer.Option(None, "--eval-data", help="Measure task accuracy on this data (e.g. fine-foods:validation); "
                                                             "causal LMs: perplexity (janeausten)."),
     max_accuracy_drop: float = typer.Option(None, "--max-accuracy-drop", help="Accuracy points the .pte may lose vs fp32."),
+    max_pte_mb: float = typer.Option(None, "--max-pte-mb", help="Override the target's size budget (MiB); "
+                                                                "--quant mixed fits the .pte to it."),
     bench_iters: int = typer.Option(None, "--bench-iters", help="Timed runs for the latency budget (default 50; 0 skips)."),
     prune: str = typer.Option(None, "--prune", help="auto (accuracy-driven, within --max-accuracy-drop) or heads=R,ffn=R,layers=N; "
                                                     "the pruned model goes to OUT.pruned/."),
@@ -97,7 +100,7 @@ def build(
     given = dict(target=target, quant=quant, group_size=group_size, embedding_quant=embedding_quant, seq_len=seq_len,
                  threads=threads, attention=tuple(attention) if attention else None, max_context=max_context, lm_ops=lm_ops,
                  lengths=lengths, prune=prune, data=data, eval_data=eval_data, min_sqnr_db=min_sqnr, max_accuracy_drop=max_accuracy_drop,
-                 enforce=enforce, bench_iters=bench_iters, device=device, fallback=fallback, dump=dump)
+                 max_pte_mb=max_pte_mb, enforce=enforce, bench_iters=bench_iters, device=device, fallback=fallback, dump=dump)
     given = {k: v for k, v in given.items() if v is not None}
     if from_manifest is not None:
         if model is not None:

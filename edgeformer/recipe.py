@@ -16,6 +16,8 @@ QUANT_SCHEMES: dict[str, str] = {
     "fp32": "no quantization",
     "int8": "8-bit dynamic per-token activations, 8-bit per-channel symmetric weights",
     "8da4w": "8-bit dynamic per-token activations, 4-bit groupwise symmetric weights",
+    "mixed": "int8 or 4-bit per linear and for the token table, by measured sensitivity, to fit the size budget "
+             "(--max-pte-mb or the target's) with the least output error",
     "gguf": "a GGUF causal LM on its own grid: Q4_0/Q4_1 linears and a Q8_0 embedding exactly as shipped "
             "(4-bit groups of 32, plus a group-sum correction for Q4_1's minimums); other tensors int8",
 }

@@ -80,11 +80,13 @@ def attention(s: BuildState) -> None:
 def quantize(s: BuildState) -> None:
     from edgeformer.transforms.quantize import quantize_model
 
-    s.module = quantize_model(s.module, s.recipe, s.backend)
+    calibrate = calibration(s) if s.recipe.quant == "mixed" else None
+    s.module = quantize_model(s.module, s.recipe, s.backend, calibrate=calibrate, budget_mb=s.budgets.max_pte_mb)
 
 
 def validate(s: BuildState) -> None:
     from edgeformer.program import Program
+    from edgeformer.transforms.quantize import quantization_record
     from edgeformer.validate.numerics import check_numerics
 
     cannot_run = s.backend.runs_here()
@@ -97,6 +99,9 @@ def validate(s: BuildState) -> None:
         numerics["reference"] = s.extra["reference"]
     s.manifest = encoder_manifest(s, numerics)
     s.manifest.model["attention"] = s.extra["attention"]
+    s.manifest.quantization = quantization_record(s.recipe, s.module)
+    if "calibration" in s.extra:
+        s.manifest.quantization["calibration"] = s.extra["calibration"]
     if "pruning" in s.extra:
         s.manifest.model["pruning"] = s.extra["pruning"]
 
@@ -145,6 +150,34 @@ def task_data(s: BuildState) -> str | None:
     from edgeformer.data import parse_spec
 
     return s.spec.data or (parse_spec(s.spec.eval_data)[0] if s.spec.eval_data else None)
+
+
+CALIBRATION_TEXTS = 32  # --quant mixed: texts its sensitivity is measured on
+CALIBRATION_BATCH = 8
+
+
+def calibration(s: BuildState):
+    """`--quant mixed`'s calibration forward: the model's outputs on the task data's first
+    training texts (--data or --eval-data's set), else on the numerics check's samples; in
+    batches of similar length, each padded to its longest."""
+    import torch
+
+    from edgeformer.data import load_data
+
+    data = task_data(s)
+    if data is None:
+        samples = s.extra["samples"]
+    else:
+        samples = [(e.input_ids, e.attention_mask)
+                   for e in map(s.extra["text"].encode, load_data(f"{data}:train").texts[:CALIBRATION_TEXTS])]
+    samples.sort(key=lambda p: p[0].shape[1])
+    batches = []
+    for i in range(0, len(samples), CALIBRATION_BATCH):
+        chunk = samples[i:i + CALIBRATION_BATCH]
+        n = chunk[-1][0].shape[1]
+        batches.append([torch.cat(x) for x in zip(*(padded(p, n, s.loaded.pad_id) for p in chunk), strict=True)])
+    s.extra["calibration"] = dict(texts=len(samples), data=f"{data}:train" if data else "the numerics samples")
+    return lambda model: torch.cat([model(ids, mask) for ids, mask in batches])
 
 
 def padded(sample: tuple, n: int, pad_id: int) -> tuple:

@@ -62,13 +62,14 @@ def export(s: BuildState) -> None:
 def validate(s: BuildState) -> None:
     from edgeformer.lm.numerics import lm_numerics
     from edgeformer.program import Program
+    from edgeformer.transforms.quantize import quantization_record
 
     s.extra["program"] = program = Program(s.lowered.pte, s.recipe.threads, causal_lm=True)  # numerics, then perplexity
     shape = s.loaded.decoder.shape
     numerics = lm_numerics(program, s.module, s.reference, s.extra["prompt"], shape.max_tokens_per_call,
                            shape.max_context if shape.window is None or shape.mixed else None)
     s.manifest = lm_manifest(s, dict(**numerics, reference="fp32 Decoder (Hugging Face weights)"))
-    s.manifest.quantization = quantization_record(s)
+    s.manifest.quantization = quantization_record(s.recipe, s.module)
 
 
 def measure(s: BuildState) -> None:
@@ -118,7 +119,7 @@ def lm_manifest(s: BuildState, numerics: dict):
     layer_slots = [d.layer_slots(i) for i in range(d.num_layers)]
     slots = max(layer_slots)
     emb_bits = {"fp32": 32, "int8": 8, "int4": 4}[recipe.embedding_quant]
-    if getattr(s.module, "quantization_plan", {}).get("embed") == EMBED_ON_GRID:
+    if getattr(s.module, "quantization_record", {}).get("modules", {}).get("embed") == EMBED_ON_GRID:
         emb_bits = 8 + 32 / 32  # int8 codes and an fp32 scale per 32
     special = {k: v for k, v in (("bos_token", token_text(tok, lm.hf.config.bos_token_id)),
                                  ("eos_token", token_text(tok, lm.hf.config.eos_token_id))) if v}
@@ -142,18 +143,6 @@ def lm_manifest(s: BuildState, numerics: dict):
             ops="portable" if d.portable else "custom",
         ),
     )
-
-
-def quantization_record(s: BuildState) -> dict:
-    """manifest.quantization: the scheme, and with --quant gguf what each module became."""
-    plan = getattr(s.module, "quantization_plan", None)
-    rec = dict(scheme=s.recipe.quant, embedding=s.recipe.embedding_quant)
-    if plan:
-        counts: dict[str, int] = {}
-        for v in plan.values():
-            counts[v] = counts.get(v, 0) + 1
-        rec.update(method="GGUF codes and scales kept as shipped", summary=counts, modules=plan)
-    return rec
 
 
 def token_text(tok, i) -> str | None:

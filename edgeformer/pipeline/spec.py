@@ -51,6 +51,7 @@ class BuildSpec:
     # budgets and where they are measured
     min_sqnr_db: float | None = None
     max_accuracy_drop: float | None = None
+    max_pte_mb: float | None = None
     enforce: bool = True
     bench_iters: int = 50
     device: str | None = None  # ssh://user@host | native | qemu-aarch64
@@ -93,6 +94,8 @@ class BuildSpec:
             b = replace(b, min_sqnr_db=self.min_sqnr_db)
         if self.max_accuracy_drop is not None:
             b = replace(b, max_accuracy_drop=self.max_accuracy_drop)
+        if self.max_pte_mb is not None:
+            b = replace(b, max_pte_mb=self.max_pte_mb)
         return b
 
     # ---- the one place where options are checked against each other ----
@@ -112,6 +115,11 @@ class BuildSpec:
         if self.recipe().quant == "gguf" and not self._gguf_source():  # the Recipe checks its own fields
             raise UserError(f"--quant gguf keeps a GGUF causal LM's own 4-bit grid, and {self.model!r} is not a GGUF "
                             f"model; use --quant int8 or 8da4w")
+        if self.max_pte_mb is not None and not self.max_pte_mb > 0:
+            raise UserError(f"--max-pte-mb {self.max_pte_mb}: give the size budget in MiB, more than 0")
+        if self.recipe().quant == "mixed" and tgt.backend != "xnnpack":
+            raise UserError(f"--quant mixed chooses between XNNPACK's int8 and 4-bit kernels, and target {tgt.alias} "
+                            f"lowers to {tgt.backend}; use --quant int8 there, or an XNNPACK target (host, rpi5, android)")
         {"causal-lm": self._check_lm, "server": self._check_server, "encoder": self._check_encoder}[kind](tgt, plan)
         if self.device is not None:
             from edgeformer.devices import parse_device

@@ -20,8 +20,6 @@ from edgeformer.errors import UserError
 from edgeformer.pipeline.spec import BuildSpec
 from edgeformer.search import keys
 
-PROGRAM_BYTES = 32 * 1024  # what a .pte holds besides weights (program, XNNPACK graphs): 22-34 KiB on tiny models
-
 
 def reference(spec, loaded, work: Path, seq_len: int) -> dict:
     """The unpruned fp32 model's correctness on every validation example, inputs cut at
@@ -134,30 +132,38 @@ def timings(spec, arts: list) -> Iterator[tuple[dict | None, str]]:
                    speedup_rounds=[round(x, 3) for x in xs], eager_reference=f"fp32 eager {spec.model}"), "host"
 
 
+PROGRAM_BYTES = 32 * 1024  # what a .pte holds besides weights (program, XNNPACK graphs): 22-34 KiB on tiny models
+
+
 def estimate_mb(model: str, bspec: BuildSpec) -> float:
-    """The .pte's size from parameter counts and the recipe's bytes per weight (no build)."""
+    """The .pte's size from parameter counts and the recipe's bytes per weight (no build);
+    `--quant mixed` fits its budget, so its estimate is the smallest it can reach."""
+    from edgeformer.transforms.mixed import weight_bytes
+
     rec = bspec.recipe()
+    g, quant, emb = rec.group_size, rec.quant, rec.embedding_quant
+    if quant == "mixed":
+        quant, emb = "8da4w", "int4" if emb == "int8" else emb
     linears, table, other = _param_counts(model)
-    per = {"fp32": 4.0, "int8": 1.0, "8da4w": 0.5 + 2.0 / rec.group_size}[rec.quant]
-    scales = 0 if rec.quant == "fp32" else 4
-    emb = {"fp32": 4.0, "int8": 1.0, "int4": 0.5 + 2.0 / rec.group_size}[rec.embedding_quant]
-    total = sum(w * per + out * scales for w, out in linears) + table * emb + other * 4 + PROGRAM_BYTES
+    total = sum(weight_bytes(w, out, quant, g) for w, out in linears) + other * 4 + PROGRAM_BYTES
+    if table:
+        total += weight_bytes(table[0], table[1], emb, g)
     return total / 2**20
 
 
 @lru_cache(maxsize=16)
-def _param_counts(model: str) -> tuple[tuple[tuple[int, int], ...], int, int]:
-    """((weights, outputs) of each linear, token-table weights, every other parameter)."""
+def _param_counts(model: str) -> tuple[tuple[tuple[int, int], ...], tuple[int, int] | tuple[()], int]:
+    """((weights, outputs) of each linear, (weights, rows) of the token table, every other parameter)."""
     from edgeformer.models import load_model
 
-    linears, table, other = [], 0, 0
+    linears, table, other = [], (), 0
     for mod in load_model(model).encoder.modules():
         own = sum(p.numel() for p in mod.parameters(recurse=False))
         if isinstance(mod, torch.nn.Linear):
             linears.append((mod.weight.numel(), mod.out_features))
             other += own - mod.weight.numel()
         elif isinstance(mod, torch.nn.Embedding):  # the token table (positions are a plain parameter)
-            table += own
+            table = (own, mod.num_embeddings)
         else:
             other += own
     return tuple(linears), table, other

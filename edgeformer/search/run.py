@@ -71,8 +71,10 @@ class SearchSpec:
 
     def build_spec(self, c: Candidate, source: str) -> BuildSpec:
         hard_auto = c.attention is not None and "layers=auto" in c.attention
+        mixed = c.build_fields().get("quant") == "mixed"  # calibrated on the task data, fit to the size budget
         return BuildSpec(source, target=self.target, out=self.work_dir() / "staging", **c.build_fields(),
-                         data=self.data if hard_auto else None, bench_iters=0, enforce=False)
+                         data=self.data if hard_auto or mixed else None, max_pte_mb=self.max_pte_mb if mixed else None,
+                         bench_iters=0, enforce=False)
 
     def budgets(self) -> Budgets:
         b = BuildSpec(self.model, target=self.target).budgets()

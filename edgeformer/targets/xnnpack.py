@@ -21,32 +21,51 @@ from edgeformer.validate.delegation import summarize_delegation
 BACKEND_ID = "XnnpackBackend"
 
 
-def _int8(group_size: int):
+def _int8(group_size: int, method: str = "affine"):
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, PerAxis
 
     return Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0))
 
 
-def _8da4w(group_size: int):
+def _8da4w(group_size: int, method: str = "affine"):
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, MappingType, PerGroup
 
     # Symmetric only: asymmetric groups measure 2 dB better in eager on MiniLM, but XNNPACK in
     # ExecuTorch 1.5.1 lowers their zero points wrongly and silently (.pte vs exported program
     # 2 dB on skewed weights; tests/targets/test_xnnpack.py).
     return Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(group_size),
-                                                 weight_mapping_type=MappingType.SYMMETRIC)
+                                                 weight_mapping_type=MappingType.SYMMETRIC,
+                                                 intx_choose_qparams_algorithm=_algorithm(method))
 
 
-def _emb_int8(group_size: int):
+def _emb_int8(group_size: int, method: str = "affine"):
     from torchao.quantization import IntxWeightOnlyConfig, PerAxis
 
     return IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0))
 
 
-def _emb_int4(group_size: int):
+def _emb_int4(group_size: int, method: str = "affine"):
     from torchao.quantization import IntxWeightOnlyConfig, PerGroup
 
-    return IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(group_size))
+    return IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(group_size),
+                                intx_choose_qparams_algorithm=_algorithm(method))
+
+
+def _algorithm(method: str):
+    """torchao's way of choosing 4-bit scales: "affine" (min/max) or "hqq" (HQQ scale-only)."""
+    from torchao.quantization.quantize_.workflows.intx.intx_choose_qparams_algorithm import IntxChooseQParamsAlgorithm
+
+    return {"affine": IntxChooseQParamsAlgorithm.AFFINE, "hqq": IntxChooseQParamsAlgorithm.HQQ_SCALE_ONLY}[method]
+
+
+def linear_config(scheme: str, group_size: int, method: str = "affine"):
+    """The torchao config of a linear at `scheme` ("int8", "8da4w"), 4-bit scales by `method`."""
+    return LINEAR_CONFIGS[scheme](group_size, method)
+
+
+def embedding_config(scheme: str, group_size: int, method: str = "affine"):
+    """The torchao config of the token table at `scheme` ("int8", "int4")."""
+    return EMBEDDING_CONFIGS[scheme](group_size, method)
 
 
 LINEAR_CONFIGS = {"fp32": None, "int8": _int8, "8da4w": _8da4w}

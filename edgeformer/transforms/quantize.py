@@ -2,7 +2,9 @@
 backend expects: the scheme -> torchao config tables live with each backend (targets/).
 
 `--quant gguf` keeps a GGUF causal LM's own codes (transforms/gguf_grid.py) and quantizes
-only what is left with int8; every other scheme lets torchao choose the quantization.
+only what is left with int8; `--quant mixed` measures each module's sensitivity and fits the
+size budget with int8 and 4-bit (transforms/mixed.py); every other scheme lets torchao choose
+the quantization. What each module became is left in `model.quantization_record`.
 """
 
 from __future__ import annotations
@@ -15,20 +17,30 @@ from edgeformer.errors import UserError
 from edgeformer.recipe import GROUP_SIZES, Recipe
 from edgeformer.targets.backend import Backend, config_for
 from edgeformer.transforms.gguf_grid import GroupSumCorrected, keep_grid
+from edgeformer.transforms.mixed import Run, quantize_mixed
 
 GGUF_FALLBACK = "int8"  # --quant gguf: the scheme of linears whose blocks cannot stay on their grid
 
 
-def quantize_model(model: nn.Module, recipe: Recipe, backend: Backend | None = None, gguf=None) -> nn.Module:
+def quantize_model(model: nn.Module, recipe: Recipe, backend: Backend | None = None, gguf=None,
+                   calibrate: Run | None = None, budget_mb: float | None = None) -> nn.Module:
     """Quantize `model` in place per the recipe with `backend`'s configs (default XNNPACK),
     and unwrap tensor subclasses for export where the backend needs plain tensors.
 
-    With `recipe.quant == "gguf"`, `gguf` (a `models.gguf.GGUFWeights`) gives the codes; the
-    plan of what each module became is left in `model.quantization_plan`."""
+    With `recipe.quant == "gguf"`, `gguf` (a `models.gguf.GGUFWeights`) gives the codes; with
+    "mixed", `calibrate` (model -> output on calibration inputs) measures sensitivity and
+    `budget_mb` is the size to fit."""
     if backend is None:
         from edgeformer.targets.xnnpack import XNNPACK
 
         backend = XNNPACK
+    if recipe.quant == "mixed":
+        if calibrate is None:
+            raise ValueError("--quant mixed needs calibration inputs")
+        model.quantization_record = quantize_mixed(model, recipe, backend, budget_mb, calibrate).record()
+        if backend.unwrap_subclasses:
+            unwrap_tensor_subclass(model)
+        return model
     plan: dict[str, str] = {}
     if recipe.quant == "gguf":
         if gguf is None or backend.name != "xnnpack":
@@ -52,7 +64,7 @@ def quantize_model(model: nn.Module, recipe: Recipe, backend: Backend | None = N
             _check_group_size(model, nn.Embedding, "embedding_dim", recipe, todo(nn.Embedding))
         quantize_(model, emb, filter_fn=todo(nn.Embedding))
     if plan:
-        model.quantization_plan = plan
+        model.quantization_record = dict(method="GGUF codes and scales kept as shipped", modules=plan)
     if (lin is not None or emb is not None or plan) and backend.unwrap_subclasses:
         unwrap_tensor_subclass(model)
     return model
@@ -67,3 +79,15 @@ def _check_group_size(model: nn.Module, kind: type, dim_attr: str, recipe: Recip
                 fix = f"try one of {valid}" if valid else \
                     f"no group size XNNPACK takes ({', '.join(map(str, GROUP_SIZES))}) divides {k}: use 8-bit for this model"
                 raise UserError(f"--group-size {recipe.group_size} must divide {dim_attr}={k} of {name}; {fix}")
+
+
+def quantization_record(recipe: Recipe, model: nn.Module) -> dict:
+    """manifest.quantization: the scheme, and where modules differ (gguf, mixed) what each
+    became and why."""
+    rec = dict(scheme=recipe.quant, embedding=recipe.embedding_quant, **getattr(model, "quantization_record", {}))
+    if "modules" in rec:
+        counts: dict[str, int] = {}
+        for v in rec["modules"].values():
+            counts[v] = counts.get(v, 0) + 1
+        rec["summary"] = counts
+    return rec

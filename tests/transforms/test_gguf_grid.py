@@ -104,7 +104,7 @@ def test_the_grid_decoder_is_the_gguf_model(tiny_lm, tiny_gguf):
 
 def test_quantize_model_records_what_each_module_became(tiny_lm, tiny_gguf):
     dec = quantize_model(copy.deepcopy(tiny_lm.decoder), Recipe(quant="gguf"), gguf=GGUFWeights(tiny_gguf))
-    plan = dec.quantization_plan
+    plan = dec.quantization_record["modules"]
     assert plan["lm_head"] == "Q8_0 -> int8" and len(plan) == 2 * 7 + 2
     with pytest.raises(UserError, match="--quant gguf needs a GGUF causal LM"):
         quantize_model(copy.deepcopy(tiny_lm.decoder), Recipe(quant="gguf"))

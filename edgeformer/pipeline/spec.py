@@ -138,6 +138,9 @@ class BuildSpec:
         if tgt.lm_budgets is None:
             raise UserError(f"target {tgt.alias} does not take causal LMs yet; use host, rpi5 or android")
         plan.cache()
+        if self.recipe().quant == "mixed":
+            raise UserError("--quant mixed measures encoders only so far; for a causal LM use --quant int8, 8da4w, "
+                            "or gguf (a GGUF on its own grid)")
         if self.prune is not None or self.data is not None:
             raise UserError("--prune/--data apply to encoder classifiers; causal LMs are not pruned yet")
         if self.lengths not in (None, "auto"):

@@ -168,3 +168,10 @@ def test_bad_mixed_builds_are_refused_in_one_line(tiny_bert_cls, tmp_path, capsy
     code, _, err = run_cli(["build", str(tiny_bert_cls), "--quant", "mixed", "--target", "android-vulkan", "-o",
                             str(tmp_path / "c")], capsys)
     assert code == 2 and "--quant mixed chooses between XNNPACK's int8 and 4-bit kernels" in err
+
+
+def test_mixed_on_a_causal_lm_is_refused_in_one_line(tiny_gguf):
+    from edgeformer.pipeline import BuildSpec
+
+    with pytest.raises(UserError, match="--quant mixed measures encoders only so far"):
+        BuildSpec(str(tiny_gguf), quant="mixed", out="/tmp/never-written").validate()

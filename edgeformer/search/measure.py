@@ -20,6 +20,10 @@ from edgeformer.errors import UserError
 from edgeformer.pipeline.spec import BuildSpec
 from edgeformer.search import keys
 
+# what a .pte holds besides weights (program, XNNPACK graphs): 22-34 KiB on tiny models; MiniLM's
+# 83 KiB is what transforms/mixed.PROGRAM_BYTES plans for (a ±30% filter here, a budget there)
+PROGRAM_BYTES = 32 * 1024
+
 
 def reference(spec, loaded, work: Path, seq_len: int) -> dict:
     """The unpruned fp32 model's correctness on every validation example, inputs cut at
@@ -130,9 +134,6 @@ def timings(spec, arts: list) -> Iterator[tuple[dict | None, str]]:
         best = sorted(rs, key=lambda r: r["latency_ms_p50"])[len(rs) // 2]
         yield dict(measured_on=host_fingerprint(), **best, speedup_vs_eager=round(statistics.median(xs), 3),
                    speedup_rounds=[round(x, 3) for x in xs], eager_reference=f"fp32 eager {spec.model}"), "host"
-
-
-PROGRAM_BYTES = 32 * 1024  # what a .pte holds besides weights (program, XNNPACK graphs): 22-34 KiB on tiny models
 
 
 def estimate_mb(model: str, bspec: BuildSpec) -> float:

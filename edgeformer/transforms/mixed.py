@@ -69,10 +69,6 @@ class Module:
     def method(self) -> str:
         return min(self.added, key=self.added.get)
 
-    @property
-    def cost(self) -> float:  # added noise per byte saved
-        return self.added[self.method] / max(self.bytes_high - self.bytes_low, 1.0)
-
     def low(self) -> str:
         return "8da4w" if self.kind == "linear" else "int4"
 
@@ -86,7 +82,7 @@ class MixedPlan:
     kept: dict[str, str]  # names that cannot move, and why
     signal: float  # the fp32 output's power
     noise_high: float  # everything at high precision
-    noise_low: float  # everything movable at 4-bit (best method each)
+    noise_low: float  # everything movable at 4-bit, the better of the two methods for all
     measured_sqnr_db: float | None = None
 
     def size_bytes(self, low: set[str] | None = None) -> float:
@@ -128,11 +124,10 @@ def quantize_mixed(model: nn.Module, recipe: Recipe, backend, budget_mb: float |
         raise UserError("--quant mixed fits the .pte to a size budget, and this target has none; give --max-pte-mb N")
     with torch.no_grad():
         ref = run(model)
-        high = _quantized(model, recipe, None)
-        lows = {m: _quantized(model, recipe, m) for m in METHODS}
-        y_high = run(high)
-        signal, noise_high = _power(ref), _power(y_high - ref)
         modules, kept, fixed = _movable(model, recipe)
+        high = _quantized(model, recipe, set(), None)
+        lows = {m: _quantized(model, recipe, {mod.name for mod in modules}, m) for m in METHODS}
+        signal, noise_high = _power(ref), _power(run(high) - ref)
         for mod in modules:  # alone in the fp32 model: no other module's rounding to cancel or compound
             target = model.get_submodule(mod.name)
             keep = target.weight
@@ -216,11 +211,11 @@ def _movable(model: nn.Module, recipe: Recipe) -> tuple[list[Module], dict[str, 
     return modules, kept, fixed
 
 
-def _quantized(model: nn.Module, recipe: Recipe, method: str | None) -> nn.Module:
-    """A copy of `model` with every module at its high precision (`method` None), or every
-    movable one at 4-bit with `method`'s scales."""
+def _quantized(model: nn.Module, recipe: Recipe, low: set[str], method: str | None) -> nn.Module:
+    """A copy of `model` with the modules in `low` at 4-bit with `method`'s scales, the rest
+    at their high precision."""
     q = copy.deepcopy(model)
-    _apply(q, recipe, set() if method is None else {m.name for m in _movable(model, recipe)[0]}, lambda name: method)
+    _apply(q, recipe, low, lambda name: method)
     return q
 
 
@@ -237,11 +232,10 @@ def _apply(model: nn.Module, recipe: Recipe, low: set[str], method: Callable[[st
                                and (names is None or fqn in names) and fqn not in exclude)
 
     g = recipe.group_size
-    for name in sorted(low):
-        mod = model.get_submodule(name)
-        config = linear_config("8da4w", g, method(name)) if isinstance(mod, nn.Linear) else \
-            embedding_config("int4", g, method(name))
-        quantize_(model, config, filter_fn=todo(type(mod), {name}))
+    for m in METHODS:  # one pass over the model per 4-bit method
+        names = {name for name in low if method(name) == m}
+        quantize_(model, linear_config("8da4w", g, m), filter_fn=todo(nn.Linear, names))
+        quantize_(model, embedding_config("int4", g, m), filter_fn=todo(nn.Embedding, names))
     quantize_(model, linear_config("int8", g), filter_fn=todo(nn.Linear, exclude=low))
     if recipe.embedding_quant != "fp32":
         quantize_(model, embedding_config(recipe.embedding_quant, g), filter_fn=todo(nn.Embedding, exclude=low))

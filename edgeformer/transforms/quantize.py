@@ -9,6 +9,8 @@ the quantization. What each module became is left in `model.quantization_record`
 
 from __future__ import annotations
 
+from collections import Counter
+
 from torch import nn
 from torchao.quantization import quantize_
 from torchao.utils import TorchAOBaseTensor, unwrap_tensor_subclass
@@ -86,8 +88,5 @@ def quantization_record(recipe: Recipe, model: nn.Module) -> dict:
     became and why."""
     rec = dict(scheme=recipe.quant, embedding=recipe.embedding_quant, **getattr(model, "quantization_record", {}))
     if "modules" in rec:
-        counts: dict[str, int] = {}
-        for v in rec["modules"].values():
-            counts[v] = counts.get(v, 0) + 1
-        rec["summary"] = counts
+        rec["summary"] = dict(Counter(rec["modules"].values()))
     return rec

@@ -143,10 +143,11 @@ def bytes_per_token(name: str, rows: dict, edge_manifest: dict, gguf: Path) -> f
         from edgeformer.manifest import Manifest
 
         return bpt(Manifest(**edge_manifest), pos)
-    g = edge_manifest["generation"]
+    m = edge_manifest["model"]
+    k_and_v = 2 * m["layers"] * m["kv_heads"] * m.get("head_dim", m["hidden"] // m["heads"])  # values per token
     if name.startswith("llama.cpp"):
-        return gguf.stat().st_size + pos * g["cache_bytes_per_token"] // 2  # f16 K/V
-    return edge_manifest["model"]["params"] * 4 + pos * g["cache_bytes_per_token"]
+        return gguf.stat().st_size + pos * k_and_v * 2  # f16 K/V
+    return m["params"] * 4 + pos * k_and_v * 4  # transformers: fp32
 
 
 def main() -> None:

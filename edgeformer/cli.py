@@ -90,6 +90,8 @@ def build(
                                                       "qemu-aarch64 (emulated: recorded, not checked)."),
     lm_ops: str = typer.Option(None, "--lm-ops", help="Causal LMs: custom (ExecuTorch's LLM kernels: Python runtime, "
                                                       "Android AAR; default) | portable (core ops: the C++ runner)."),
+    kv_cache: str = typer.Option(None, "--kv-cache", help="Causal LMs: fp32 (default) | int8 (keys and values as int8 "
+                                                          "with a scale and zero point per token and head: ~3.5x less cache memory)."),
     fallback: str = typer.Option(None, "--fallback", help="server-cuda without a GPU: cpu builds the package for the CPU."),
     dump: Path = typer.Option(None, "--dump", help="Write the state and graph after every stage into this folder."),
     as_json: bool = JSON,
@@ -99,7 +101,8 @@ def build(
 
     given = dict(target=target, quant=quant, group_size=group_size, embedding_quant=embedding_quant, seq_len=seq_len,
                  threads=threads, attention=tuple(attention) if attention else None, max_context=max_context, lm_ops=lm_ops,
-                 lengths=lengths, prune=prune, data=data, eval_data=eval_data, min_sqnr_db=min_sqnr, max_accuracy_drop=max_accuracy_drop,
+                 kv_cache=kv_cache, lengths=lengths, prune=prune, data=data, eval_data=eval_data, min_sqnr_db=min_sqnr,
+                 max_accuracy_drop=max_accuracy_drop,
                  max_pte_mb=max_pte_mb, enforce=enforce, bench_iters=bench_iters, device=device, fallback=fallback, dump=dump)
     given = {k: v for k, v in given.items() if v is not None}
     if from_manifest is not None:

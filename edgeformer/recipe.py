@@ -32,6 +32,11 @@ LM_OPS: dict[str, str] = {
     "custom": "ExecuTorch's LLM kernels (update_cache, custom_sdpa): the Python runtime and the Android AAR",
     "portable": "core ops only (index_put, bmm, softmax): the C++ runner built from the wheel",
 }
+# Causal LMs: how the KV cache stores keys and values (models/kv_cache.py).
+KV_CACHES: dict[str, str] = {
+    "fp32": "fp32 keys and values",
+    "int8": "int8 keys and values, an fp32 scale and a zero point per token and head (about 3.5x smaller at 64 dims)",
+}
 # Encoders: the sequence lengths one `.pte` takes.
 LENGTHS: dict[str, str] = {
     "auto": "dynamic where the backend and the attention kernels allow it (XNNPACK, full attention), else static",
@@ -49,7 +54,7 @@ class Recipe:
     """What `build` does to a model. Every field is validated on construction.
 
     `attention` is the canonical form of `--attention` ("full", "window=64:global=1", …;
-    see transforms/attention.py); `max_context` and `lm_ops` apply to causal LMs only.
+    see transforms/attention.py); `max_context`, `lm_ops` and `kv_cache` apply to causal LMs only.
 
     Example:
         >>> Recipe(quant="int8", seq_len=128).embedding_quant
@@ -64,12 +69,14 @@ class Recipe:
     attention: str = "full"
     max_context: int | None = None  # causal LMs: KV-cache tokens (None: the model's default)
     lm_ops: str = "custom"
+    kv_cache: str = "fp32"  # causal LMs: see KV_CACHES
     lengths: str = "auto"  # encoders: see LENGTHS
 
     def __post_init__(self):
         _one_of("--quant", self.quant, QUANT_SCHEMES)
         _one_of("--embedding-quant", self.embedding_quant, EMBEDDING_SCHEMES)
         _one_of("--lm-ops", self.lm_ops, LM_OPS)
+        _one_of("--kv-cache", self.kv_cache, KV_CACHES)
         _one_of("--lengths", self.lengths, LENGTHS)
         if self.group_size not in GROUP_SIZES:
             raise UserError(f"--group-size {self.group_size} is not supported; use one of {', '.join(map(str, GROUP_SIZES))}")

@@ -93,7 +93,8 @@ def render(m: Manifest) -> str:
     if m.generation:
         g = m.generation
         slots = g.get("layer_slots") or g["cache_slots"]  # mixed: each layer's
-        lines += ["", "## Generation", "", f"- cache: {g['cache']}, {slots} slots ({g.get('cache_mb')} MiB), "
+        lines += ["", "## Generation", "", f"- cache: {g['cache']} {g.get('cache_dtype', 'fp32')}, {slots} slots "
+                  f"({g.get('cache_mb')} MiB), "
                   f"up to {g['max_tokens_per_call']} tokens per call, ops: {g.get('ops', 'custom')}",
                   f"- stop ids: {g.get('stop_ids')}"]
     if m.search:

@@ -51,8 +51,9 @@ def bytes_per_token(manifest, position: int) -> int:
     """Bytes read by one decode step at `position` (weights + written cache)."""
     gen = manifest.generation
     embedding = gen["embedding_bytes"]
-    # each layer reads its own: a full cache up to the position, a ring (custom_sdpa over every slot) all of it
-    full = gen.get("max_context")
+    # each layer reads its own: a full custom-op cache up to the position; a ring (custom_sdpa over
+    # every slot) and any portable cache (bmm over every slot) all of it
+    full = gen.get("max_context") if gen.get("ops", "custom") == "custom" else None
     layers = gen.get("layer_slots") or [gen["cache_slots"]]
     read = [min(position, n) if n == full else n for n in layers]
     cache_read = sum(read) * gen["cache_bytes_per_token"] // len(layers)

@@ -96,7 +96,7 @@ def load_reference(folder: Path, gguf: str | None = None):
 
 
 def load_lm(model: str, max_context: int | None = None, window: int | None = None, sinks: int = 0, chunk: int = 128,
-            portable: bool = False) -> LoadedLM:
+            portable: bool = False, kv_cache: str = "fp32") -> LoadedLM:
     """Load a causal LM of a `SUPPORTED` family and build its cached `Decoder`: a full cache of
     `max_context` tokens (default: 1024 or the model's positions if fewer), or with `window` a
     ring cache (sinks + window + chunk - 1 slots, any length). A model trained with a sliding
@@ -127,7 +127,8 @@ def load_lm(model: str, max_context: int | None = None, window: int | None = Non
     stop = {i for i in (tok.eos_token_id, getattr(hf.generation_config, "eos_token_id", None)) if i is not None}
     stop = {j for i in stop for j in (i if isinstance(i, list) else [i])}
     return LoadedLM(
-        hf=hf, decoder=from_hf(hf, max_context, window, sinks, chunk, portable, sliding), tokenizer_json=tok.backend_tokenizer.to_str(),
+        hf=hf, decoder=from_hf(hf, max_context, window, sinks, chunk, portable, sliding, kv_cache),
+        tokenizer_json=tok.backend_tokenizer.to_str(),
         chat_template=getattr(tok, "chat_template", None), stop_ids=sorted(stop),
         source=dict(name=name, path=str(folder / gguf) if gguf else str(folder), architecture=arch, task="causal-lm",
                     params=sum(p.numel() for p in hf.parameters()), max_positions=limit,

@@ -9,11 +9,11 @@ from the Hugging Face model (`lm_families.from_hf`):
   does, so positions are not bounded by a table (partial rotary, Phi-3 style: the dims past
   `rotary_dim` get angle 0, so cos 1 and sin 0 pass them through);
 - Qwen3's q/k RMSNorm over each head's dims, before RoPE;
-- the cache written in place by ExecuTorch's `llama::update_cache` and read by
-  `llama::custom_sdpa` (causal, grouped-query attention inside, never past the last
-  written position). Both ship in the executorch wheel with eager and runtime kernels
-  (`executorch.extension.llm.custom_ops`); neither is an XNNPACK op, so they run as
-  kernels between the delegated linears.
+- the cache (`kv_cache.KVCache`, fp32 or int8) written in place by ExecuTorch's
+  `llama::update_cache` and read by `llama::custom_sdpa` (causal, grouped-query attention
+  inside, never past the last written position). Both ship in the executorch wheel with
+  eager and runtime kernels (`executorch.extension.llm.custom_ops`); neither is an XNNPACK
+  op, so they run as kernels between the delegated linears.
 
 Sliding-window cache (`window`): a ring buffer that keeps memory flat however long the
 generation runs. Each query sees the `window` most recent positions (itself included) plus
@@ -41,12 +41,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  registers llama::update_cache / custom_sdpa
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from edgeformer.models.activations import ACTIVATIONS
+from edgeformer.models.kv_cache import KVCache
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,7 @@ class DecoderShape:
     sinks: int = 0  # first positions every query also sees (ring cache only)
     chunk: int = 128  # ring cache: the most tokens one call may write (longer prompts are fed in chunks)
     portable: bool = False  # core ATen ops only (index_put, bmm, softmax): no LLM custom-op library needed
+    kv_cache: str = "fp32"  # how the cache stores keys and values: fp32 | int8 (kv_cache.py)
     sliding: tuple[bool, ...] | None = None  # which layers take the ring (Gemma 3's interleaving); None: all
     local_rope_theta: float | None = None  # RoPE base of the local layers, where it differs (Gemma 3)
     local_layers: tuple[bool, ...] | None = None  # the layers the config trained as sliding (their RoPE base),
@@ -133,9 +134,9 @@ class DecoderLayer(nn.Module):
     def __init__(self, s: DecoderShape, index: int = 0):
         super().__init__()
         self.h, self.kv, self.d = s.num_heads, s.num_kv_heads, s.head_dim
-        self.portable, self.ring = s.portable, s.ring(index)
+        self.ring = s.ring(index)
         self.local = bool(s.local_layers and s.local_layers[index])  # takes the local RoPE base
-        self.scale = s.attn_scale if s.attn_scale is not None else s.head_dim**-0.5
+        scale = s.attn_scale if s.attn_scale is not None else s.head_dim**-0.5
         self.act = ACTIVATIONS[s.activation]
         self.norm1 = RMSNorm(s.hidden, s.eps)
         self.q_norm = RMSNorm(s.head_dim, s.eps) if s.qk_norm else None
@@ -151,13 +152,8 @@ class DecoderLayer(nn.Module):
         self.gate = nn.Linear(s.hidden, s.ffn, bias=False)
         self.up = nn.Linear(s.hidden, s.ffn, bias=False)
         self.down = nn.Linear(s.ffn, s.hidden, bias=False)
-        slots = s.layer_slots(index)
-        cache = (1, slots, s.num_kv_heads, s.head_dim)  # the layout update_cache/custom_sdpa take
-        k_cache = v_cache = cache
-        if s.portable:  # the layouts bmm reads without a copy: K transposed [kv, d, slots], V [kv, slots, d]
-            k_cache, v_cache = (s.num_kv_heads, s.head_dim, slots), (s.num_kv_heads, slots, s.head_dim)
-        self.register_buffer("k_cache", torch.zeros(k_cache), persistent=False)
-        self.register_buffer("v_cache", torch.zeros(v_cache), persistent=False)
+        self.cache = KVCache(s.num_heads, s.num_kv_heads, s.head_dim, s.layer_slots(index), scale, s.portable,
+                             s.kv_cache)
 
     def forward(self, x, cos, sin, rot, start, ring):
         """`ring`: (slots, mask) for a ring layer or a portable one, None for a full custom-op cache."""
@@ -168,37 +164,12 @@ class DecoderLayer(nn.Module):
         q = _rope(q.view(1, -1, self.h, self.d), cos, sin, rot)
         k = _rope(k.view(1, -1, self.kv, self.d), cos, sin, rot)
         v = self.v(y).view(1, -1, self.kv, self.d)
-        if self.portable:
-            attn = self._portable_attention(q, k, v, *ring)
-        elif ring is None:  # full cache: positions are slots, causal attention up to the last one written
-            torch.ops.llama.update_cache(k, self.k_cache, start)
-            torch.ops.llama.update_cache(v, self.v_cache, start)
-            attn = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, start, None, 0.0, True, self.scale)
-        else:  # ring cache: write at the slots, read all slots under the mask
-            slots, mask = ring
-            torch.ops.llama.update_cache_with_indices(k, self.k_cache, 0, slots)
-            torch.ops.llama.update_cache_with_indices(v, self.v_cache, 0, slots)
-            first = self.k_cache.shape[1] - x.shape[1]  # custom_sdpa reads keys [0, first + T)
-            attn = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, first, mask, 0.0, False, self.scale)
-        a = self.o(attn.view(1, -1, self.h * self.d))
+        attn = self.cache(q, k, v, start, ring)
+        a = self.o(attn)
         x = x + (a if self.post_attn_norm is None else self.post_attn_norm(a))
         y = self.norm2(x)
         f = self.down(self.act(self.gate(y)) * self.up(y))
         return x + (f if self.post_ffn_norm is None else self.post_ffn_norm(f))
-
-    def _portable_attention(self, q, k, v, slots, mask):
-        """The cache write and attention in core ATen ops, which every ExecuTorch runtime has:
-        index_put at the slots, then grouped-query attention over every slot under `mask`
-        ([T, slots], additive). Reads the whole cache each call, where custom_sdpa stops at
-        the last written position."""
-        t, g = q.shape[1], self.h // self.kv
-        self.k_cache[:, :, slots[0]] = k[0].permute(1, 2, 0)  # in place once lowering re-inplaces index_put
-        self.v_cache[:, slots[0]] = v[0].transpose(0, 1)
-        qg = q.view(t, self.kv, g, self.d).permute(1, 2, 0, 3).reshape(self.kv, g * t, self.d)
-        scores = torch.bmm(qg, self.k_cache) * self.scale  # [kv, g*T, slots]
-        p = torch.softmax(scores.view(self.kv, g, t, -1) + mask, dim=-1).view(self.kv, g * t, -1)
-        out = torch.bmm(p, self.v_cache)  # [kv, g*T, d]
-        return out.view(self.kv, g, t, self.d).permute(2, 0, 1, 3).reshape(1, t, self.h * self.d)
 
 
 def _rope(x, cos, sin, rot):
@@ -286,8 +257,7 @@ class Decoder(nn.Module):
     def reset(self) -> None:
         """Zero the cache (eager use; a fresh sequence only needs to start at position 0)."""
         for layer in self.layers:
-            layer.k_cache.zero_()
-            layer.v_cache.zero_()
+            layer.cache.reset()
 
 
 def export_decoder(dec: Decoder):

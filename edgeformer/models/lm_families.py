@@ -107,11 +107,12 @@ def _projections(layer, c) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]
 
 
 def from_hf(model, max_context: int, window: int | None = None, sinks: int = 0, chunk: int = 128,
-            portable: bool = False, sliding: tuple[bool, ...] | None = None) -> Decoder:
+            portable: bool = False, sliding: tuple[bool, ...] | None = None, kv_cache: str = "fp32") -> Decoder:
     """A `Decoder` with the weights of a Hugging Face causal LM of a `SUPPORTED` family.
 
     `window` makes the cache a ring (see `decoder`'s docstring), of the layers `sliding` names
-    (None: every layer); `max_context` bounds the full caches."""
+    (None: every layer); `max_context` bounds the full caches; `kv_cache` is how the cache
+    stores keys and values (fp32 | int8, `kv_cache.py`)."""
     c = model.config
     check_config(c)
     gemma = c.model_type == "gemma3_text"
@@ -129,7 +130,7 @@ def from_hf(model, max_context: int, window: int | None = None, sinks: int = 0, 
         rope_theta=float(theta), eps=c.rms_norm_eps, tie_embeddings=bool(getattr(c, "tie_word_embeddings", False)),
         qkv_bias=_projections(first, c)["q"][1] is not None, qk_norm=hasattr(first.self_attn, "q_norm"),
         rotary_dim=int(head_dim * partial) if partial != 1.0 else None,
-        window=window, sinks=sinks, chunk=chunk, portable=portable, sliding=sliding,
+        window=window, sinks=sinks, chunk=chunk, portable=portable, sliding=sliding, kv_cache=kv_cache,
         local_rope_theta=None if local is None else float(local),
         local_layers=None if local is None else tuple(t == "sliding_attention" for t in c.layer_types),
         embed_scale=c.hidden_size**0.5 if gemma else 1.0, sandwich_norms=gemma, activation=_activation(c),

@@ -29,7 +29,7 @@ def load(s: BuildState) -> None:
 
     window, sinks = s.spec.attention_plan().cache()
     s.loaded = lm = load_lm(s.source, s.recipe.max_context, window, sinks, chunk=s.recipe.seq_len,
-                            portable=s.recipe.lm_ops == "portable")
+                            portable=s.recipe.lm_ops == "portable", kv_cache=s.recipe.kv_cache)
     if s.spec.eval_data is not None:
         from edgeformer.data.janeausten import load_text
 
@@ -110,11 +110,12 @@ STAGES = [
 
 def lm_manifest(s: BuildState, numerics: dict):
     from edgeformer import artifact as art
+    from edgeformer.models.kv_cache import vector_bytes
     from edgeformer.transforms.gguf_grid import EMBED_ON_GRID
 
     lm, tok, recipe = s.loaded, s.extra["tok"], s.recipe
     d = lm.decoder.shape
-    per_token = 2 * d.num_layers * d.num_kv_heads * d.head_dim * 4  # fp32 K and V, every layer
+    per_token = 2 * d.num_layers * d.num_kv_heads * vector_bytes(d.head_dim, d.kv_cache, d.portable)  # K and V, every layer
     cache = "mixed" if d.mixed else "ring" if d.window else "full"  # mixed: Gemma 3's sliding and full layers
     layer_slots = [d.layer_slots(i) for i in range(d.num_layers)]
     slots = max(layer_slots)
@@ -126,7 +127,7 @@ def lm_manifest(s: BuildState, numerics: dict):
     return st.new_manifest(
         s,
         model=dict(**lm.source, labels=None, layers=d.num_layers, heads=d.num_heads, kv_heads=d.num_kv_heads,
-                   hidden=d.hidden, ffn=d.ffn, vocab_size=d.vocab_size),
+                   head_dim=d.head_dim, hidden=d.hidden, ffn=d.ffn, vocab_size=d.vocab_size),
         tokenizer=dict(file=art.TOKENIZER, sha256=art.sha256_bytes(lm.tokenizer_json.encode()), pad_id=None,
                        vocab_size=tok.get_vocab_size()),
         inputs=[dict(name="tokens", dtype="int64", shape=[1, f"1..{d.max_tokens_per_call}"]),
@@ -135,7 +136,7 @@ def lm_manifest(s: BuildState, numerics: dict):
         numerics=numerics,
         generation=dict(
             cache=cache, max_context=None if cache == "ring" else d.max_context,
-            window=d.window, sinks=d.sinks, max_tokens_per_call=d.max_tokens_per_call, cache_slots=slots,
+            cache_dtype=d.kv_cache, window=d.window, sinks=d.sinks, max_tokens_per_call=d.max_tokens_per_call, cache_slots=slots,
             **(dict(layer_slots=layer_slots) if cache == "mixed" else {}),
             cache_bytes_per_token=per_token, cache_mb=round(per_token * sum(layer_slots) / d.num_layers / 2**20, 1),
             embedding_bytes=int(d.vocab_size * d.hidden * emb_bits // 8), stop_ids=lm.stop_ids,

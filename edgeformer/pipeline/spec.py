@@ -43,6 +43,7 @@ class BuildSpec:
     attention: str | tuple[str, ...] | None = None  # see transforms/attention.py
     max_context: int | None = None  # causal LMs: KV-cache tokens
     lm_ops: str | None = None  # causal LMs: custom | portable
+    kv_cache: str | None = None  # causal LMs: fp32 | int8
     lengths: str | None = None  # encoders: auto | dynamic | static
     # compression and data
     prune: str | None = None  # "auto" or "heads=R,ffn=R,layers=N" (encoders)
@@ -83,7 +84,8 @@ class BuildSpec:
         base = self.target_info().recipe
         return base.with_overrides(quant=self.quant, group_size=self.group_size, embedding_quant=self.embedding_quant,
                                    seq_len=self.seq_len, threads=self.threads, attention=self.attention_plan().describe(),
-                                   max_context=self.max_context, lm_ops=self.lm_ops, lengths=self.lengths)
+                                   max_context=self.max_context, lm_ops=self.lm_ops, kv_cache=self.kv_cache,
+                                   lengths=self.lengths)
 
     def budgets(self) -> Budgets:
         """The target's budgets for this kind of model, with this spec's overrides."""
@@ -191,6 +193,9 @@ class BuildSpec:
     def _check_encoder_only_options(self) -> None:
         if self.lm_ops not in (None, "custom"):
             raise UserError(f"--lm-ops {self.lm_ops} applies to causal LMs; {self.model} is an encoder (its ops are all core ops)")
+        if self.kv_cache not in (None, "fp32"):
+            raise UserError(f"--kv-cache {self.kv_cache} applies to causal LMs; {self.model} is an encoder (it keeps no "
+                            "key-value cache)")
         if self.max_context is not None:
             raise UserError(f"--max-context {self.max_context} applies to causal LMs; {self.model} is an encoder (use --seq-len)")
 

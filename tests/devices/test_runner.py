@@ -178,6 +178,20 @@ def test_runner_generates_what_python_generates(portable_lm, host_runner, arm_ru
     assert host["prompt_tokens"] == 9 and host["decode_tokens"] == 19 and host["decode_tok_s"] > 0
 
 
+def test_runner_runs_the_int8_kv_cache(tiny_llama_folder, host_runner, tmp_path):
+    """The portable LM with an int8 cache: the runner has the quantized kernels it needs and
+    generates what the Python runtime does."""
+    import edgeformer
+
+    art = edgeformer.build(str(tiny_llama_folder), "host", tmp_path / "kv8", quant="fp32", max_context=64,
+                           lm_ops="portable", kv_cache="int8", bench_iters=0).path
+    prompt = [5, 17, 33, 2, 41, 8, 60, 12, 9]
+    f = tmp_path / "prompt.json"
+    f.write_text(json.dumps({"prompt_ids": prompt}))
+    got = _run([str(host_runner), str(art), "--inputs", str(f), "--max-new-tokens", "20", "--ignore-eos", "--warmup", "0"])
+    assert got["generated_ids"] == _greedy_python(art, prompt, 20)
+
+
 def test_custom_op_lm_is_refused_with_the_fix(tiny_llama_folder, tmp_path, capsys, host_runner):
     import edgeformer
 

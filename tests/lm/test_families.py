@@ -100,7 +100,7 @@ def test_qwen3_with_some_layers_sliding_gives_each_layer_its_own_cache():
     hf = tiny("qwen3", seed=5, use_sliding_window=True, sliding_window=4, max_window_layers=1,
               layer_types=["full_attention", "sliding_attention"])
     dec = decoder(hf)
-    assert dec.shape.mixed and [ly.k_cache.shape[1] for ly in dec.layers] == [CTX, 4 + 8 - 1]
+    assert dec.shape.mixed and [ly.cache.k_cache.shape[1] for ly in dec.layers] == [CTX, 4 + 8 - 1]
     ids = torch.randint(0, 96, (1, 14))
     with torch.no_grad():
         torch.testing.assert_close(steps(dec, ids, prefill=7), hf(ids).logits, atol=1e-5, rtol=0)

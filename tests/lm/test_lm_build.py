@@ -37,7 +37,8 @@ def fp32_lm(tiny_llama_folder, tmp_path_factory, text_file):
 @pytest.fixture(scope="module")
 def ring_lm(tiny_llama_folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("lm") / "ring"
-    return edgeformer.build(str(tiny_llama_folder), "host", out, attention="window=16:sinks=2", seq_len=8, bench_iters=0)
+    return edgeformer.build(str(tiny_llama_folder), "host", out, attention="window=16:sinks=2", seq_len=8, bench_iters=0,
+                            kv_cache="int8")
 
 
 def test_manifest_describes_the_cache_and_what_ran_where(fp32_lm, ring_lm):
@@ -45,6 +46,7 @@ def test_manifest_describes_the_cache_and_what_ran_where(fp32_lm, ring_lm):
     assert m.model["task"] == "causal-lm" and m.passed
     g = m.generation
     assert (g["cache"], g["max_context"], g["cache_slots"], g["max_tokens_per_call"]) == ("full", 64, 64, 64)
+    assert g["cache_dtype"] == "fp32" and g["cache_bytes_per_token"] == 2 * 2 * 2 * 16 * 4  # K, V; 2 layers, 2 heads of 16
     assert g["stop_ids"] == [3] and "assistant" in g["chat_template"]
     d = m.delegation
     outside = set(d["non_delegated_ops"])
@@ -55,6 +57,8 @@ def test_manifest_describes_the_cache_and_what_ran_where(fp32_lm, ring_lm):
     assert abs(m.accuracy["increase_pct"]) < 0.1  # fp32 .pte: the perplexity of the fp32 model
     r = ring_lm.manifest.generation
     assert (r["cache"], r["window"], r["sinks"], r["cache_slots"], r["max_context"]) == ("ring", 16, 2, 2 + 16 + 7, None)
+    assert r["cache_dtype"] == "int8" and r["cache_bytes_per_token"] == 2 * 2 * 2 * (16 + 5)  # codes, scale, zero point
+    assert "llama_custom_quantized_sdpa_default" in ring_lm.manifest.delegation["non_delegated_ops"]
     assert ring_lm.manifest.recipe["quant"] == "int8"  # the target's default for LMs too
     assert ring_lm.manifest.numerics["sqnr_db_vs_exported"] > 20
 
@@ -124,6 +128,7 @@ def test_bad_generation_input(fp32_lm, capsys, args, msg):
     (["--attention", "window=0"], "window must be >= 2, got 0"),
     (["--attention", "window=8:global=2"], "'window=8:global=2' is not a causal-LM cache spec"),
     (["--prune", "auto"], "causal LMs are not pruned yet"),
+    (["--kv-cache", "int4"], "--kv-cache 'int4' is not a known scheme; use one of: fp32, int8"),
     (["--eval-data", "fine-foods"], "use janeausten[:BOOK]"),
     (["--eval-data", "janeausten:ulysses"], "janeausten has no book 'ulysses'"),
 ])

@@ -14,6 +14,7 @@ from edgeformer.pipeline import BuildSpec
     (dict(fallback="cpu"), r"--fallback cpu applies to --target server-cuda"),
     (dict(lm_ops="portable"), r"--lm-ops portable applies to causal LMs"),
     (dict(max_context=64), r"--max-context 64 applies to causal LMs"),
+    (dict(kv_cache="int8"), r"--kv-cache int8 applies to causal LMs; .* keeps no key-value cache"),
     (dict(attention="window=8:sinks=2"), r"sinks= applies to causal LMs' ring cache"),
     (dict(attention="window=x"), r"window 'x' is not an integer"),
     (dict(target="android-vulkan", eval_data="fine-foods"), r"--eval-data/--prune/--device need to run the .pte"),

@@ -18,7 +18,7 @@ kernels in the wheel's quantized library and in the C++ runner). 72 bytes per he
 also takes the query as int8 per token and head. The portable path never dequantizes the
 cache: with K = sₖ·(Kq − zₖ) per slot, q·K = sₖ·(q·Kq) − sₖzₖ·Σq, and with V = sᵥ·(Vq − zᵥ),
 Σ pⱼVⱼ = (p·sᵥ)·Vq − Σ pⱼsᵥzᵥ; so it keeps sₖ, sₖzₖ, sᵥ and sᵥzᵥ per slot (fp32) and converts
-only the int8 codes to fp32 for the bmm.
+only the int8 codes to fp32 for the bmm, inside XNNPACK (`_codes`).
 """
 
 from __future__ import annotations
@@ -44,6 +44,14 @@ def quantize_per_head(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torc
     scale, zero = torch.ops.quantized_decomposed.choose_qparams_per_token_asymmetric.default(x, torch.int8)
     codes = torch.ops.quantized_decomposed.quantize_per_token(x, scale, zero, -128, 127, torch.int8)
     return codes, scale.to(torch.float32), zero.to(torch.int8)
+
+
+def _codes(cache: torch.Tensor) -> torch.Tensor:
+    """int8 codes as fp32, exactly. Written as a dequantize with scale 1 and zero point 0 because
+    XNNPACK takes that into its partition (a convert beside the bmm), where `.to(torch.float32)`
+    stays outside as a portable copy of the whole cache: on SmolLM2's 1024 slots that copy made
+    decode 3.3x slower (27.5 against 90.6 tok/s in the C++ runner)."""
+    return torch.ops.quantized_decomposed.dequantize_per_tensor(cache, 1.0, 0, -128, 127, torch.int8)
 
 
 class KVCache(nn.Module):
@@ -126,13 +134,13 @@ class KVCache(nn.Module):
             self.v_cache[:, at] = v[0].transpose(0, 1)
         qg = q.view(t, self.kv, g, self.d).permute(1, 2, 0, 3).reshape(self.kv, g * t, self.d)
         if self.int8:
-            raw = torch.bmm(qg, self.k_cache.to(torch.float32))  # [kv, g*T, slots]
+            raw = torch.bmm(qg, _codes(self.k_cache))  # [kv, g*T, slots]
             scores = (raw * self.k_scales - qg.sum(-1, keepdim=True) * self.k_zeros) * self.scale
         else:
             scores = torch.bmm(qg, self.k_cache) * self.scale  # [kv, g*T, slots]
         p = torch.softmax(scores.view(self.kv, g, t, -1) + mask, dim=-1).view(self.kv, g * t, -1)
         if self.int8:
-            out = torch.bmm(p * self.v_scales, self.v_cache.to(torch.float32)) - (p * self.v_zeros).sum(-1, keepdim=True)
+            out = torch.bmm(p * self.v_scales, _codes(self.v_cache)) - (p * self.v_zeros).sum(-1, keepdim=True)
         else:
             out = torch.bmm(p, self.v_cache)  # [kv, g*T, d]
         return out.view(self.kv, g, t, self.d).permute(2, 0, 1, 3).reshape(1, t, self.h * self.d)

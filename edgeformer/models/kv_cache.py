@@ -16,8 +16,8 @@ does: `quantized_decomposed::choose_qparams_per_token_asymmetric` + `quantize_pe
 kernels in the wheel's quantized library and in the C++ runner). A head-vector of 64 dims
 takes 69 bytes instead of 256 (codes, fp32 scale, int8 zero point; 72 in the portable layout,
 which keeps scale·zero point in fp32). The custom-op path reads it with
-`llama::custom_quantized_sdpa`, which also takes the query as int8 per token and head. The portable path never dequantizes the
-cache: with K = sₖ·(Kq − zₖ) per slot, q·K = sₖ·(q·Kq) − sₖzₖ·Σq, and with V = sᵥ·(Vq − zᵥ),
+`llama::custom_quantized_sdpa`, which also takes the query as int8 per token and head. The
+portable path never dequantizes the cache: with K = sₖ·(Kq − zₖ) per slot, q·K = sₖ·(q·Kq) − sₖzₖ·Σq, and with V = sᵥ·(Vq − zᵥ),
 Σ pⱼVⱼ = (p·sᵥ)·Vq − Σ pⱼsᵥzᵥ; so it keeps sₖ, sₖzₖ, sᵥ and sᵥzᵥ per slot (fp32) and converts
 only the int8 codes to fp32 for the bmm, inside XNNPACK (`_codes`).
 """

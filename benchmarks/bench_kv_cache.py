@@ -75,9 +75,7 @@ def main() -> None:
             got = run_json(cmd, timeout=None, cwd=ROOT, omp_threads=omp)
             runs[name].append(dict(decode=got.get("decode_tokens_per_s", got.get("decode_tok_s")), rss=got["peak_rss_mb"]))
             log(f"round {rnd + 1}: {name} decode {runs[name][-1]['decode']:.1f} tok/s, peak RSS {runs[name][-1]['rss']:.0f} MiB")
-    text = table(rows, runs, arts, a.rounds)
-    print(text)
-    write_results(RESULTS, "kv-cache", text, dict(runs=runs), indent=1)
+    write_results(RESULTS, "kv-cache", table(rows, runs, arts, a.rounds), dict(runs=runs), indent=1)  # prints it too
 
 
 def table(rows: dict, runs: dict, arts: dict, rounds: int) -> str:

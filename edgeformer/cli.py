@@ -68,6 +68,8 @@ def build(
                                                         "causal LMs with a window: the prefill chunk."),
     lengths: str = typer.Option(None, "--lengths", help="Encoders: auto (default) | dynamic (each text at its own length, "
                                                         "up to --seq-len) | static (padded to --seq-len)."),
+    batch: int = typer.Option(None, "--batch", help="Encoders on XNNPACK: texts per call of the .pte's batch method, used "
+                                                    "by run, eval and Predictor.batch (default 8; 1: none)."),
     max_context: int = typer.Option(None, "--max-context", help="Causal LMs: KV-cache tokens, prompt + reply (default 1024)."),
     threads: int = typer.Option(None, "--threads", help="CPU threads at run time (default: the target's)."),
     min_sqnr: float = typer.Option(None, "--min-sqnr", help="Override the target's numerics budget (dB)."),
@@ -101,7 +103,7 @@ def build(
 
     given = dict(target=target, quant=quant, group_size=group_size, embedding_quant=embedding_quant, seq_len=seq_len,
                  threads=threads, attention=tuple(attention) if attention else None, max_context=max_context, lm_ops=lm_ops,
-                 kv_cache=kv_cache, lengths=lengths, prune=prune, data=data, eval_data=eval_data, min_sqnr_db=min_sqnr,
+                 kv_cache=kv_cache, lengths=lengths, batch=batch, prune=prune, data=data, eval_data=eval_data, min_sqnr_db=min_sqnr,
                  max_accuracy_drop=max_accuracy_drop,
                  max_pte_mb=max_pte_mb, enforce=enforce, bench_iters=bench_iters, device=device, fallback=fallback, dump=dump)
     given = {k: v for k, v in given.items() if v is not None}
@@ -348,12 +350,10 @@ def run(
         return
     inputs = read_texts(texts or [], file)
     pred = Predictor(edgeformer.load_artifact(artifact), threads=threads)
-    results = []
-    for text in inputs:
-        r = pred(text, truncate=not no_truncate)
+    results = pred.batch(inputs, truncate=not no_truncate)  # sorted by length, through the batch method
+    for r in results:
         if r["truncated"]:
             err.print(f"[yellow]note:[/] text of {r['tokens']} tokens truncated to {pred.seq_len}")
-        results.append(r)
     if as_json:
         _emit(dict(task=pred.task, results=results))
         return

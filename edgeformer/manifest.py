@@ -35,6 +35,7 @@ class Manifest:
     spec: dict | None = None  # pipeline.BuildSpec.to_dict(): what `build --from` rebuilds
     quantization: dict | None = None  # scheme, method, and what each quantized module became
     search: dict | None = None  # `edgeformer search`: the space, what each candidate measured, why this one won
+    batch: dict | None = None  # encoders: the batch method (method, size, inputs, delegation, numerics)
     created: str = ""
     schema_version: int = SCHEMA_VERSION
     notes: list = field(default_factory=list)
@@ -47,6 +48,11 @@ class Manifest:
     def any_length(self) -> bool:
         """An encoder whose `.pte` takes any length up to its inputs' shape (`min_shape` given)."""
         return bool(self.inputs) and "min_shape" in self.inputs[0]
+
+    @property
+    def batch_size(self) -> int:
+        """Texts per call of the batch method; 1 when the `.pte` has none."""
+        return self.batch["size"] if self.batch else 1
 
     def failed_budgets(self) -> list[dict]:
         return [b for b in self.budgets if b["passed"] is False]
@@ -69,7 +75,7 @@ class Manifest:
                 "rebuild the artifact with this version of edgeformer"
             )
         names = {f.name for f in fields(cls)}
-        optional = ("created", "notes", "accuracy", "generation", "devices", "spec", "quantization", "search")
+        optional = ("created", "notes", "accuracy", "generation", "devices", "spec", "quantization", "search", "batch")
         missing = sorted(n for n in names if n not in d and n not in optional)
         if missing:
             raise UserError(f"{where} lacks {missing}; rebuild the artifact with `edgeformer build`")

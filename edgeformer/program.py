@@ -40,23 +40,23 @@ class AotiProgram:
         return (out[0] if isinstance(out, (list, tuple)) else out).cpu()
 
 
-def open_program(artifact, threads: int, pte: Path | None = None):
-    """The runnable form of an artifact: its `.pte` through ExecuTorch, or a server package."""
+def open_program(artifact, threads: int, pte: Path | None = None, method: str = "forward"):
+    """The runnable form of an artifact: its `.pte` through ExecuTorch (its `method`), or a server package."""
     artifact.check_runs_here()
     m = artifact.manifest
     if m.pte.get("format") == "aoti":
         return AotiProgram(pte or artifact.pte_file, m.pte.get("device", "cpu"), threads)
-    return Program(pte or artifact.pte_file, threads, causal_lm=bool(m.generation))
+    return Program(pte or artifact.pte_file, threads, causal_lm=bool(m.generation), method=method)
 
 
 class Program:
-    """A loaded `.pte` forward method: `program(*inputs) -> output`.
+    """A loaded `.pte` method (`forward` unless named): `program(*inputs) -> output`.
 
     `causal_lm`: register the kernels of ExecuTorch's LLM custom ops (llama::update_cache,
     custom_sdpa; importing them costs ~35 MiB, so encoders skip it) and silence the native
     stderr of each call (the custom SDPA kernel logs "No temp allocator provided" every time)."""
 
-    def __init__(self, pte: bytes | Path, threads: int, causal_lm: bool = False):
+    def __init__(self, pte: bytes | Path, threads: int, causal_lm: bool = False, method: str = "forward"):
         import executorch.kernels.quantized  # noqa: F401  registers quantized_decomposed::embedding_*
         from executorch.runtime import Runtime
 
@@ -70,7 +70,7 @@ class Program:
         self._quiet = causal_lm
         try:
             self._program = Runtime.get().load_program(str(pte) if isinstance(pte, Path) else pte)
-            self._method = self._program.load_method("forward")
+            self._method = self._program.load_method(method)
         except Exception as e:  # the runtime raises RuntimeError/ValueError with a status code
             raise UserError(f"the ExecuTorch runtime could not load the program ({e}); rebuild the artifact") from None
 

@@ -89,6 +89,10 @@ def render(m: Manifest) -> str:
               f"{d.get('delegated_nodes')} nodes delegated, {d.get('non_delegated_nodes')} outside ({coverage}% coverage)"]
     for op, k in sorted((d.get("non_delegated_ops") or {}).items(), key=lambda kv: -kv[1])[:12]:
         lines.append(f"  - outside: `{op}` × {k}")
+    if m.batch:
+        b, bd = m.batch, m.batch["delegation"]
+        lines.append(f"- batch method `{b['method']}` ({b['size']} texts per call): {bd.get('delegated_subgraphs')} "
+                     f"subgraph(s), {bd.get('non_delegated_nodes')} nodes outside")
     lines += ["", "| part of the .pte | MiB |", "|---|---|", *(f"| {k} | {v / 2**20:.2f} |" for k, v in m.size.items())]
     if m.generation:
         g = m.generation

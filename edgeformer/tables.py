@@ -56,6 +56,10 @@ def inspect_tables(manifest: Manifest, size: dict[str, int], timing: dict | None
     info.add_row("recipe", ", ".join(f"{k}={v}" for k, v in manifest.recipe.items()))
     info.add_row("inputs", ", ".join(f"{i['name']} {i['dtype']}{_shape(i)}" for i in manifest.inputs))
     info.add_row("outputs", ", ".join(f"{o['name']} {o['dtype']}{o['shape']}" for o in manifest.outputs))
+    if manifest.batch:
+        b = manifest.batch
+        shapes = ", ".join(f"{i['name']}{_shape(i)}" for i in b["inputs"])
+        info.add_row("batch method", f"{b['method']}: {shapes} ({b['delegation']['delegated_subgraphs']} delegate)")
     if m.get("attention"):
         info.add_row("attention", ", ".join(f"{i}: {k}" for i, k in enumerate(m["attention"]["layers"])))
     q = manifest.quantization or {}

@@ -33,7 +33,7 @@ def test_default_host_build_meets_every_budget(builds):
     assert by["min_speedup_vs_eager"]["measured"] >= 2.0 and m.measurements["memory_measured_by"]
     assert accuracy["passed"] is None and accuracy["where"] == "no eval data"
     assert m.recipe == dict(quant="int8", group_size=32, embedding_quant="int8", seq_len=128, threads=2, attention="full",
-                            max_context=None, lm_ops="custom", kv_cache="fp32", lengths="auto")
+                            max_context=None, lm_ops="custom", kv_cache="fp32", lengths="auto", batch=8)
     assert m.inputs[0]["min_shape"] == [1, 1]  # auto: any length up to 128 (full attention on XNNPACK)
     assert m.numerics["sqnr_db"] >= 20
 
@@ -46,6 +46,15 @@ def test_only_gather_and_mask_cast_stay_outside_xnnpack(builds):
     assert d["non_delegated_ops"] == {"quantized_decomposed_embedding_byte_default": 1,
                                       "dim_order_ops__to_dim_order_copy_default": 1,
                                       "aten_slice_copy_tensor": 1, "sym_size": 1}
+
+
+def test_batch_method_is_one_delegate_and_matches_forward(builds):
+    """The batch method ([8, 1..128]) delegates as forward does, and its rows equal each text run alone."""
+    b = builds["int8"].manifest.batch
+    assert b["size"] == 8 and b["inputs"][0]["min_shape"] == [8, 1] and b["inputs"][0]["shape"] == [8, 128]
+    assert b["delegation"]["delegated_subgraphs"] == 1
+    assert b["delegation"]["non_delegated_ops"] == builds["int8"].manifest.delegation["non_delegated_ops"]
+    assert b["numerics"]["max_abs_err_vs_exported"] < 1e-4 and b["numerics"]["max_abs_err_vs_forward"] < 1e-4
 
 
 def test_int8_is_at_least_3_5x_smaller_than_fp32(builds):

@@ -49,6 +49,9 @@ class Attention(nn.Module):
         self.window: int | None = None
         self.global_tokens = 0
         self.top_k: int | None = None
+        # [1, H, 1, 1] zeros: adding it repeats a mask row per head. A plain tensor attribute,
+        # so torch.export keeps it as a constant (`torch.zeros` in forward is an op outside the delegate).
+        self.head_rows = torch.zeros(1, num_heads, 1, 1)
 
     def set_window(self, window: int | None, global_tokens: int = 0) -> None:
         if window is not None and window < 2:
@@ -119,10 +122,12 @@ class Attention(nn.Module):
         """[B*H, S, D] -> [B*H, S, D]; every query scores every key."""
         bh = q.shape[0]
         scores = torch.bmm(q, k.permute(0, 2, 1))  # [B*H, S, S]
-        # 3-D where the mask is one row per sequence ([1, 1, 1, S]; the window kernel's dense band
-        # is [.., S, S]): no reshape with two sequence-long dims
-        if b == 1 and not self.top_k and mask_add.shape[-2] == 1:
-            return torch.bmm((scores + mask_add.reshape(1, 1, -1)).softmax(dim=-1), v)
+        # 3-D where the mask is one row per sequence ([B, 1, 1, S]; the window kernel's dense band
+        # is [.., S, S]): no reshape with two sequence-long dims. At B > 1 the row is repeated per
+        # head by a broadcast add ([B, H, 1, S] -> [B*H, 1, S]; expand_copy is not delegated).
+        if not self.top_k and mask_add.shape[-2] == 1:
+            rows = mask_add if b == 1 else mask_add + self.head_rows
+            return torch.bmm((scores + rows.reshape(bh if b > 1 else 1, 1, -1)).softmax(dim=-1), v)
         s = q.shape[1]
         scores = scores.reshape(b, bh // b, s, -1) + mask_add
         if self.top_k:

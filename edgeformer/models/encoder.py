@@ -177,7 +177,9 @@ class Encoder(nn.Module):
         b, s = x.shape[0], x.shape[1]
         if self.head is not None:  # the first token's hidden state: [B, 1, S] @ [B, S, H]
             first = self.first_token[:s].reshape(1, 1, -1)
-            return self.head(torch.bmm(first if b == 1 else first.expand(b, 1, -1), x).reshape(b, -1))
+            # At B > 1 a broadcast multiply by the mask rows (the first token is never padding)
+            # gives one row per sequence: expand_copy would stay outside the delegate.
+            return self.head(torch.bmm(first if b == 1 else mask * first, x).reshape(b, -1))
         # Masked mean pooling as a bmm: [B, 1, S] @ [B, S, H] -> [B, 1, H].
         summed = torch.bmm(mask, x)
         count = torch.bmm(mask, mask.permute(0, 2, 1))  # [B, 1, 1]: the mask is 0/1, so this is its sum

@@ -55,6 +55,9 @@ def load(s: BuildState) -> None:
 
         seq = Dim("seq", min=1, max=n)
         s.extra["dynamic_shapes"] = ({1: seq}, {1: seq})
+    size = s.spec.batch_size()
+    if size > 1:  # the batch method: `size` texts per call, the same lengths
+        s.extra["methods"] = {BATCH_METHOD: tuple(x.repeat(size, 1) for x in s.example)}
     (s.staged / art.TOKENIZER).write_bytes(s.loaded.hf.tokenizer_file.read_bytes())
     if s.spec.eval_data is not None:
         load_data(s.spec.eval_data)  # a bad spec fails now, not after minutes of lowering
@@ -98,6 +101,8 @@ def validate(s: BuildState) -> None:
                                   is_logits=s.loaded.hf.task == "classifier")
         numerics["reference"] = s.extra["reference"]
     s.manifest = encoder_manifest(s, numerics)
+    if s.methods:
+        s.manifest.batch = batch_record(s, program if not cannot_run else None)
     s.manifest.model["attention"] = s.extra["attention"]
     s.manifest.quantization = quantization_record(s.recipe, s.module)
     if "calibration" in s.extra:
@@ -178,6 +183,34 @@ def calibration(s: BuildState):
         batches.append([torch.cat(x) for x in zip(*(padded(p, n, s.loaded.pad_id) for p in chunk), strict=True)])
     s.extra["calibration"] = dict(texts=len(samples), data=f"{data}:train" if data else "the numerics samples")
     return lambda model: torch.cat([model(ids, mask) for ids, mask in batches])
+
+
+BATCH_METHOD = "forward_batch"
+
+
+def batch_record(s: BuildState, program) -> dict:
+    """The manifest's `batch` section: the method, its inputs, what it delegated, and (where
+    it runs here) its outputs on the numerics samples, stacked by length as `run`/`eval` do,
+    against its exported program and against `forward` one text at a time."""
+    import torch
+
+    from edgeformer.batching import run_batched
+    from edgeformer.program import Program
+    from edgeformer.tokenize import Encoded
+
+    size, n = s.spec.batch_size(), s.recipe.seq_len
+    inputs = [dict(name=name, dtype="int64", shape=[size, n], **(dict(min_shape=[size, 1]) if s.extra.get("dynamic") else {}))
+              for name in ("input_ids", "attention_mask")]
+    record = dict(method=BATCH_METHOD, size=size, inputs=inputs, delegation=s.lowered.methods[BATCH_METHOD].to_dict())
+    if program is not None:
+        encoded = [Encoded(ids, mask, ids.shape[1], False) for ids, mask in s.extra["samples"]]
+        batched = run_batched(encoded, s.loaded.pad_id, size, Program(s.lowered.pte, s.recipe.threads, method=BATCH_METHOD))
+        with torch.no_grad():
+            exported = run_batched(encoded, s.loaded.pad_id, size, s.methods[BATCH_METHOD].module())
+        single = torch.stack([program(ids, mask)[0] for ids, mask in s.extra["samples"]])
+        record["numerics"] = dict(samples=len(encoded), max_abs_err_vs_exported=float((batched - exported).abs().max()),
+                                  max_abs_err_vs_forward=float((batched - single).abs().max()))
+    return record
 
 
 def padded(sample: tuple, n: int, pad_id: int) -> tuple:

@@ -45,6 +45,7 @@ class BuildSpec:
     lm_ops: str | None = None  # causal LMs: custom | portable
     kv_cache: str | None = None  # causal LMs: fp32 | int8
     lengths: str | None = None  # encoders: auto | dynamic | static
+    batch: int | None = None  # encoders on XNNPACK: texts per call of the batch method
     # compression and data
     prune: str | None = None  # "auto" or "heads=R,ffn=R,layers=N" (encoders)
     data: str | None = None  # task data for --prune and hard attention's layers=auto
@@ -85,7 +86,7 @@ class BuildSpec:
         return base.with_overrides(quant=self.quant, group_size=self.group_size, embedding_quant=self.embedding_quant,
                                    seq_len=self.seq_len, threads=self.threads, attention=self.attention_plan().describe(),
                                    max_context=self.max_context, lm_ops=self.lm_ops, kv_cache=self.kv_cache,
-                                   lengths=self.lengths)
+                                   lengths=self.lengths, batch=self.batch)
 
     def budgets(self) -> Budgets:
         """The target's budgets for this kind of model, with this spec's overrides."""
@@ -148,6 +149,8 @@ class BuildSpec:
         if self.lengths not in (None, "auto"):
             raise UserError(f"--lengths {self.lengths} applies to encoders; a causal LM's prompt already runs at its own "
                             "length (use --seq-len for the prefill chunk)")
+        if self.batch is not None:
+            raise UserError(f"--batch {self.batch} applies to encoders; a causal LM generates one reply at a time")
         if self.fallback is not None:
             raise UserError(f"--fallback {self.fallback} applies to --target server-cuda")
         if self.eval_data is not None:
@@ -166,6 +169,9 @@ class BuildSpec:
         if self.lengths == "dynamic":
             raise UserError("--lengths dynamic is for the XNNPACK targets (host, rpi5, android); a server package is "
                             "static-shaped: use --lengths static or auto")
+        if self.batch not in (None, 1):
+            raise UserError(f"--batch {self.batch} is for the XNNPACK targets (host, rpi5, android); a server package has "
+                            "one entry point: use --batch 1")
 
     def _check_encoder(self, tgt: Target, plan: AttentionPlan) -> None:
         from edgeformer.targets import backend_for
@@ -178,6 +184,9 @@ class BuildSpec:
             why = static_because(tgt.backend, plan)
             if why:
                 raise UserError(f"--lengths dynamic: {why}; use --lengths static (or auto, which picks static here)")
+        if self.batch not in (None, 1) and tgt.backend != "xnnpack":
+            raise UserError(f"--batch {self.batch}: the batch method is built for XNNPACK, and target {tgt.alias} lowers "
+                            f"to {tgt.backend}; use --batch 1 there, or an XNNPACK target (host, rpi5, android)")
         cannot_run = backend_for(tgt).runs_here()
         if cannot_run and (self.eval_data or self.prune or self.device):
             raise UserError(f"target {tgt.alias}: --eval-data/--prune/--device need to run the .pte, and {cannot_run}")
@@ -204,6 +213,10 @@ class BuildSpec:
         lengths = self.recipe().lengths
         return lengths == "dynamic" or (lengths == "auto" and not static_because(self.target_info().backend,
                                                                                  self.attention_plan()))
+
+    def batch_size(self) -> int:
+        """Texts per call of an encoder's batch method; 1 when it has none (not XNNPACK, or --batch 1)."""
+        return self.recipe().batch if self.target_info().backend == "xnnpack" else 1
 
     # ---- as data ----
 

@@ -49,6 +49,7 @@ class BuildState:
     reference: Any = None  # what the .pte's numerics are compared with
     example: tuple = ()  # export's example inputs
     exported: Any = None  # torch.export.ExportedProgram
+    methods: dict = field(default_factory=dict)  # more entry points: name -> ExportedProgram
     lowered: Lowered | None = None
     manifest: Manifest | None = None
     measured: dict | None = None  # the numbers latency/memory budgets are checked against
@@ -102,16 +103,20 @@ def run(stages: list[Stage], spec: BuildSpec, report: Report | None = None) -> B
 
 def export(state: BuildState) -> None:
     """torch.export of the transformed module at the example inputs (with the flavour's
-    `dynamic_shapes`, when it set them)."""
+    `dynamic_shapes`, when it set them), and at each extra method's example (`methods`:
+    name -> example inputs, e.g. an encoder's batch method) with the same dynamic dims."""
     import torch
 
+    shapes = state.extra.get("dynamic_shapes")
     with torch.no_grad():
-        state.exported = torch.export.export(state.module, state.example, dynamic_shapes=state.extra.get("dynamic_shapes"))
+        state.exported = torch.export.export(state.module, state.example, dynamic_shapes=shapes)
+        state.methods = {name: torch.export.export(state.module, example, dynamic_shapes=shapes)
+                         for name, example in state.extra.get("methods", {}).items()}
 
 
 def lower(state: BuildState) -> None:
     """The target's backend: the serialized program, written into the staging folder."""
-    state.lowered = state.backend.lower(state.exported, state.recipe)
+    state.lowered = state.backend.lower(state.exported, state.recipe, state.methods or None)
     (state.staged / pte_name(state)).write_bytes(state.lowered.pte)
 
 

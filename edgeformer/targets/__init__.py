@@ -108,7 +108,7 @@ TARGETS: dict[str, Target] = {
             description="Android phone GPU through ExecuTorch's Vulkan delegate (validated structurally here)",
             arch="aarch64",
             backend="vulkan",
-            recipe=Recipe(quant="fp32", embedding_quant="fp32", seq_len=128, threads=4),
+            recipe=Recipe(quant="fp32", embedding_quant="fp32", seq_len=128, threads=4, batch=1),
             # numerics, latency and memory need the phone: the pip runtime cannot execute Vulkan
             budgets=Budgets(max_pte_mb=128, max_latency_ms_p50=None, max_peak_memory_mb=None, min_sqnr_db=None,
                             min_lowering_sqnr_db=None, max_accuracy_drop=None),
@@ -120,7 +120,7 @@ TARGETS: dict[str, Target] = {
             description="NVIDIA GPU server: an AOTInductor package (--fallback cpu: the same for a CPU server)",
             arch="x86_64+cuda",
             backend="cuda",
-            recipe=Recipe(quant="int8", embedding_quant="fp32", seq_len=128, threads=2),
+            recipe=Recipe(quant="int8", embedding_quant="fp32", seq_len=128, threads=2, batch=1),
             budgets=Budgets(max_pte_mb=512, max_latency_ms_p50=5, max_peak_memory_mb=4096),
             measure_here=False,
             fallback_budgets=Budgets(max_pte_mb=512, max_latency_ms_p50=50, max_peak_memory_mb=4096),

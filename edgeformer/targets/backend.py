@@ -6,7 +6,9 @@ ExecuTorch's `backends/<name>/` has a partitioner, a quantizer config and a prep
     embedding_configs  the same for the token-embedding table
     unwrap_subclasses  unwrap torchao tensor subclasses before export (ExecuTorch needs plain
                      tensors; AOTInductor compiles the subclasses' kernels)
-    lower(ep, recipe) -> Lowered   the serialized program and what was delegated
+    lower(ep, recipe, methods) -> Lowered   the serialized program and what was delegated;
+                     `methods` ({name: ExportedProgram}, or None) are more entry points
+                     beside `forward` in the same program, where the backend has them
     runs_here()      None when a runtime on this machine can execute what `lower` makes,
                      else the reason (validation is then structural only)
 """
@@ -14,7 +16,7 @@ ExecuTorch's `backends/<name>/` has a partitioner, a quantizer config and a prep
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from edgeformer.errors import UserError
@@ -35,6 +37,7 @@ class Lowered:
     pte: bytes  # the .pte (or the server package's bytes)
     delegation: Delegation  # what ran inside the backend, what outside
     program: ExportedProgram  # the final program (for dumps, inspection)
+    methods: dict[str, Delegation] = field(default_factory=dict)  # what each extra entry point delegated
 
 
 class Backend(Protocol):
@@ -43,7 +46,7 @@ class Backend(Protocol):
     embedding_configs: ConfigTable
     unwrap_subclasses: bool
 
-    def lower(self, ep: ExportedProgram, recipe: Recipe) -> Lowered: ...
+    def lower(self, ep: ExportedProgram, recipe: Recipe, methods: dict[str, ExportedProgram] | None = None) -> Lowered: ...
 
     def runs_here(self) -> str | None: ...
 

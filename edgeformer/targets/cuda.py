@@ -80,8 +80,11 @@ class Cuda:
         else:  # 8da4w is int4 weight-only on the GPU, a CUDA kernel: not offered on the CPU
             self.linear_configs = {"fp32": None, "int8": _int8_dynamic}
 
-    def lower(self, ep: ExportedProgram, recipe: Recipe) -> Lowered:
-        """AOTInductor: the exported program compiled to a self-contained package (its bytes)."""
+    def lower(self, ep: ExportedProgram, recipe: Recipe, methods: dict[str, ExportedProgram] | None = None) -> Lowered:
+        """AOTInductor: the exported program compiled to a self-contained package (its bytes);
+        one entry point, so `methods` must be empty."""
+        if methods:
+            raise ValueError(f"an AOTInductor package has one entry point; got more: {sorted(methods)}")
         with tempfile.TemporaryDirectory(prefix="edgeformer-aoti-") as d:
             path = Path(d) / PACKAGE
             try:

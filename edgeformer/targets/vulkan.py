@@ -28,7 +28,7 @@ class Vulkan:
     embedding_configs = xnnpack.EMBEDDING_CONFIGS
     unwrap_subclasses = True
 
-    def lower(self, ep: ExportedProgram, recipe: Recipe) -> Lowered:
+    def lower(self, ep: ExportedProgram, recipe: Recipe, methods: dict[str, ExportedProgram] | None = None) -> Lowered:
         from executorch.backends.vulkan.partitioner.vulkan_partitioner import VulkanPartitioner
         from executorch.exir import to_edge_transform_and_lower
 
@@ -36,12 +36,13 @@ class Vulkan:
         level = root.level
         root.setLevel(logging.WARNING)  # the partitioner logs every op it sees at INFO
         try:
-            edge = to_edge_transform_and_lower(ep, partitioner=[VulkanPartitioner()])
+            edge = to_edge_transform_and_lower({"forward": ep, **(methods or {})}, partitioner=[VulkanPartitioner()])
             et = edge.to_executorch()
         finally:
             root.setLevel(level)
         final = et.exported_program()
-        return Lowered(pte=et.buffer, delegation=summarize_delegation(final, BACKEND_ID), program=final)
+        return Lowered(pte=et.buffer, delegation=summarize_delegation(final, BACKEND_ID), program=final,
+                       methods={name: summarize_delegation(et.exported_program(name), BACKEND_ID) for name in methods or {}})
 
     def runs_here(self) -> str | None:
         return CANNOT_RUN_HERE

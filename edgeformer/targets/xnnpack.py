@@ -78,20 +78,25 @@ class Xnnpack:
     embedding_configs = EMBEDDING_CONFIGS
     unwrap_subclasses = True
 
-    def lower(self, ep: ExportedProgram, recipe: Recipe) -> Lowered:
-        """Lower an exported program to an ExecuTorch `.pte` with XNNPACK delegates."""
+    def lower(self, ep: ExportedProgram, recipe: Recipe, methods: dict[str, ExportedProgram] | None = None) -> Lowered:
+        """Lower an exported program to an ExecuTorch `.pte` with XNNPACK delegates (as its
+        `forward`; `methods` are more entry points in the same file, e.g. the batch method:
+        their weights are stored once, keyed by content)."""
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
 
-        refuse_zero_points(ep)
-        edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
+        programs = {"forward": ep, **(methods or {})}
+        for program in programs.values():
+            refuse_zero_points(program)
+        edge = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()])
         # Quant fusion turns torchao's dequantize_affine + embedding into the quantized gather
         # kernels (quantized_decomposed::embedding_byte / embedding_4bit).
         # The reinplace pass turns index_put on a mutable buffer (the portable decoder's KV-cache
         # write) into index_put_: without it every call copies each layer's whole cache twice.
         et = edge.to_executorch(ExecutorchBackendConfig(do_quant_fusion_and_const_prop=True, run_reinplace_pass=True))
         final = et.exported_program()
-        return Lowered(pte=et.buffer, delegation=summarize_delegation(final, BACKEND_ID), program=final)
+        return Lowered(pte=et.buffer, delegation=summarize_delegation(final, BACKEND_ID), program=final,
+                       methods={name: summarize_delegation(et.exported_program(name), BACKEND_ID) for name in methods or {}})
 
     def runs_here(self) -> str | None:
         return None  # the pip runtime registers XnnpackBackend on every CPU

@@ -49,6 +49,9 @@ def train_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float = 1e
     return probe
 
 
+EAGER_BATCH = 16  # texts per call of the eager fp32 model
+
+
 class Runner:
     """Outputs (logits or embeddings) for texts: the artifact's `.pte`, or the eager fp32 model."""
 
@@ -80,15 +83,15 @@ class Runner:
 
     @torch.no_grad()
     def outputs(self, texts: list[str]) -> torch.Tensor:
+        """[N, ...] in the order of `texts`, sorted by length into batches: the `.pte`'s batch
+        method (Predictor.outputs), or the eager model on each batch padded to its longest."""
         if self.is_artifact:
-            return torch.stack([self.pred.program(*self._encode(t)).reshape(-1) for t in texts])
+            return self.pred.outputs([self.pred.text.encode(t) for t in texts])
+        from edgeformer.batching import run_batched
         from edgeformer.models.hf import reference_forward
 
-        return torch.cat([reference_forward(self.loaded.hf, *self._encode(t)) for t in texts])
-
-    def _encode(self, text: str):
-        enc = (self.pred.text if self.is_artifact else self.text).encode(text)
-        return enc.input_ids, enc.attention_mask
+        return run_batched([self.text.encode(t) for t in texts], self.loaded.pad_id, EAGER_BATCH,
+                           lambda ids, mask: reference_forward(self.loaded.hf, ids, mask), static=False)
 
 
 def evaluate(target: str, data: str, *, text_column: str = "text", label_column: str = "label",

@@ -3,7 +3,7 @@
 // and prints one JSON object: outputs, latency p50/p90, peak RSS, and the device's fingerprint.
 //
 //   edgeformer-runner ARTIFACT [--inputs FILE.json] [--threads N] [--warmup N] [--iters N]
-//                              [--text TEXT]... [--texts FILE] [--tokenize-only]
+//                              [--text TEXT]... [--texts FILE] [--batch] [--tokenize-only]
 //                              [--prompt-tokens N] [--max-new-tokens N] [--ignore-eos] [--no-outputs]
 //
 // Encoders: inputs are the manifest's [1, S] int64 tensors (input_ids, attention_mask), from
@@ -11,7 +11,9 @@
 // last timed run are printed. With --text / --texts (one text per line) the artifact's
 // tokenizer.json is read here (WordPiece, wordpiece.h): each text is tokenized and run once,
 // timed together, and its label and score (classifiers) or embedding printed;
-// --tokenize-only prints the ids without running the model. Causal LMs (manifest.generation): --inputs {"prompt_ids": [...]}
+// --tokenize-only prints the ids without running the model. With --batch the texts go through the
+// manifest's batch method instead, as `edgeformer run` does them: sorted by length, `size` per call,
+// each call padded to its longest text; texts per second are printed, results in input order. Causal LMs (manifest.generation): --inputs {"prompt_ids": [...]}
 // (or --prompt-tokens seeded ids, default 128) is prefilled in chunks, then up to --max-new-tokens greedy tokens are
 // decoded; it prints the ids, the first next-token logits, prefill and decode rates.
 //
@@ -176,11 +178,11 @@ std::string error_name(Error e) {
   }
 }
 
-std::vector<EValue> run(Module& m, const std::vector<TensorPtr>& inputs) {
+std::vector<EValue> run(Module& m, const std::vector<TensorPtr>& inputs, const std::string& method = "forward") {
   std::vector<EValue> in;
   for (const auto& t : inputs) in.emplace_back(t);
-  auto r = m.forward(in);
-  if (!r.ok()) throw RuntimeFailure{"forward failed with error " + error_name(r.error())};
+  auto r = m.execute(method, in);
+  if (!r.ok()) throw RuntimeFailure{method + " failed with error " + error_name(r.error())};
   return std::move(r.get());
 }
 
@@ -188,7 +190,7 @@ struct Options {
   std::string artifact, inputs, texts_file;
   std::vector<std::string> texts;
   int threads = 2, warmup = -1, iters = -1, max_new_tokens = 32, prompt_tokens = 128;
-  bool ignore_eos = false, outputs = true, tokenize_only = false;
+  bool ignore_eos = false, outputs = true, tokenize_only = false, batch = false;
 };
 
 Options parse_args(int argc, char** argv) {
@@ -215,6 +217,7 @@ Options parse_args(int argc, char** argv) {
     else if (a == "--text") o.texts.push_back(need(i));
     else if (a == "--texts") o.texts_file = need(i);
     else if (a == "--tokenize-only") o.tokenize_only = true;
+    else if (a == "--batch") o.batch = true;
     else if (a == "--ignore-eos") o.ignore_eos = true;
     else if (a == "--no-outputs") o.outputs = false;
     else if (a == "--version") { printf("edgeformer-runner %s\n", EDGEFORMER_RUNNER_VERSION); exit(0); }
@@ -264,6 +267,92 @@ std::string tokens_json(const wordpiece::Encoding& e) {
   return "\"tokens\": " + std::to_string(e.num_tokens) + ", \"truncated\": " + (e.truncated ? "true" : "false");
 }
 
+// One text's JSON: its token count, then the label and score (a classifier's softmax) or the embedding.
+std::string result_json(const json::Value& mf, const wordpiece::Encoding& e, const float* y, int64_t n) {
+  std::ostringstream r;
+  r << "{" << tokens_json(e);
+  if (mf["model"]["task"].as_str() == "classifier") {
+    const auto& labels = mf["model"]["labels"].arr;
+    int64_t best = 0;
+    double mx = *std::max_element(y, y + n), sum = 0;
+    for (int64_t i = 0; i < n; ++i) sum += std::exp(y[i] - mx);
+    for (int64_t i = 1; i < n; ++i) best = y[i] > y[best] ? i : best;
+    std::string label = best < static_cast<int64_t>(labels.size()) ? labels[best].as_str() : std::to_string(best);
+    r << ", \"label\": " << json::quote(label) << ", \"score\": " << std::exp(y[best] - mx) / sum;
+  } else {
+    r << ", \"embedding\": " << floats_json(y, n);
+  }
+  r << "}";
+  return r.str();
+}
+
+// `rows` texts (encodings in `chunk`, longest first) as [rows, S] ids and mask, S the longest (or
+// the static shape's), then the last text repeated to `fill` rows; run through `method`.
+std::vector<EValue> run_rows(Module& m, const std::string& method, const std::vector<const wordpiece::Encoding*>& chunk,
+                             size_t fill, size_t static_len, int64_t pad) {
+  size_t len = static_len ? static_len : chunk.front()->ids.size();
+  std::vector<int64_t> ids(fill * len, pad), mask(fill * len, 0);
+  for (size_t r = 0; r < fill; ++r) {
+    const auto& e = *chunk[std::min(r, chunk.size() - 1)];
+    std::copy(e.ids.begin(), e.ids.end(), ids.begin() + r * len);
+    std::fill(mask.begin() + r * len, mask.begin() + r * len + e.ids.size(), 1);
+  }
+  std::vector<executorch::aten::SizesType> sizes{static_cast<executorch::aten::SizesType>(fill),
+                                                  static_cast<executorch::aten::SizesType>(len)};
+  return run(m, {executorch::extension::from_blob(ids.data(), sizes, executorch::aten::ScalarType::Long),
+                executorch::extension::from_blob(mask.data(), sizes, executorch::aten::ScalarType::Long)}, method);
+}
+
+// --batch: every text tokenized, sorted by length (longest first), `size` per call of the batch
+// method; a last chunk of at most size/2 texts runs one at a time through forward (as
+// edgeformer.batching does). Timed whole, tokenization included, after `warmup` runs of the first chunk.
+std::string run_texts_batched(Module& m, const json::Value& mf, const wordpiece::Tokenizer& tok,
+                              const std::vector<std::string>& texts, const Options& o) {
+  if (!mf.has("batch"))
+    throw UserError{"--batch: this artifact's .pte has no batch method; rebuild it with edgeformer build --batch 8"};
+  std::string method = mf["batch"]["method"].as_str();
+  size_t size = static_cast<size_t>(mf["batch"]["size"].as_int());
+  const auto& spec = mf["inputs"].arr.at(0);
+  size_t max_len = static_cast<size_t>(spec["shape"].as_ints()[1]);
+  size_t static_len = spec.has("min_shape") ? 0 : max_len;
+  int64_t pad = mf["tokenizer"]["pad_id"].as_int();
+  std::vector<wordpiece::Encoding> enc(texts.size());
+  std::vector<std::string> results(texts.size());
+  auto all = [&]() {
+    for (size_t k = 0; k < texts.size(); ++k) enc[k] = tok.encode(texts[k], max_len);
+    std::vector<size_t> order(texts.size());
+    for (size_t k = 0; k < order.size(); ++k) order[k] = k;
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return enc[a].ids.size() > enc[b].ids.size(); });
+    for (size_t start = 0; start < order.size(); start += size) {
+      size_t count = std::min(size, order.size() - start);
+      bool single = count <= size / 2;
+      for (size_t first = 0; first < count; first += single ? 1 : count) {
+        std::vector<const wordpiece::Encoding*> chunk;
+        for (size_t r = first; r < (single ? first + 1 : count); ++r) chunk.push_back(&enc[order[start + r]]);
+        auto out = single ? run_rows(m, "forward", chunk, 1, static_len, pad) : run_rows(m, method, chunk, size, static_len, pad);
+        const auto& t = out.at(0).toTensor();
+        int64_t width = t.numel() / t.size(0);
+        for (size_t r = 0; r < chunk.size(); ++r)
+          results[order[start + first + r]] = result_json(mf, *chunk[r], t.const_data_ptr<float>() + r * width, width);
+      }
+    }
+  };
+  int warmup = o.warmup < 0 ? 1 : o.warmup;
+  for (int i = 0; i < warmup; ++i) all();
+  auto t0 = std::chrono::steady_clock::now();
+  all();
+  double ms = ms_since(t0);
+  std::ostringstream j;
+  j << "\"kind\": \"encoder\", \"texts\": " << texts.size() << ", \"batch\": " << size << ", \"total_ms\": " << ms
+    << ", \"texts_per_s\": " << texts.size() * 1000.0 / ms << ", \"warmup\": " << warmup;
+  if (o.outputs) {
+    j << ", \"results\": [";
+    for (size_t k = 0; k < results.size(); ++k) j << (k ? ", " : "") << results[k];
+    j << "]";
+  }
+  return j.str();
+}
+
 // Each text tokenized, run once and timed with its tokenization (after `warmup` runs of the first).
 std::string run_texts(Module& m, const json::Value& mf, const wordpiece::Tokenizer& tok, const std::vector<std::string>& texts,
                       const Options& o) {
@@ -271,8 +360,6 @@ std::string run_texts(Module& m, const json::Value& mf, const wordpiece::Tokeniz
   size_t max_len = static_cast<size_t>(spec["shape"].as_ints()[1]);
   bool any_length = spec.has("min_shape");
   int64_t pad = mf["tokenizer"]["pad_id"].as_int();
-  const auto& labels = mf["model"]["labels"].arr;
-  bool classifier = mf["model"]["task"].as_str() == "classifier";
   auto once = [&](const std::string& text, wordpiece::Encoding& e) {
     e = tok.encode(text, max_len);
     size_t n = any_length ? e.ids.size() : max_len;
@@ -293,22 +380,9 @@ std::string run_texts(Module& m, const json::Value& mf, const wordpiece::Tokeniz
     auto t0 = std::chrono::steady_clock::now();
     auto out = once(texts[k], e);
     const auto& t = out.at(0).toTensor();
-    const float* y = t.const_data_ptr<float>();
-    std::ostringstream r;
-    r << "{" << tokens_json(e);
-    if (classifier) {  // softmax: the label and its probability
-      int64_t n = t.numel(), best = 0;
-      double mx = *std::max_element(y, y + n), sum = 0;
-      for (int64_t i = 0; i < n; ++i) sum += std::exp(y[i] - mx);
-      for (int64_t i = 1; i < n; ++i) best = y[i] > y[best] ? i : best;
-      std::string label = best < static_cast<int64_t>(labels.size()) ? labels[best].as_str() : std::to_string(best);
-      r << ", \"label\": " << json::quote(label) << ", \"score\": " << std::exp(y[best] - mx) / sum;
-    } else {
-      r << ", \"embedding\": " << floats_json(y, t.numel());
-    }
-    r << "}";
+    std::string r = result_json(mf, e, t.const_data_ptr<float>(), t.numel());
     times.push_back(ms_since(t0));
-    if (o.outputs) results << (k ? ", " : "") << r.str();
+    if (o.outputs) results << (k ? ", " : "") << r;
   }
   double total = 0;
   for (double x : times) total += x;
@@ -485,6 +559,7 @@ int main_impl(int argc, char** argv) {
     throw UserError{"--text/--texts are for encoders; a causal LM takes --inputs {\"prompt_ids\": [...]} (edgeformer run "
                     "tokenizes prompts)"};
   if (o.tokenize_only && texts.empty()) throw UserError{"--tokenize-only needs --text or --texts"};
+  if (o.batch && texts.empty()) throw UserError{"--batch runs texts: give --text or --texts"};
   if (!texts.empty() && !o.inputs.empty()) throw UserError{"give --inputs (token ids) or --text/--texts, not both"};
   std::unique_ptr<wordpiece::Tokenizer> tok;
   if (!texts.empty()) tok = std::make_unique<wordpiece::Tokenizer>(load_tokenizer(dir, mf));
@@ -506,7 +581,8 @@ int main_impl(int argc, char** argv) {
                          "); an operator it needs may be missing from this runner (see the log above)"};
   double load_ms = ms_since(t_load);
   std::string body = mf.has("generation") ? run_lm(m, mf, inputs, o)
-                     : tok ? run_texts(m, mf, *tok, texts, o) : run_encoder(m, mf, inputs, o);
+                     : tok ? (o.batch ? run_texts_batched(m, mf, *tok, texts, o) : run_texts(m, mf, *tok, texts, o))
+                           : run_encoder(m, mf, inputs, o);
   double peak = status_mb("VmHWM");
   printf("{\"runner\": \"edgeformer-runner\", \"runner_version\": %s, \"artifact\": %s, \"sha256_verified\": true, "
          "\"hash_ms\": %.3f, \"load_ms\": %.3f, \"threads\": %d, %s, \"peak_rss_mb\": %.3f, "

@@ -4,7 +4,7 @@ executorch installs), so `bench --device ssh://` can copy it next to an artifact
 It also runs causal LMs built with ExecuTorch's LLM custom ops (the C++ runner cannot).
 
     python edgeformer_worker.py ARTIFACT [--inputs FILE.json] [--threads N] [--warmup N] [--iters N]
-                                [--text TEXT]... [--texts FILE] [--tokenize-only]
+                                [--text TEXT]... [--texts FILE] [--batch] [--tokenize-only]
                                 [--prompt-tokens N] [--max-new-tokens N] [--ignore-eos] [--no-outputs]
 Text (--text, --texts) also needs `pip install tokenizers`: the artifact's tokenizer.json is read
 with it, as edgeformer's Predictor does.
@@ -83,6 +83,7 @@ def main(argv=None):
     p.add_argument("--text", action="append", default=[])
     p.add_argument("--texts")
     p.add_argument("--tokenize-only", action="store_true")
+    p.add_argument("--batch", action="store_true")
     a = p.parse_args(argv)
     try:
         print(json.dumps(run(a)))
@@ -114,6 +115,10 @@ def run(a):
     texts = list(a.text) + (read_lines(a.texts) if a.texts else [])
     if a.tokenize_only and not texts:
         raise Fail("--tokenize-only needs --text or --texts", 2)
+    if a.batch and not texts:
+        raise Fail("--batch runs texts: give --text or --texts", 2)
+    if a.batch and not mf.get("batch"):
+        raise Fail("--batch: this artifact's .pte has no batch method; rebuild it with edgeformer build --batch 8", 2)
     if texts and a.inputs:
         raise Fail("give --inputs (token ids) or --text/--texts, not both", 2)
     if texts and mf.get("generation"):
@@ -132,14 +137,17 @@ def run(a):
     rss_before = _status_mb("VmRSS")
     t0 = time.perf_counter()
     try:
-        method = Runtime.get().load_program(pte).load_method("forward")
+        program = Runtime.get().load_program(pte)
+        method = program.load_method("forward")
+        batch_method = program.load_method(mf["batch"]["method"]) if a.batch else None
     except Exception as e:
         raise Fail(f"the ExecuTorch runtime could not load {pte} ({e})", 3) from None
     load_ms = (time.perf_counter() - t0) * 1e3
     if mf.get("generation"):
         body = lm(method, mf, inputs, a, torch)
     else:
-        body = on_texts(method, mf, tok, texts, a, torch) if texts else encoder(method, mf, inputs, a, torch)
+        body = (on_texts_batched((batch_method, method), mf, tok, texts, a, torch) if a.batch
+                else on_texts(method, mf, tok, texts, a, torch) if texts else encoder(method, mf, inputs, a, torch))
     peak = _status_mb("VmHWM")
     return dict(runner="edgeformer-worker (python)", runner_version=f"executorch {executorch_version()}", artifact=a.artifact,
                 sha256_verified=True, hash_ms=hash_ms, load_ms=load_ms, threads=a.threads, **body, peak_rss_mb=peak,
@@ -232,11 +240,64 @@ class Tokens:
         return ids, dict(ids=ids, tokens=n, truncated=n > self.max_len)
 
 
+def result_of(y, info, mf):
+    """One text's result: its token count, then the label and score, or the embedding."""
+    labels = mf["model"].get("labels") or []
+    r = dict(tokens=info["tokens"], truncated=info["truncated"])
+    if mf["model"]["task"] == "classifier":
+        probs = y.softmax(-1)
+        i = int(probs.argmax())
+        r.update(label=labels[i] if i < len(labels) else str(i), score=float(probs[i]))
+    else:
+        r["embedding"] = y.tolist()
+    return r
+
+
+def on_texts_batched(methods, mf, tok, texts, a, torch):
+    """--batch: sorted by length (longest first), `size` texts per call of the batch method, each
+    call padded to its longest and filled with copies of its last text; a last chunk of at most
+    size/2 texts one at a time through forward (as edgeformer.batching and the C++ runner)."""
+    batch_method, method = methods
+    size, pad = mf["batch"]["size"], mf["tokenizer"]["pad_id"]
+    static_len = None if "min_shape" in mf["inputs"][0] else tok.max_len
+
+    def rows(encoded, fill):
+        n = static_len or len(encoded[0][0])
+        ids = [e[0] + [pad] * (n - len(e[0])) for e in encoded]
+        mask = [[1] * len(e[0]) + [0] * (n - len(e[0])) for e in encoded]
+        ids, mask = ids + ids[-1:] * (fill - len(ids)), mask + mask[-1:] * (fill - len(mask))
+        return [torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)]
+
+    def everything():
+        encoded = [tok.encode(t) for t in texts]
+        order = sorted(range(len(texts)), key=lambda i: -len(encoded[i][0]))
+        results = [None] * len(texts)
+        for start in range(0, len(order), size):
+            chunk = order[start:start + size]
+            if len(chunk) <= size // 2:
+                outs = [method.execute(rows([encoded[i]], 1))[0][0] for i in chunk]
+            else:
+                outs = batch_method.execute(rows([encoded[i] for i in chunk], size))[0]
+            for i, y in zip(chunk, outs):
+                results[i] = result_of(y, encoded[i][1], mf)
+        return results
+
+    warmup = 1 if a.warmup is None else a.warmup
+    for _ in range(warmup):
+        everything()
+    t0 = time.perf_counter()
+    results = everything()
+    ms = (time.perf_counter() - t0) * 1e3
+    out = dict(kind="encoder", texts=len(texts), batch=size, total_ms=ms, texts_per_s=len(texts) * 1e3 / ms, warmup=warmup)
+    if not a.no_outputs:
+        out["results"] = results
+    return out
+
+
 def on_texts(method, mf, tok, texts, a, torch):
     """Each text tokenized, run once and timed with its tokenization (the runner's --texts)."""
     spec = mf["inputs"][0]
     any_length, pad = "min_shape" in spec, mf["tokenizer"]["pad_id"]
-    labels, classifier = mf["model"].get("labels") or [], mf["model"]["task"] == "classifier"
 
     def once(text):
         ids, info = tok.encode(text)
@@ -252,13 +313,7 @@ def on_texts(method, mf, tok, texts, a, torch):
     for text in texts:
         t0 = time.perf_counter()
         y, info = once(text)
-        r = dict(tokens=info["tokens"], truncated=info["truncated"])
-        if classifier:
-            probs = y.softmax(-1)
-            i = int(probs.argmax())
-            r.update(label=labels[i] if i < len(labels) else str(i), score=float(probs[i]))
-        else:
-            r["embedding"] = y.tolist()
+        r = result_of(y, info, mf)
         times.append((time.perf_counter() - t0) * 1e3)
         results.append(r)
     out = dict(kind="encoder", texts=len(texts), latency_ms_p50=statistics.median(times), latency_ms_p90=pct(times, 90),

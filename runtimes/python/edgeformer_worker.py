@@ -278,7 +278,7 @@ def on_texts_batched(methods, mf, tok, texts, a, torch):
                 outs = [method.execute(rows([encoded[i]], 1))[0][0] for i in chunk]
             else:
                 outs = batch_method.execute(rows([encoded[i] for i in chunk], size))[0]
-            for i, y in zip(chunk, outs):
+            for i, y in zip(chunk, outs, strict=False):  # copies filling the batch dropped
                 results[i] = result_of(y, encoded[i][1], mf)
         return results
 

@@ -1,6 +1,10 @@
 """Encoders in batches: the `.pte`'s batch method ([B, 1..S]) beside forward, and everything
 that runs many texts (Predictor.batch, `run`, `eval`) going through it."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -92,6 +96,9 @@ def test_weights_are_stored_once(tiny_bert, built_fp32, tmp_path):
     assert one.manifest.batch is None and one.manifest.recipe["batch"] == 1
     weights = sum(p.numel() * 4 for p in load_model(str(tiny_bert)).encoder.parameters())
     assert built_fp32.manifest.pte["bytes"] - one.manifest.pte["bytes"] < weights / 2
+    worker = Path(__file__).resolve().parents[1] / "runtimes" / "python" / "edgeformer_worker.py"
+    p = subprocess.run([sys.executable, str(worker), str(one.path), "--text", "hi", "--batch"], capture_output=True, text=True)
+    assert p.returncode == 2 and "has no batch method; rebuild it with edgeformer build --batch 8" in p.stderr
 
 
 def test_predictor_batch_equals_one_at_a_time(built_fp32, built_fp32_cls):

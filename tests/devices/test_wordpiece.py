@@ -114,6 +114,26 @@ def test_runner_on_text_matches_predictor(which, host_runner, tmp_path, request)
             np.testing.assert_allclose(got["embedding"], want["embedding"], atol=1e-5)
 
 
+@pytest.mark.parametrize("which", ["built_fp32", "built_int8_cls"])
+def test_runner_batch_matches_predictor_batch(which, host_runner, tmp_path, request):
+    """--batch: the C++ runner and the Python worker run the texts through the batch method as
+    Predictor.batch does (sorted by length, padded per call), results in input order."""
+    a = load_artifact(request.getfixturevalue(which).path)
+    texts = [" ".join(["tea"] * (1 + 3 * k % 11)) + f" {k}" for k in range(13)]  # 13 = one full batch of 8 + 5 (> 8/2)
+    f = tmp_path / "in.txt"
+    f.write_text("\n".join(texts) + "\n")
+    cc = json.loads(subprocess.run([str(host_runner), str(a.path), "--texts", str(f), "--batch", "--warmup", "0"],
+                                   capture_output=True, text=True, check=True).stdout)
+    py = json.loads(subprocess.run([sys.executable, str(WORKER), str(a.path), "--texts", str(f), "--batch", "--warmup", "0"],
+                                   capture_output=True, text=True, check=True).stdout)
+    assert cc["batch"] == py["batch"] == 8 and cc["texts"] == 13 and cc["texts_per_s"] > 0 and set(cc) - set(py) == set()
+    for got, twin, want in zip(cc["results"], py["results"], Predictor(a).batch(texts), strict=True):
+        assert (got["tokens"], got.get("label")) == (twin["tokens"], twin.get("label")) == (want["tokens"], want.get("label"))
+        key = "embedding" if "embedding" in want else "score"
+        np.testing.assert_allclose(got[key], want[key], atol=1e-5)
+        np.testing.assert_allclose(twin[key], want[key], atol=1e-5)
+
+
 def test_runner_text_bad_input(built_fp32, host_runner, tmp_path):
     def err(*args):
         p = subprocess.run([str(host_runner), str(built_fp32.path), *args], capture_output=True, text=True)
@@ -121,6 +141,7 @@ def test_runner_text_bad_input(built_fp32, host_runner, tmp_path):
         return p.stderr
 
     assert "--tokenize-only needs --text or --texts" in err("--tokenize-only")
+    assert "--batch runs texts: give --text or --texts" in err("--batch")
     assert "cannot read /nope.txt" in err("--texts", "/nope.txt")
     (tmp_path / "blank.txt").write_text("\n  \n")
     assert "has no non-empty lines" in err("--texts", str(tmp_path / "blank.txt"))

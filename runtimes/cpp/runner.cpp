@@ -344,7 +344,8 @@ std::string run_texts_batched(Module& m, const json::Value& mf, const wordpiece:
   double ms = ms_since(t0);
   std::ostringstream j;
   j << "\"kind\": \"encoder\", \"texts\": " << texts.size() << ", \"batch\": " << size << ", \"total_ms\": " << ms
-    << ", \"texts_per_s\": " << texts.size() * 1000.0 / ms << ", \"warmup\": " << warmup;
+    << ", \"texts_per_s\": " << texts.size() * 1000.0 / ms << ", \"ms_per_text\": " << ms / texts.size()
+    << ", \"warmup\": " << warmup;
   if (o.outputs) {
     j << ", \"results\": [";
     for (size_t k = 0; k < results.size(); ++k) j << (k ? ", " : "") << results[k];

@@ -288,7 +288,8 @@ def on_texts_batched(methods, mf, tok, texts, a, torch):
     t0 = time.perf_counter()
     results = everything()
     ms = (time.perf_counter() - t0) * 1e3
-    out = dict(kind="encoder", texts=len(texts), batch=size, total_ms=ms, texts_per_s=len(texts) * 1e3 / ms, warmup=warmup)
+    out = dict(kind="encoder", texts=len(texts), batch=size, total_ms=ms, texts_per_s=len(texts) * 1e3 / ms,
+               ms_per_text=ms / len(texts), warmup=warmup)
     if not a.no_outputs:
         out["results"] = results
     return out

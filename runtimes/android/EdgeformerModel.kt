@@ -4,7 +4,7 @@
 //
 // Not compiled or run here (no Android SDK on the build machines); it follows the AAR's
 // org.pytorch.executorch API: Module.load(path), Tensor.fromBlob(long[], shape), EValue.from,
-// module.forward(...)[0].toTensor().getDataAsFloatArray().
+// module.forward(...)[0].toTensor().getDataAsFloatArray(), module.execute(method, ...).
 package ai.edgeformer
 
 import android.content.Context
@@ -23,6 +23,8 @@ class EdgeformerModel(context: Context, assetDir: String = "edgeformer") {
     private val vocab: Map<String, Long>
     private val padId: Long
     private val anyLength: Boolean
+    private val batchMethod: String?  // the .pte's batch method ([batchSize, S]), if it has one
+    val batchSize: Int
 
     init {
         // Module.load needs a file path: copy the assets out once (the .pte is mapped from there).
@@ -44,6 +46,9 @@ class EdgeformerModel(context: Context, assetDir: String = "edgeformer") {
         val v = JSONObject(File(dir, "tokenizer.json").readText()).getJSONObject("model").getJSONObject("vocab")
         vocab = v.keys().asSequence().associateWith { v.getLong(it) }
         padId = manifest.getJSONObject("tokenizer").optLong("pad_id", 0)
+        val batch = manifest.optJSONObject("batch")
+        batchMethod = batch?.getString("method")
+        batchSize = batch?.getInt("size") ?: 1
     }
 
     /** The model's output for `text`: an L2-normalised embedding, or class logits (see `labels`). */
@@ -55,6 +60,34 @@ class EdgeformerModel(context: Context, assetDir: String = "edgeformer") {
         val shape = longArrayOf(1, n.toLong())
         val out = module.forward(EValue.from(Tensor.fromBlob(padded, shape)), EValue.from(Tensor.fromBlob(mask, shape)))
         return out[0].toTensor().dataAsFloatArray
+    }
+
+    /** Outputs for many texts, in their order: sorted by length, `batchSize` per call of the batch
+     *  method, each call padded to its longest text and filled with copies of its last; a last group
+     *  of at most batchSize / 2 texts runs one at a time (as edgeformer's Python and C++ runtimes do). */
+    fun runBatch(texts: List<String>): List<FloatArray> {
+        val encoded = texts.map { encode(it) }
+        val order = encoded.indices.sortedByDescending { encoded[it].size }
+        val out = arrayOfNulls<FloatArray>(texts.size)
+        for (group in order.chunked(batchSize)) {
+            if (batchMethod == null || group.size <= batchSize / 2) {
+                for (i in group) out[i] = run(texts[i])
+                continue
+            }
+            val n = if (anyLength) encoded[group[0]].size else seqLen
+            val ids = LongArray(batchSize * n) { padId }
+            val mask = LongArray(batchSize * n)
+            for (r in 0 until batchSize) {
+                val e = encoded[group[minOf(r, group.size - 1)]]
+                for (j in e.indices) { ids[r * n + j] = e[j]; mask[r * n + j] = 1 }
+            }
+            val shape = longArrayOf(batchSize.toLong(), n.toLong())
+            val y = module.execute(batchMethod, EValue.from(Tensor.fromBlob(ids, shape)), EValue.from(Tensor.fromBlob(mask, shape)))[0]
+                .toTensor().dataAsFloatArray
+            val width = y.size / batchSize
+            group.forEachIndexed { r, i -> out[i] = y.copyOfRange(r * width, (r + 1) * width) }
+        }
+        return out.map { it!! }
     }
 
     /** BERT WordPiece (lower-cased, punctuation split), [CLS] ... [SEP], cut to seqLen. */

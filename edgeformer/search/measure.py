@@ -20,8 +20,9 @@ from edgeformer.errors import UserError
 from edgeformer.pipeline.spec import BuildSpec
 from edgeformer.search import keys
 
-# what a .pte holds besides weights (program, XNNPACK graphs): 22-34 KiB on tiny models; MiniLM's
-# 83 KiB is what transforms/mixed.PROGRAM_BYTES plans for (a ±30% filter here, a budget there)
+# what a .pte holds besides weights, per method (program, XNNPACK graphs): 22-34 KiB on tiny models;
+# MiniLM's 83 KiB (71 more for its batch method) is what transforms/mixed.PROGRAM_BYTES plans for
+# (a ±30% filter here, a budget there)
 PROGRAM_BYTES = 32 * 1024
 
 
@@ -146,7 +147,8 @@ def estimate_mb(model: str, bspec: BuildSpec) -> float:
     if quant == "mixed":
         quant, emb = "8da4w", "int4" if emb == "int8" else emb
     linears, table, other = _param_counts(model)
-    total = sum(weight_bytes(w, out, quant, g) for w, out in linears) + other * 4 + PROGRAM_BYTES
+    methods = 2 if bspec.batch_size() > 1 else 1  # the batch method adds a program, not weights
+    total = sum(weight_bytes(w, out, quant, g) for w, out in linears) + other * 4 + PROGRAM_BYTES * methods
     if table:
         total += weight_bytes(table[0], table[1], emb, g)
     return total / 2**20

@@ -67,6 +67,7 @@ def test_batch_method_is_exact_at_every_length(which, request):
     size = m.batch["size"]
     assert m.batch["inputs"][0]["shape"] == [size, 16] and m.batch["inputs"][0]["min_shape"] == [size, 1]
     assert m.batch["numerics"]["max_abs_err_vs_exported"] < 1e-5 and m.batch["numerics"]["max_abs_err_vs_forward"] < 1e-5
+    assert m.numerics["sqnr_db_vs_exported_batch"] == m.batch["numerics"]["sqnr_db_vs_exported"] > 60
     single, batch = Program(r.path / "model.pte", 2), Program(r.path / "model.pte", 2, method=m.batch["method"])
     hf = load_model(m.model["path"]).hf
     g = torch.Generator().manual_seed(0)

@@ -101,8 +101,10 @@ def validate(s: BuildState) -> None:
                                   is_logits=s.loaded.hf.task == "classifier")
         numerics["reference"] = s.extra["reference"]
     s.manifest = encoder_manifest(s, numerics)
-    if s.methods:
+    if s.methods:  # the lowering budget covers every method of the .pte
         s.manifest.batch = batch_record(s, program if not cannot_run else None)
+        if "numerics" in s.manifest.batch:
+            numerics["sqnr_db_vs_exported_batch"] = s.manifest.batch["numerics"]["sqnr_db_vs_exported"]
     s.manifest.model["attention"] = s.extra["attention"]
     s.manifest.quantization = quantization_record(s.recipe, s.module)
     if "calibration" in s.extra:
@@ -197,6 +199,7 @@ def batch_record(s: BuildState, program) -> dict:
     from edgeformer.batching import run_batched
     from edgeformer.program import Program
     from edgeformer.tokenize import Encoded
+    from edgeformer.validate.numerics import sqnr_db
 
     size, n = s.spec.batch_size(), s.recipe.seq_len
     inputs = [dict(name=name, dtype="int64", shape=[size, n], **(dict(min_shape=[size, 1]) if s.extra.get("dynamic") else {}))
@@ -208,7 +211,8 @@ def batch_record(s: BuildState, program) -> dict:
         with torch.no_grad():
             exported = run_batched(encoded, s.loaded.pad_id, size, s.methods[BATCH_METHOD].module())
         single = torch.stack([program(ids, mask)[0] for ids, mask in s.extra["samples"]])
-        record["numerics"] = dict(samples=len(encoded), max_abs_err_vs_exported=float((batched - exported).abs().max()),
+        record["numerics"] = dict(samples=len(encoded), sqnr_db_vs_exported=round(sqnr_db(exported, batched), 2),
+                                  max_abs_err_vs_exported=float((batched - exported).abs().max()),
                                   max_abs_err_vs_forward=float((batched - single).abs().max()))
     return record
 

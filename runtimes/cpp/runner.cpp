@@ -13,7 +13,8 @@
 // timed together, and its label and score (classifiers) or embedding printed;
 // --tokenize-only prints the ids without running the model. With --batch the texts go through the
 // manifest's batch method instead, as `edgeformer run` does them: sorted by length, `size` per call,
-// each call padded to its longest text; texts per second are printed, results in input order. Causal LMs (manifest.generation): --inputs {"prompt_ids": [...]}
+// each call padded to its longest text (only that method loaded); texts per second are printed,
+// results in input order. Causal LMs (manifest.generation): --inputs {"prompt_ids": [...]}
 // (or --prompt-tokens seeded ids, default 128) is prefilled in chunks, then up to --max-new-tokens greedy tokens are
 // decoded; it prints the ids, the first next-token logits, prefill and decode rates.
 //
@@ -304,8 +305,9 @@ std::vector<EValue> run_rows(Module& m, const std::string& method, const std::ve
 }
 
 // --batch: every text tokenized, sorted by length (longest first), `size` per call of the batch
-// method; a last chunk of at most size/2 texts runs one at a time through forward (as
-// edgeformer.batching does). Timed whole, tokenization included, after `warmup` runs of the first chunk.
+// method, a short last chunk filled with copies. Only the batch method is loaded (forward's
+// packed weights would be a second copy in memory). Timed whole, tokenization included, after
+// `warmup` untimed passes.
 std::string run_texts_batched(Module& m, const json::Value& mf, const wordpiece::Tokenizer& tok,
                               const std::vector<std::string>& texts, const Options& o) {
   if (!mf.has("batch"))
@@ -324,17 +326,13 @@ std::string run_texts_batched(Module& m, const json::Value& mf, const wordpiece:
     for (size_t k = 0; k < order.size(); ++k) order[k] = k;
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return enc[a].ids.size() > enc[b].ids.size(); });
     for (size_t start = 0; start < order.size(); start += size) {
-      size_t count = std::min(size, order.size() - start);
-      bool single = count <= size / 2;
-      for (size_t first = 0; first < count; first += single ? 1 : count) {
-        std::vector<const wordpiece::Encoding*> chunk;
-        for (size_t r = first; r < (single ? first + 1 : count); ++r) chunk.push_back(&enc[order[start + r]]);
-        auto out = single ? run_rows(m, "forward", chunk, 1, static_len, pad) : run_rows(m, method, chunk, size, static_len, pad);
-        const auto& t = out.at(0).toTensor();
-        int64_t width = t.numel() / t.size(0);
-        for (size_t r = 0; r < chunk.size(); ++r)
-          results[order[start + first + r]] = result_json(mf, *chunk[r], t.const_data_ptr<float>() + r * width, width);
-      }
+      std::vector<const wordpiece::Encoding*> chunk;
+      for (size_t r = start; r < std::min(start + size, order.size()); ++r) chunk.push_back(&enc[order[r]]);
+      auto out = run_rows(m, method, chunk, size, static_len, pad);
+      const auto& t = out.at(0).toTensor();
+      int64_t width = t.numel() / t.size(0);
+      for (size_t r = 0; r < chunk.size(); ++r)
+        results[order[start + r]] = result_json(mf, *chunk[r], t.const_data_ptr<float>() + r * width, width);
     }
   };
   int warmup = o.warmup < 0 ? 1 : o.warmup;
@@ -576,7 +574,9 @@ int main_impl(int argc, char** argv) {
   // Mmap: the .pte is mapped, not copied, as on a phone; planned memory is zero-filled,
   // which a ring KV cache relies on.
   Module m(pte, Module::LoadMode::Mmap);
-  Error e = m.load_method("forward");
+  // --batch loads the batch method only (run_texts_batched checks the artifact has one)
+  bool batch_only = o.batch && mf.has("batch");
+  Error e = m.load_method(batch_only ? mf["batch"]["method"].as_str() : "forward");
   if (e != Error::Ok)
     throw RuntimeFailure{"the ExecuTorch runtime could not load " + pte + " (error " + error_name(e) +
                          "); an operator it needs may be missing from this runner (see the log above)"};

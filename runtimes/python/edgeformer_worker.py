@@ -138,15 +138,15 @@ def run(a):
     t0 = time.perf_counter()
     try:
         program = Runtime.get().load_program(pte)
-        method = program.load_method("forward")
-        batch_method = program.load_method(mf["batch"]["method"]) if a.batch else None
+        # --batch loads the batch method only: forward's packed weights would be a second copy in memory
+        method = program.load_method(mf["batch"]["method"] if a.batch else "forward")
     except Exception as e:
         raise Fail(f"the ExecuTorch runtime could not load {pte} ({e})", 3) from None
     load_ms = (time.perf_counter() - t0) * 1e3
     if mf.get("generation"):
         body = lm(method, mf, inputs, a, torch)
     else:
-        body = (on_texts_batched((batch_method, method), mf, tok, texts, a, torch) if a.batch
+        body = (on_texts_batched(method, mf, tok, texts, a, torch) if a.batch
                 else on_texts(method, mf, tok, texts, a, torch) if texts else encoder(method, mf, inputs, a, torch))
     peak = _status_mb("VmHWM")
     return dict(runner="edgeformer-worker (python)", runner_version=f"executorch {executorch_version()}", artifact=a.artifact,
@@ -253,11 +253,9 @@ def result_of(y, info, mf):
     return r
 
 
-def on_texts_batched(methods, mf, tok, texts, a, torch):
+def on_texts_batched(batch_method, mf, tok, texts, a, torch):
     """--batch: sorted by length (longest first), `size` texts per call of the batch method, each
-    call padded to its longest and filled with copies of its last text; a last chunk of at most
-    size/2 texts one at a time through forward (as edgeformer.batching and the C++ runner)."""
-    batch_method, method = methods
+    call padded to its longest and filled with copies of its last text (as the C++ runner)."""
     size, pad = mf["batch"]["size"], mf["tokenizer"]["pad_id"]
     static_len = None if "min_shape" in mf["inputs"][0] else tok.max_len
 
@@ -274,10 +272,7 @@ def on_texts_batched(methods, mf, tok, texts, a, torch):
         results = [None] * len(texts)
         for start in range(0, len(order), size):
             chunk = order[start:start + size]
-            if len(chunk) <= size // 2:
-                outs = [method.execute(rows([encoded[i]], 1))[0][0] for i in chunk]
-            else:
-                outs = batch_method.execute(rows([encoded[i] for i in chunk], size))[0]
+            outs = batch_method.execute(rows([encoded[i] for i in chunk], size))[0]
             for i, y in zip(chunk, outs, strict=False):  # copies filling the batch dropped
                 results[i] = result_of(y, encoded[i][1], mf)
         return results

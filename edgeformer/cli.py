@@ -376,6 +376,7 @@ def bench(
     rounds: int = typer.Option(3, "--rounds", help="Causal LMs: timed rounds after one warm-up round."),
     device: str = typer.Option(None, "--device", help="Run with the C++ runner on: native | qemu-aarch64 (emulated) | "
                                                       "ssh://user@host[:port] | adb:SERIAL; recorded in the manifest."),
+    batch: bool = typer.Option(False, "--batch", help="Encoders: time the batch method at its full shape (and per text)."),
     as_json: bool = JSON,
 ):
     """Latency p50/p90 and peak memory of the artifact's .pte on this machine (fresh process);
@@ -388,6 +389,11 @@ def bench(
     a = edgeformer.load_artifact(artifact)  # verify before spending time
     a.check_runs_here()
     t = threads or a.manifest.recipe["threads"]
+    if batch and (device is not None or a.manifest.generation or not a.manifest.batch):
+        why = ("--device runs the C++ runner: use its --batch on texts" if device is not None else
+               "a causal LM has no batch method" if a.manifest.generation else
+               "this artifact's .pte has no batch method; rebuild it with edgeformer build --batch 8")
+        raise UserError(f"bench --batch: {why}")
     if device is not None:
         _bench_on_device(a, device, t, warmup, iters, prompt_tokens, new_tokens, as_json)
         return
@@ -405,7 +411,7 @@ def bench(
             tables.print_tables([tables.lm_bench_table(str(a.path), r)])
         return
     with err.status("benchmarking…"):
-        r = measure(a.path, t, warmup=warmup, iters=iters)
+        r = measure(a.path, t, warmup=warmup, iters=iters, batch=batch)
     if as_json:
         _emit(dict(path=str(a.path), **r))
     else:

@@ -137,11 +137,13 @@ def eval_table(r: dict) -> Table:
 
 
 def bench_table(path: str, r: dict) -> Table:
-    t = Table(title=f"bench {path} ({r['threads']} threads, {r['iters']} runs after {r['warmup']} warm-up)")
-    for col in ("p50", "p90", "min", "peak RSS", "model memory"):
+    batch = f", batch method: {r['batch']} texts per call" if "batch" in r else ""
+    t = Table(title=f"bench {path} ({r['threads']} threads, {r['iters']} runs after {r['warmup']} warm-up{batch})")
+    cols = ("p50", "p90", "min", *(("p50 per text",) if batch else ()), "peak RSS", "model memory")
+    for col in cols:
         t.add_column(col, justify="right")
     t.add_row(f"{r['latency_ms_p50']:.2f} ms", f"{r['latency_ms_p90']:.2f} ms", f"{r['latency_ms_min']:.2f} ms",
-              f"{r['peak_rss_mb']:.0f} MiB", f"{r['model_memory_mb']:.0f} MiB")
+              *((f"{r['ms_per_text']:.2f} ms",) if batch else ()), f"{r['peak_rss_mb']:.0f} MiB", f"{r['model_memory_mb']:.0f} MiB")
     return t
 
 

@@ -149,3 +149,14 @@ def test_bad_batch_is_one_line(args, match, tiny_bert, tmp_path):
 def test_batch_is_refused_for_causal_lms(tiny_gguf, tmp_path):
     with pytest.raises(UserError, match="--batch 8 applies to encoders"):
         edgeformer.build(str(tiny_gguf), "host", tmp_path / "lm", batch=8)
+
+
+def test_bench_batch_times_the_batch_method(built_fp32_cls, capsys):
+    code, out, err = run_cli(["bench", str(built_fp32_cls.path), "--batch", "--iters", "3", "--warmup", "1", "--json"], capsys)
+    assert code == 0, err
+    import json
+
+    r = json.loads(out)
+    assert r["batch"] == 4 and r["ms_per_text"] == pytest.approx(r["latency_ms_p50"] / 4)
+    code, _, err = run_cli(["bench", str(built_fp32_cls.path), "--batch", "--device", "native"], capsys)
+    assert code == 2 and "--device runs the C++ runner: use its --batch on texts" in err

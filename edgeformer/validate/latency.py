@@ -57,8 +57,9 @@ def percentile(xs: list[float], q: float) -> float:
     return xs[i]
 
 
-def _measure(path: Path, pte_override: Path | None, threads: int, warmup: int, iters: int) -> dict:
-    """Runs inside the worker process."""
+def _measure(path: Path, pte_override: Path | None, threads: int, warmup: int, iters: int, batch: bool = False) -> dict:
+    """Runs inside the worker process: `forward` at the inputs' full shape, or with `batch`
+    the batch method at its full shape (then also ms per text)."""
     import executorch.kernels.quantized  # noqa: F401  import the runtime before the baseline
     import torch
     from executorch.runtime import Runtime  # noqa: F401
@@ -67,13 +68,16 @@ def _measure(path: Path, pte_override: Path | None, threads: int, warmup: int, i
     from edgeformer.program import open_program
 
     art = load_artifact(path)
-    shape = art.manifest.inputs[0]["shape"]
+    if batch and not art.manifest.batch:
+        raise UserError(f"{path} has no batch method; rebuild it with edgeformer build --batch 8, or bench without --batch")
+    shape = art.manifest.batch["inputs"][0]["shape"] if batch else art.manifest.inputs[0]["shape"]
     vocab = art.manifest.tokenizer["vocab_size"]
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, vocab, shape, generator=g)
     mask = torch.ones(shape, dtype=torch.long)
     rss_before = rss_mb()
-    prog = open_program(art, threads, pte_override)  # a .pte is mapped by path, as a device runtime loads it
+    # a .pte is mapped by path, as a device runtime loads it
+    prog = open_program(art, threads, pte_override, method=art.manifest.batch["method"] if batch else "forward")
     for _ in range(warmup):
         prog(ids, mask)
     times = []
@@ -92,6 +96,7 @@ def _measure(path: Path, pte_override: Path | None, threads: int, warmup: int, i
         peak_rss_mb=peak,
         runtime_baseline_rss_mb=rss_before,
         model_memory_mb=peak - rss_before,
+        **(dict(batch=shape[0], ms_per_text=statistics.median(times) / shape[0]) if batch else {}),
     )
 
 
@@ -153,9 +158,11 @@ def run_json_worker(args: list[str], threads: int, what: str, timeout: float = 6
     return json.loads(lines[-1])
 
 
-def measure(path: Path, threads: int, warmup: int = 10, iters: int = 50, timeout: float = 600) -> dict:
-    """Measure the artifact at `path` in a fresh Python process; returns the JSON dict."""
-    args = ["-m", "edgeformer.validate.latency", str(path), "--threads", str(threads), "--warmup", str(warmup), "--iters", str(iters)]
+def measure(path: Path, threads: int, warmup: int = 10, iters: int = 50, timeout: float = 600, batch: bool = False) -> dict:
+    """Measure the artifact at `path` in a fresh Python process (its batch method with `batch`);
+    returns the JSON dict."""
+    args = ["-m", "edgeformer.validate.latency", str(path), "--threads", str(threads), "--warmup", str(warmup), "--iters", str(iters),
+            *(["--batch"] if batch else [])]
     return run_json_worker(args, threads, f"benchmark of {path}", timeout)
 
 
@@ -175,12 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--iters", type=int, default=50)
+    p.add_argument("--batch", action="store_true", help="time the batch method at its full shape")
     a = p.parse_args(argv)
     if a.eager is not None:
         return worker_main(lambda: _measure_eager(a.eager, a.seq_len, a.threads, a.warmup, a.iters))
     if a.artifact is None:
         p.error("give an artifact folder, or --eager MODEL")
-    return worker_main(lambda: _measure(a.artifact, a.pte, a.threads, a.warmup, a.iters))
+    return worker_main(lambda: _measure(a.artifact, a.pte, a.threads, a.warmup, a.iters, a.batch))
 
 
 def worker_main(work: Callable[[], dict]) -> int:

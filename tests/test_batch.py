@@ -147,8 +147,8 @@ def test_bad_batch_is_one_line(args, match, tiny_bert, tmp_path):
 
 
 def test_batch_is_refused_for_causal_lms(tiny_gguf, tmp_path):
-    with pytest.raises(UserError, match="--batch 8 applies to encoders"):
-        edgeformer.build(str(tiny_gguf), "host", tmp_path / "lm", batch=8)
+    with pytest.raises(UserError, match="--batch 4 applies to encoders"):
+        edgeformer.build(str(tiny_gguf), "host", tmp_path / "lm", batch=4)
 
 
 def test_bench_batch_times_the_batch_method(built_fp32_cls, capsys):

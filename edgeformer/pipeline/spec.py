@@ -149,7 +149,7 @@ class BuildSpec:
         if self.lengths not in (None, "auto"):
             raise UserError(f"--lengths {self.lengths} applies to encoders; a causal LM's prompt already runs at its own "
                             "length (use --seq-len for the prefill chunk)")
-        if self.batch is not None:
+        if self.batch not in (None, tgt.recipe.batch):  # the recipe's default comes back with `build --from`
             raise UserError(f"--batch {self.batch} applies to encoders; a causal LM generates one reply at a time")
         if self.fallback is not None:
             raise UserError(f"--fallback {self.fallback} applies to --target server-cuda")

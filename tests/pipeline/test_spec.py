@@ -40,6 +40,10 @@ def test_causal_lm_checks(tiny_llama_folder, tmp_path):
     spec = BuildSpec(str(tiny_llama_folder), out=tmp_path / "x", attention="window=16:sinks=2").validate()
     assert spec.kind() == "causal-lm" and spec.attention_plan().cache() == (16, 2)
     assert spec.recipe().attention == "window=16:sinks=2"
+    with pytest.raises(UserError, match="--batch 4 applies to encoders"):
+        BuildSpec(str(tiny_llama_folder), out=tmp_path / "x", batch=4).validate()
+    # what the manifest records (the recipe resolved, batch included) rebuilds: `build --from`
+    assert BuildSpec.from_dict(spec.to_dict(), out=tmp_path / "y").validate().recipe() == spec.recipe()
 
 
 def test_a_bad_out_is_refused_before_any_work(tiny_bert, tmp_path):

@@ -54,7 +54,9 @@ def test_batch_method_is_one_delegate_and_matches_forward(builds):
     assert b["size"] == 8 and b["inputs"][0]["min_shape"] == [8, 1] and b["inputs"][0]["shape"] == [8, 128]
     assert b["delegation"]["delegated_subgraphs"] == 1
     assert b["delegation"]["non_delegated_ops"] == builds["int8"].manifest.delegation["non_delegated_ops"]
-    assert b["numerics"]["max_abs_err_vs_exported"] < 1e-4 and b["numerics"]["max_abs_err_vs_forward"] < 1e-4
+    # int8: XNNPACK's dynamic quantization rounds unlike torchao's reference (forward's own lowering
+    # SQNR is ~26 dB), so the batch method is held to the lowering budget and to forward's outputs
+    assert b["numerics"]["sqnr_db_vs_exported"] >= 20 and b["numerics"]["max_abs_err_vs_forward"] < 1e-4
 
 
 def test_int8_is_at_least_3_5x_smaller_than_fp32(builds):

@@ -31,8 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_lengths import export_onnx_dynamic
-from common import ROOT, THREADS, cpu_line, log, measure_rounds, round_ratio, write_results
+from bench_lengths import export_onnx_dynamic, unpadded_tokenizer
+from common import ROOT, THREADS, cpu_line, log, measure_rounds, ort_session, round_ratio, write_results
 
 BATCH = 8
 
@@ -48,21 +48,12 @@ def worker(kind: str, path: str, model: str, batch: int) -> dict:
     texts = reviews()
     if kind == "ort":
         import numpy as np
-        import onnxruntime as ort
         import torch
-        from tokenizers import Tokenizer
 
         from edgeformer.batching import run_batched
-        from edgeformer.models import load_model
         from edgeformer.tokenize import Encoded
 
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = THREADS, 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-        tok = Tokenizer.from_file(str(load_model(model).hf.tokenizer_file))
-        tok.no_padding()  # the file pads to 128: ORT gets each review (or batch) at its own length
-        tok.enable_truncation(max_length=128)
+        s, tok = ort_session(Path(path)), unpadded_tokenizer(model)  # each review (or batch) at its own length
 
         def ort_run(ids, mask):
             return torch.from_numpy(s.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0])

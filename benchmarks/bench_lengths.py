@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, THREADS, cpu_line, log, measure_rounds, round_ratio, write_results
+from common import ROOT, THREADS, cpu_line, log, measure_rounds, ort_session, round_ratio, write_results
 
 WARMUP = 20
 
@@ -72,23 +72,26 @@ def export_onnx_dynamic(model: str, work: Path) -> Path:
     return int8
 
 
+def unpadded_tokenizer(model: str):
+    """The model's tokenizer.json cut at 128 tokens and not padded (the file pads to 128,
+    MiniLM's does): ONNX Runtime gets each review at its own length."""
+    from tokenizers import Tokenizer
+
+    from edgeformer.models import load_model
+
+    tok = Tokenizer.from_file(str(load_model(model).hf.tokenizer_file))
+    tok.no_padding()
+    tok.enable_truncation(max_length=128)
+    return tok
+
+
 def worker(kind: str, path: str, model: str, n: int) -> dict:
     """Runs in its own process: per-review ms over the first n reviews, after a warm-up pass."""
     texts = reviews(n)
     if kind == "ort":
         import numpy as np
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
 
-        from edgeformer.models import load_model
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = THREADS, 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-        tok = Tokenizer.from_file(str(load_model(model).hf.tokenizer_file))
-        tok.no_padding()  # the file pads to 128 (MiniLM's does): ORT gets each review at its own length
-        tok.enable_truncation(max_length=128)
+        s, tok = ort_session(Path(path)), unpadded_tokenizer(model)
 
         def one(text):
             ids = np.array([tok.encode(text).ids], dtype=np.int64)

@@ -94,6 +94,12 @@ class Recipe:
         if self.max_context is not None and self.max_context < 2:
             raise UserError(f"--max-context {self.max_context}: use at least 2 tokens")
 
+    @property
+    def programs(self) -> int:
+        """Entry points in an encoder's `.pte`: `forward`, and the batch method when batch > 1
+        (a second program beside the same weights)."""
+        return 2 if self.batch > 1 else 1
+
     def with_overrides(self, **overrides) -> Recipe:
         """A copy with the given fields replaced; None means keep the default."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})

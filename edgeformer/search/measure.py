@@ -147,8 +147,7 @@ def estimate_mb(model: str, bspec: BuildSpec) -> float:
     if quant == "mixed":
         quant, emb = "8da4w", "int4" if emb == "int8" else emb
     linears, table, other = _param_counts(model)
-    methods = 2 if bspec.batch_size() > 1 else 1  # the batch method adds a program, not weights
-    total = sum(weight_bytes(w, out, quant, g) for w, out in linears) + other * 4 + PROGRAM_BYTES * methods
+    total = sum(weight_bytes(w, out, quant, g) for w, out in linears) + other * 4 + PROGRAM_BYTES * rec.programs
     if table:
         total += weight_bytes(table[0], table[1], emb, g)
     return total / 2**20

@@ -188,7 +188,7 @@ def _choose(plan: MixedPlan) -> None:
 def _movable(model: nn.Module, recipe: Recipe) -> tuple[list[Module], dict[str, str], float]:
     """The modules a plan can move, those that stay 8-bit and why, and the fixed bytes."""
     g, emb_high = recipe.group_size, recipe.embedding_quant
-    modules, kept, fixed = [], {}, float(PROGRAM_BYTES * (2 if recipe.batch > 1 else 1))  # a batch method: a second program
+    modules, kept, fixed = [], {}, float(PROGRAM_BYTES * recipe.programs)
     for name, m in model.named_modules():
         own = sum(p.numel() for p in m.parameters(recurse=False))
         if isinstance(m, nn.Linear):

@@ -168,6 +168,7 @@ def guard(command: str, outputs: Sequence[Path] = (), grace: float = GRACE_S) ->
     done = threading.Event()
     watchdog = threading.Thread(target=_watch, args=(reader, done, grace), name="edgeformer-stop-watchdog", daemon=True)
     old_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    old_hook, sys.unraisablehook = sys.unraisablehook, _unraisable(sys.unraisablehook)
     try:
         for s in SIGNALS:
             signal.signal(s, _on_signal)
@@ -179,6 +180,7 @@ def guard(command: str, outputs: Sequence[Path] = (), grace: float = GRACE_S) ->
     finally:
         with _deferred():  # from here on a signal is recorded, not raised into this clean-up
             signal.set_wakeup_fd(old_fd)
+            sys.unraisablehook = old_hook
             for s, h in previous.items():
                 signal.signal(s, h if h is not None else signal.SIG_DFL)
         if _stop is not None:  # the body ended by the stop, or ran on past one it swallowed
@@ -208,6 +210,23 @@ def _on_signal(signum: int, frame) -> None:
             return
         _raised, _pending = True, False
     raise Stopped(signum)
+
+
+def _unraisable(previous):
+    """A `sys.unraisablehook` for the guard: `Stopped` raised inside a finalizer (a `__del__`
+    or weakref callback the garbage collector ran) is dropped by Python with a traceback, and
+    the stop would wait for the watchdog. Mark it pending instead: the watchdog sends the
+    signal again within 50 ms and the handler raises it in the code that runs next."""
+
+    def hook(unraisable) -> None:
+        global _raised, _pending
+        if not isinstance(unraisable.exc_value, Stopped):
+            previous(unraisable)
+            return
+        with _lock:
+            _raised, _pending = False, True
+
+    return hook
 
 
 def _in_output_code(frame) -> bool:

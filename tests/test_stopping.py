@@ -196,6 +196,25 @@ def test_a_stop_while_printing_does_not_repeat_the_line(tmp_path):
     assert err.count("ready\n") == 1, err
 
 
+def test_a_stop_inside_a_finalizer_is_not_lost(tmp_path):
+    """The stop lands while the garbage collector runs a `__del__` or weakref callback
+    (torch's tensors have them): Python prints an exception raised there as "Exception
+    ignored in" and goes on. The stop must neither print that traceback nor wait for the
+    watchdog: it is raised again in the code that runs next (CI caught it after stage 7)."""
+    rc, err, seconds = _script(tmp_path, """
+        class Finalized:
+            def __del__(self):
+                print("ready", file=sys.stderr, flush=True)
+                time.sleep(10)
+        with artifact.staging(out) as tmp:
+            Finalized()
+            time.sleep(10)
+    """)
+    _check_stopped(rc, err, seconds, signal.SIGTERM, "test", tmp_path / "OUT")
+    assert "Exception ignored" not in "".join(err)
+    assert seconds < stopping.GRACE_S, "the watchdog ended it: the stop was lost in the finalizer"
+
+
 def test_commit_is_refused_after_a_stop(tmp_path):
     """A stop that the build code swallowed still keeps the artifact from being published."""
     rc, err, seconds = _script(tmp_path, """

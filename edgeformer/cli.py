@@ -223,15 +223,22 @@ def prune(
 
 @app.command()
 def search(
-    model: str = typer.Argument(..., help="A fine-tuned encoder classifier: a bundled name or a Hugging Face folder."),
+    model: str = typer.Argument(..., help="A fine-tuned encoder classifier (bundled name or Hugging Face folder), or a "
+                                          "causal LM (bundled name, folder or .gguf)."),
     target: str = typer.Option("host", "--target", "-t", help="Target alias or name (see `edgeformer targets`)."),
     data: str = typer.Option(..., "--data", help="Task data (fine-foods, or a labelled .csv/.jsonl): pruning trains on "
-                                                 "its train split, every candidate is gated on validation."),
-    out: Path = typer.Option(..., "--out", "-o", help="Artifact folder for the chosen candidate."),
+                                                 "its train split, every candidate is gated on validation. Causal LMs: "
+                                                 "text (janeausten[:BOOK] or a .txt), gated on perplexity."),
+    out: Path = typer.Option(None, "--out", "-o", help="Artifact folder for the chosen candidate (default "
+                                                       "out/MODEL-TARGET)."),
     space: list[str] = typer.Option(None, "--space", help="Axes and values, e.g. 'quant=int8,8da4w prune=0,0.25,0.5 "
-                                    "attention=full,window=32' (axes: quant, embedding, prune, attention, seq_len)."),
+                                    "attention=full,window=32' (axes: quant, embedding, prune, attention, seq_len; "
+                                    "causal LMs: quant, embedding, attention, kv_cache)."),
     max_accuracy_drop: float = typer.Option(None, "--max-accuracy-drop", help="Accuracy points a candidate may lose vs "
                                                                               "fp32 (default: the target's)."),
+    max_perplexity_increase: float = typer.Option(None, "--max-perplexity-increase",
+                                                  help="Causal LMs: percent of perplexity a candidate may add over fp32 "
+                                                       "(default: the target's)."),
     max_pte_mb: float = typer.Option(None, "--max-pte-mb", help="The largest .pte to accept, MiB (default: the target's)."),
     confidence: float = typer.Option(0.9, "--confidence", help="One-sided confidence of the accuracy gate's bound."),
     objective: str = typer.Option("latency", "--objective", help="latency | size | accuracy: what the winner is best at."),
@@ -250,8 +257,10 @@ def search(
     from edgeformer.search import search as run_search
     from edgeformer.search.run import result_dicts
 
+    out = out or Path("out") / f"{Path(model).stem}-{target}"
     spec = SearchSpec(model, target, data=data, out=out, space=space or None, max_accuracy_drop=max_accuracy_drop,
-                      max_pte_mb=max_pte_mb, confidence=confidence, objective=objective, device=device, executor=executor, jobs=jobs,
+                      max_perplexity_increase=max_perplexity_increase, max_pte_mb=max_pte_mb, confidence=confidence,
+                      objective=objective, device=device, executor=executor, jobs=jobs,
                       bench_iters=bench_iters, rounds=rounds, work=work)
     r = run_search(spec, say=lambda line: err.print(escape(line), highlight=False, soft_wrap=True))
     if as_json:

@@ -78,8 +78,12 @@ def inspect_tables(manifest: Manifest, size: dict[str, int], timing: dict | None
         info.add_row("numerics", f"SQNR {n['sqnr_db']} dB vs fp32 reference; max |err| {n['max_abs_err_vs_exported']:.2e} vs exported")
     if manifest.accuracy:
         a = manifest.accuracy
-        info.add_row("accuracy", f"{a['accuracy']:.4f} on {a['data']} ({a['examples']} examples); "
-                                 f"drop {a.get('accuracy_drop_points', '-')} points, agreement {a.get('agreement', '-')}")
+        if a.get("metric") == "perplexity":  # a causal LM's
+            info.add_row("perplexity", f"{a['perplexity']} on {a['data']} ({a['scored_tokens']} tokens); fp32 "
+                                       f"{a.get('reference_perplexity', '-')}, increase {a.get('increase_pct', '-')}%")
+        else:
+            info.add_row("accuracy", f"{a['accuracy']:.4f} on {a['data']} ({a['examples']} examples); "
+                                     f"drop {a.get('accuracy_drop_points', '-')} points, agreement {a.get('agreement', '-')}")
     info.add_row("toolchain", ", ".join(f"{k} {v}" for k, v in manifest.toolchain.items()))
 
     where = Table(title=f"what ran where ({d['backend']})" + (f", median of {timing['runs']} runs on this host" if timing else ""))

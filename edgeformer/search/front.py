@@ -2,8 +2,9 @@
 
 Speed is what the target measured: on `host` the speed-up over the unpruned fp32 eager
 model, timed side by side (absolute times on an unknown machine compare nothing); on a
-device its latency. A candidate is on the front when no other is at least as fast, as
-accurate and as small, and better in one.
+device its latency (per decoded token for a causal LM). Quality is validation accuracy, or
+for a causal LM its perplexity (lower is better). A candidate is on the front when no other
+is at least as fast, as good and as small, and better in one.
 """
 
 from __future__ import annotations
@@ -21,8 +22,13 @@ def speed(r: dict) -> float | None:
     return 1.0 / r["latency_ms_p50"] if r.get("latency_ms_p50") else None
 
 
+def quality(r: dict) -> float:
+    """Higher is better: accuracy, or minus a causal LM's perplexity."""
+    return r["accuracy"] if r.get("accuracy") is not None else -r["perplexity"]
+
+
 def _scores(r: dict) -> tuple[float, float, float]:
-    return (speed(r) or 0.0, r["accuracy"], -r["size_mb"])
+    return (speed(r) or 0.0, quality(r), -r["size_mb"])
 
 
 def pareto(results: list[dict]) -> list[dict]:
@@ -64,7 +70,10 @@ def closest(results: list[dict]) -> dict | None:
 
 def table(results: list[dict], winner: dict | None) -> str:
     """A Markdown table: every candidate, what it measured and whether it passed."""
-    rows = ["| candidate | size MiB | speed | accuracy | drop (bound) pts | passed | note |", "|---|---|---|---|---|---|---|"]
+    lm = any(r.get("perplexity") is not None for r in results)
+    head = "| candidate | size MiB | speed | perplexity | increase (bound) % | passed | note |" if lm else \
+        "| candidate | size MiB | speed | accuracy | drop (bound) pts | passed | note |"
+    rows = [head, "|---|---|---|---|---|---|---|"]
     front = {r["key"] for r in pareto(results)}
     for r in results:
         name = r["describe"] + (" **(chosen)**" if winner and r["key"] == winner["key"] else "")
@@ -75,8 +84,9 @@ def table(results: list[dict], winner: dict | None) -> str:
             (f"{r['latency_ms_p50']:.2f} ms" if r.get("latency_ms_p50") else "not measured")
         failed = ", ".join(c["name"] for c in r["checks"] if c["passed"] is False)
         note = ("front" if r["key"] in front else "") + (f"; missed {failed}" if failed else "")
-        rows.append(f"| {name} | {r['size_mb']:.2f} | {sp} | {r['accuracy']:.4f} | {r['drop_points']:.2f} "
-                    f"({r['drop_upper_points']:.2f}) | {'yes' if r['passed'] else 'no'} | {note.strip('; ')} |")
+        q = f"{r['perplexity']:.3f} | {r['increase_pct']:.2f} ({r['increase_upper_pct']:.2f})" if lm else \
+            f"{r['accuracy']:.4f} | {r['drop_points']:.2f} ({r['drop_upper_points']:.2f})"
+        rows.append(f"| {name} | {r['size_mb']:.2f} | {sp} | {q} | {'yes' if r['passed'] else 'no'} | {note.strip('; ')} |")
     return "\n".join(rows) + "\n"
 
 
@@ -104,18 +114,23 @@ def plot(results: list[dict], winner_key: str | None, path) -> None:
     measured = [r for r in results if r["status"] == "measured"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     top = max((r["size_mb"] for r in measured), default=1.0)
+    lm = any(r.get("perplexity") is not None for r in measured)
+
+    def y(r: dict) -> float:
+        return r["perplexity"] if lm else r["accuracy"] * 100
+
     for r in measured:
         x = speed(r) or 0.0
-        ax.scatter(x, r["accuracy"] * 100, s=30 + 270 * r["size_mb"] / top, alpha=0.6,
+        ax.scatter(x, y(r), s=30 + 270 * r["size_mb"] / top, alpha=0.6,
                    color="tab:green" if r["passed"] else "tab:red")
         if r["key"] == winner_key:
-            ax.scatter(x, r["accuracy"] * 100, s=30 + 270 * r["size_mb"] / top + 150, facecolors="none", edgecolors="black")
-        ax.annotate(r["describe"], (x, r["accuracy"] * 100), textcoords="offset points", xytext=(5, 4), fontsize=6)
+            ax.scatter(x, y(r), s=30 + 270 * r["size_mb"] / top + 150, facecolors="none", edgecolors="black")
+        ax.annotate(r["describe"], (x, y(r)), textcoords="offset points", xytext=(5, 4), fontsize=6)
     fr = sorted(pareto(results), key=lambda r: speed(r) or 0.0)
-    ax.plot([speed(r) or 0.0 for r in fr], [r["accuracy"] * 100 for r in fr], color="gray", linestyle="--", linewidth=1)
+    ax.plot([speed(r) or 0.0 for r in fr], [y(r) for r in fr], color="gray", linestyle="--", linewidth=1)
     host = any(r.get("speedup_vs_eager") is not None for r in measured)
     ax.set_xlabel("speed-up over the fp32 eager model (side by side)" if host else "1 / latency (1/ms)")
-    ax.set_ylabel("validation accuracy, %")
+    ax.set_ylabel("perplexity (lower is better)" if lm else "validation accuracy, %")
     ax.set_title("candidates: green within every budget, marker area ~ .pte size; dashed: the Pareto front", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()

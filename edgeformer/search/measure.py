@@ -87,14 +87,14 @@ def measure_all(spec, built: list[dict], refs: dict[int, dict], say) -> None:
                  accuracy=round(sum(m["correct"]) / len(m["correct"]), 4))
 
 
-def timings(spec, arts: list) -> Iterator[tuple[dict | None, str]]:
+def timings(spec, arts: list, host=None) -> Iterator[tuple[dict | None, str]]:
     """(numbers for the budgets or None, where) of each artifact, in order. On --device: the C++
     runner there, one after another, each yielded as it ends (so a device lost mid-search
     keeps what it measured). On this machine when it is the target: `rounds` rounds, each the
     unpruned fp32 eager model, every candidate, the eager model again, each in a fresh
     process; a candidate's speed-up is the median over rounds of eager (mean of the round's
     two, at the candidate's length) over its time: every candidate has the same reference,
-    timed in the same minutes."""
+    timed in the same minutes. `host(spec, arts)` replaces that last way (causal LMs: lm.py)."""
     from edgeformer.devices import parse_device, run_on_device, runner_args
     from edgeformer.validate.latency import host_fingerprint, measure, measure_eager
 
@@ -112,6 +112,9 @@ def timings(spec, arts: list) -> Iterator[tuple[dict | None, str]]:
         return
     if not spec.target_info().measure_here:
         yield from [(None, "host")] * len(arts)
+        return
+    if host is not None:
+        yield from host(spec, arts)
         return
     seqs = sorted({a.manifest.recipe["seq_len"] for a in arts})
 
@@ -157,9 +160,11 @@ def estimate_mb(model: str, bspec: BuildSpec) -> float:
 def _param_counts(model: str) -> tuple[tuple[tuple[int, int], ...], tuple[int, int] | tuple[()], int]:
     """((weights, outputs) of each linear, (weights, rows) of the token table, every other parameter)."""
     from edgeformer.models import load_model
+    from edgeformer.models.causal import is_causal_lm, load_lm
 
     linears, table, other = [], (), 0
-    for mod in load_model(model).encoder.modules():
+    net = load_lm(model).decoder if is_causal_lm(model) else load_model(model).encoder
+    for mod in net.modules():
         own = sum(p.numel() for p in mod.parameters(recurse=False))
         if isinstance(mod, torch.nn.Linear):
             linears.append((mod.weight.numel(), mod.out_features))

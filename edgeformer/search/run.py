@@ -1,5 +1,6 @@
 """`edgeformer search`: build the candidates of a space, measure each where the target is, gate
-on accuracy, and publish the best one that meets every budget.
+on accuracy, and publish the best one that meets every budget. Encoder classifiers are gated on accuracy,
+causal LMs on perplexity (lm.py measures and gates them; they are not pruned yet).
 
     filter   a size estimate from the parameter counts drops what cannot fit (no build)
     prune    one pruned model per pruning level (tasks; cached by content hash)
@@ -25,7 +26,7 @@ from pathlib import Path
 from edgeformer import artifact as art
 from edgeformer.errors import BudgetError, UserError
 from edgeformer.pipeline.spec import BuildSpec
-from edgeformer.search import front, gate, keys, measure, tasks
+from edgeformer.search import front, gate, keys, lm, measure, tasks
 from edgeformer.search.space import Candidate, parse_space
 from edgeformer.targets import Budgets
 from edgeformer.validate.budgets import BudgetCheck, check_budgets
@@ -48,6 +49,7 @@ class SearchSpec:
     out: str | Path = "out"
     space: str | list[str] | None = None
     max_accuracy_drop: float | None = None  # None: the target's budget
+    max_perplexity_increase: float | None = None  # causal LMs, percent; None: the target's budget
     max_pte_mb: float | None = None  # None: the target's budget
     confidence: float = gate.DEFAULT_CONFIDENCE
     objective: str = "latency"
@@ -66,8 +68,12 @@ class SearchSpec:
     def target_info(self):
         return BuildSpec(self.model, target=self.target).target_info()
 
+    def kind(self) -> str:
+        """"encoder" or "causal-lm" (a search's model is one or the other; servers do not search)."""
+        return BuildSpec(self.model, target=self.target).kind()
+
     def candidates(self) -> list[Candidate]:
-        return parse_space(self.space).candidates()
+        return parse_space(self.space, self.kind()).candidates()
 
     def build_spec(self, c: Candidate, source: str) -> BuildSpec:
         hard_auto = c.attention is not None and "layers=auto" in c.attention
@@ -78,7 +84,8 @@ class SearchSpec:
 
     def budgets(self) -> Budgets:
         b = BuildSpec(self.model, target=self.target).budgets()
-        given = dict(max_accuracy_drop=self.max_accuracy_drop, max_pte_mb=self.max_pte_mb)
+        given = dict(max_accuracy_drop=self.max_accuracy_drop, max_pte_mb=self.max_pte_mb,
+                     max_perplexity_increase_pct=self.max_perplexity_increase)
         return replace(b, **{k: v for k, v in given.items() if v is not None})
 
     def validate(self) -> SearchSpec:
@@ -96,7 +103,15 @@ class SearchSpec:
             raise UserError(f"--max-pte-mb {self.max_pte_mb}: the largest .pte to accept, in MiB; must be > 0")
         if self.max_accuracy_drop is not None and self.max_accuracy_drop < 0:
             raise UserError(f"--max-accuracy-drop {self.max_accuracy_drop}: accuracy points a candidate may lose; must be >= 0")
+        if self.max_perplexity_increase is not None and self.max_perplexity_increase < 0:
+            raise UserError(f"--max-perplexity-increase {self.max_perplexity_increase}: percent of perplexity a "
+                            "candidate may add; must be >= 0")
         tasks.check_executor(self.executor)  # and that a ray:// address answers
+        if self.kind() == "causal-lm":
+            return self._validate_lm()
+        if self.max_perplexity_increase is not None:
+            raise UserError(f"--max-perplexity-increase applies to causal LMs; {self.model!r} is an encoder: "
+                            "use --max-accuracy-drop")
         if self.data is None:
             raise UserError("search gates every candidate on task accuracy: pass --data (fine-foods, or a labelled .csv/.jsonl)")
         if parse_spec(self.data)[1] is not None:
@@ -111,6 +126,25 @@ class SearchSpec:
         if self.budgets().max_accuracy_drop is None and any(c.prune == "auto" for c in self.candidates()):
             raise UserError("--space prune=auto prunes within the accuracy budget, and there is none: pass "
                             "--max-accuracy-drop")
+        return self._validate_candidates()
+
+    def _validate_lm(self) -> SearchSpec:
+        from edgeformer.data.janeausten import load_text
+
+        if self.max_accuracy_drop is not None:
+            raise UserError(f"--max-accuracy-drop applies to classifiers; {self.model!r} is a causal LM, gated on "
+                            "perplexity: use --max-perplexity-increase PERCENT")
+        if self.data is None:
+            raise UserError("search gates every candidate on perplexity: pass --data (janeausten[:BOOK] or a .txt)")
+        load_text(self.data)  # a bad spec fails now, not after the builds
+        art.check_out(Path(self.out))
+        probe = BuildSpec(self.model, target=self.target)
+        if probe.target_info().backend != "xnnpack" or probe.target_info().lm_budgets is None:
+            raise UserError(f"search takes causal LMs for the XNNPACK targets (host, rpi5, android); {self.target} "
+                            f"lowers to {probe.target_info().backend}")
+        return self._validate_candidates()
+
+    def _validate_candidates(self) -> SearchSpec:
         if self.device is not None:
             from edgeformer.devices import parse_device
 
@@ -138,6 +172,8 @@ def search(spec: SearchSpec, say=print) -> SearchResult:
     from edgeformer.pipeline.encoder import check_seq_len
 
     spec.validate()
+    if spec.kind() == "causal-lm":
+        return _search_lm(spec, say)
     loaded = load_model(spec.model)
     if loaded.hf.task != "classifier":
         raise UserError(f"{spec.model!r} is an embedder: search gates on a classifier's accuracy; fine-tune one first "
@@ -164,6 +200,26 @@ def search(spec: SearchSpec, say=print) -> SearchResult:
     for r in built:
         _gate(spec, r, refs[r["seq_len"]], budgets)
     return _finish(spec, results, work, say)
+
+
+def _search_lm(spec: SearchSpec, say) -> SearchResult:
+    """The same steps for a causal LM: no pruning, perplexity on `--data` instead of accuracy."""
+    budgets, cands, work = spec.budgets(), spec.candidates(), spec.work_dir()
+    work.mkdir(parents=True, exist_ok=True)
+    say(f"search: {len(cands)} candidates ({parse_space(spec.space, 'causal-lm').describe()}), work folder {work}")
+    sha = lm.source_sha(spec.model)
+    results = [_plan(spec, c, None, sha, budgets) for c in cands]
+    _build_all(spec, results, say)
+    built = [r for r in results if r["status"] == "built"]
+    if not built:
+        if not any(r["status"] == "filtered" for r in results):
+            raise UserError(f"no candidate could be built: {results[0]['describe']}: {results[0]['reason'].splitlines()[0]}")
+        return _finish(spec, results, work, say)
+    ref = lm.reference(spec, sha, Path(built[0]["artifact"]) / art.TOKENIZER, lm.segment_of(built), work)
+    lm.measure_all(spec, built, ref, say)
+    for r in built:
+        lm.gate_checks(spec, r, ref, budgets)
+    return _finish(spec, results, work, say, ref)
 
 
 # ---- the steps ----
@@ -242,11 +298,13 @@ def _gate(spec: SearchSpec, r: dict, reference: dict, budgets: Budgets) -> None:
     r["passed"] = all(c.passed is not False for c in checks)
 
 
-def _finish(spec: SearchSpec, results: list[dict], work: Path, say) -> SearchResult:
+def _finish(spec: SearchSpec, results: list[dict], work: Path, say, lm_reference: dict | None = None) -> SearchResult:
+    """The front, the report and the published winner (`lm_reference`: a causal LM's scored text)."""
     winner = front.choose(results, spec.objective)
     pareto = front.pareto(results)
-    summary = dict(space=parse_space(spec.space).describe(), objective=spec.objective, confidence=spec.confidence,
-                   budgets=spec.budgets().to_dict(), data=f"{spec.data}:validation", device=spec.device,
+    data = f"{spec.data}:validation" if spec.kind() == "encoder" else (lm_reference or {}).get("data", spec.data)
+    summary = dict(space=parse_space(spec.space, spec.kind()).describe(), objective=spec.objective, confidence=spec.confidence,
+                   budgets=spec.budgets().to_dict(), data=data, device=spec.device,
                    candidates=[_summary(r) for r in results], front=[r["key"] for r in pareto],
                    chosen=winner and winner["key"], why=_why(winner, spec, results))
     report = work / "search.md"
@@ -264,12 +322,12 @@ def _finish(spec: SearchSpec, results: list[dict], work: Path, say) -> SearchRes
             missed = "; ".join(BudgetCheck(**c).describe() for c in near["checks"] if c["passed"] is False)
         raise BudgetError(f"no candidate met every budget of {spec.target}; closest: {near['describe'] if near else '-'} "
                           f"({missed}); the front is in {report}")
-    path = _publish(spec, winner, summary)
+    path = _publish(spec, winner, summary, lm_reference)
     say(f"chosen: {winner['describe']} -> {path}")
     return SearchResult(path, winner, results, pareto, report)
 
 
-def _publish(spec: SearchSpec, winner: dict, summary: dict) -> Path:
+def _publish(spec: SearchSpec, winner: dict, summary: dict, lm_reference: dict | None) -> Path:
     """The winner's artifact, copied into -o, its manifest completed with what the search measured."""
     from edgeformer.manifest import Manifest
     from edgeformer.report_md import write_report
@@ -288,13 +346,18 @@ def _publish(spec: SearchSpec, winner: dict, summary: dict) -> Path:
                                                            "--device: latency and memory not measured on the device")
         # what `build --from` rebuilds: the unpruned model with this candidate's prune and recipe, budgets enforced
         c = Candidate(**winner["candidate"])
-        m.spec = replace(spec.build_spec(c, spec.model), prune=c.build_prune(), data=spec.data if c.pruned else None,
-                         max_accuracy_drop=spec.budgets().max_accuracy_drop, bench_iters=BuildSpec.bench_iters,
-                         enforce=True).to_dict()
+        if lm_reference is not None:  # `build --from` scores the same text against the target's budget
+            m.spec = replace(spec.build_spec(c, spec.model), eval_data=spec.data, bench_iters=BuildSpec.bench_iters,
+                             enforce=True).to_dict()
+            m.accuracy = lm.accuracy_record(winner, lm_reference)
+        else:
+            m.spec = replace(spec.build_spec(c, spec.model), prune=c.build_prune(), data=spec.data if c.pruned else None,
+                             max_accuracy_drop=spec.budgets().max_accuracy_drop, bench_iters=BuildSpec.bench_iters,
+                             enforce=True).to_dict()
+            m.accuracy = dict(data=summary["data"], examples=len(winner["correct"]), accuracy=winner["accuracy"],
+                              reference_accuracy=winner["reference_accuracy"], accuracy_drop_points=winner["drop_points"],
+                              accuracy_drop_bound_points=winner["drop_upper_points"], gate=winner["gate"])
         m.budgets = winner["checks"]
-        m.accuracy = dict(data=summary["data"], examples=len(winner["correct"]), accuracy=winner["accuracy"],
-                          reference_accuracy=winner["reference_accuracy"], accuracy_drop_points=winner["drop_points"],
-                          accuracy_drop_bound_points=winner["drop_upper_points"], gate=winner["gate"])
         if winner["candidate"]["prune"] != "0":
             m.model["pruning"] = dict(unpruned=spec.model, level=winner["candidate"]["prune"], folder=winner["source"])
         m.search = summary
@@ -309,14 +372,17 @@ def _why(winner: dict | None, spec: SearchSpec, results: list[dict]) -> str:
     if winner is None:
         return f"No candidate of {len(results)} ({n} measured) met every budget of {spec.target}."
     passed = sum(r.get("passed", False) for r in results)
+    gated = f"Accuracy is gated on {spec.data}:validation by the {spec.confidence:.0%} paired-bootstrap bound of the drop." \
+        if spec.kind() == "encoder" else (f"Perplexity is gated on {spec.data} by the {spec.confidence:.0%} paired "
+                                          f"block-bootstrap bound of the increase over the fp32 model.")
     return (f"Chosen: {winner['describe']}, {front.OBJECTIVES[spec.objective]}; {passed} of {n} measured candidates "
-            f"passed every budget of {spec.target} ({len(results)} in the space). Accuracy is gated on "
-            f"{spec.data}:validation by the {spec.confidence:.0%} paired-bootstrap bound of the drop.")
+            f"passed every budget of {spec.target} ({len(results)} in the space). {gated}")
 
 
 def _summary(r: dict) -> dict:
     keep = ("key", "describe", "candidate", "status", "reason", "size_estimate_mb", "bytes", "size_mb", "latency_ms_p50", "emulated",
-            "speedup_vs_eager", "peak_rss_mb", "where", "accuracy", "drop_points", "drop_upper_points", "passed", "checks")
+            "speedup_vs_eager", "peak_rss_mb", "where", "accuracy", "drop_points", "drop_upper_points", "perplexity",
+            "increase_pct", "increase_upper_pct", "decode_tokens_per_s", "passed", "checks")
     return {k: r[k] for k in keep if k in r}
 
 

@@ -12,6 +12,10 @@ with layer ranges (`window=32:layers=0-2`), since `,` separates values here.
                                       the accuracy-driven prune within the search's budget
     attention=full,window=32          the attention kernels (--attention)
     seq_len=128                       the longest input (--seq-len)
+    kv_cache=fp32,int8                causal LMs: how the KV cache stores keys and values
+
+A causal LM's space has quant, embedding, attention (window=N: a ring cache) and kv_cache;
+its default is `quant=int8,8da4w kv_cache=fp32,int8` (`quant=gguf` too for a GGUF source).
 
 Example:
     >>> space = parse_space("quant=int8,8da4w prune=0,0.5")
@@ -25,7 +29,7 @@ import itertools
 from dataclasses import dataclass, replace
 
 from edgeformer.errors import UserError
-from edgeformer.recipe import EMBEDDING_SCHEMES, QUANT_SCHEMES, Recipe
+from edgeformer.recipe import EMBEDDING_SCHEMES, KV_CACHES, QUANT_SCHEMES, Recipe
 from edgeformer.transforms.attention import SPEC_HELP, parse_attention
 
 AXES: dict[str, str] = {
@@ -34,8 +38,11 @@ AXES: dict[str, str] = {
     "prune": "0, a share R of heads and FFN neurons to remove in (0, 1) (R:layers=N also removes N whole layers), or auto",
     "attention": SPEC_HELP,
     "seq_len": "the longest input, in tokens",
+    "kv_cache": "causal LMs' KV-cache storage: " + ", ".join(KV_CACHES),
 }
 DEFAULTS: dict[str, tuple[str, ...]] = {"quant": ("int8", "8da4w"), "prune": ("0", "0.25", "0.5")}
+LM_DEFAULTS: dict[str, tuple[str, ...]] = {"quant": ("int8", "8da4w"), "kv_cache": ("fp32", "int8")}
+ENCODER_ONLY = ("prune", "seq_len")  # causal LMs are not pruned yet; their prompt runs at its own length
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class Candidate:
     prune: str = "0"
     attention: str | None = None
     seq_len: int | None = None
+    kv_cache: str | None = None
 
     @property
     def pruned(self) -> bool:
@@ -68,14 +76,17 @@ class Candidate:
 
     def build_fields(self) -> dict:
         """The BuildSpec fields this candidate sets (pruning is done before, once per level)."""
-        return dict(quant=self.quant, embedding_quant=self.embedding, attention=self.attention, seq_len=self.seq_len)
+        return dict(quant=self.quant, embedding_quant=self.embedding, attention=self.attention, seq_len=self.seq_len,
+                    kv_cache=self.kv_cache)
 
     def to_dict(self) -> dict:
-        return dict(quant=self.quant, embedding=self.embedding, prune=self.prune, attention=self.attention,
-                    seq_len=self.seq_len)
+        d = dict(quant=self.quant, embedding=self.embedding, prune=self.prune, attention=self.attention,
+                 seq_len=self.seq_len)
+        return d if self.kv_cache is None else dict(d, kv_cache=self.kv_cache)  # encoders' keys stay as they were
 
     def describe(self) -> str:
-        return " ".join(f"{k}={v}" for k, v in self.to_dict().items() if v is not None)
+        lm = self.kv_cache is not None  # a causal LM's space always has kv_cache, and never prunes
+        return " ".join(f"{k}={v}" for k, v in self.to_dict().items() if v is not None and not (lm and k == "prune"))
 
 
 @dataclass(frozen=True)
@@ -93,31 +104,45 @@ class Space:
         return " ".join(f"{a}={','.join(map(str, v))}" for a, v in self.values.items())
 
 
-def parse_space(spec: str | list[str] | None) -> Space:
-    """The space a spec names, every value checked (UserError naming the axis and value)."""
+def parse_space(spec: str | list[str] | None, kind: str = "encoder") -> Space:
+    """The space a spec names for a model of `kind` ("encoder" or "causal-lm"), every value
+    checked (UserError naming the axis and value)."""
     terms = spec if isinstance(spec, list) else [spec] if spec else []
-    values: dict[str, tuple] = {a: v for a, v in DEFAULTS.items()}
+    lm = kind == "causal-lm"
+    values: dict[str, tuple] = dict(LM_DEFAULTS if lm else DEFAULTS)
     seen = set()
     for term in (t for s in terms for t in s.split()):
         axis, eq, raw = term.partition("=")
         if axis not in AXES:
             raise UserError(f"--space {term!r}: unknown axis {axis!r}; axes: {', '.join(AXES)}")
+        if lm and axis in ENCODER_ONLY:
+            raise UserError(f"--space {term!r}: {axis} is an encoder axis (causal LMs are not pruned yet, and a prompt "
+                            f"runs at its own length); a causal LM searches {', '.join(a for a in AXES if a not in ENCODER_ONLY)}")
+        if not lm and axis == "kv_cache":
+            raise UserError(f"--space {term!r}: kv_cache applies to causal LMs; an encoder has no KV cache")
         if not eq or not raw.strip(","):
             raise UserError(f"--space {term!r}: give values, e.g. {axis}={_example(axis)}")
         if axis in seen:
             raise UserError(f"--space: axis {axis!r} given twice; list its values once, e.g. {axis}={_example(axis)}")
         seen.add(axis)
         vals = [v for v in raw.split(",") if v]
-        values[axis] = tuple(dict.fromkeys(_check(axis, v) for v in vals))
+        values[axis] = tuple(dict.fromkeys(_check(axis, v, lm) for v in vals))
     return Space(values)
 
 
-def _check(axis: str, value: str):
+def _check(axis: str, value: str, lm: bool = False):
     """The value in its canonical form, or UserError naming it and what the axis takes."""
     allowed = f"{axis} takes {AXES[axis]}"
     if axis == "quant":
-        if value not in QUANT_SCHEMES or value == "gguf":
-            raise UserError(f"--space quant={value}: not a searchable scheme; {allowed.replace(', gguf', '')}")
+        if value not in QUANT_SCHEMES:
+            raise UserError(f"--space quant={value}: unknown; {allowed}")
+        if value == "gguf" and not lm:
+            raise UserError(f"--space quant=gguf keeps a GGUF causal LM's own grid; an encoder searches "
+                            f"{', '.join(q for q in QUANT_SCHEMES if q != 'gguf')}")
+        return value  # gguf on an LM that is not a GGUF file: refused with the candidate's build
+    if axis == "kv_cache":
+        if value not in KV_CACHES:
+            raise UserError(f"--space kv_cache={value}: unknown; {allowed}")
         return value
     if axis == "embedding":
         if value not in EMBEDDING_SCHEMES:
@@ -151,4 +176,4 @@ def _check(axis: str, value: str):
 
 def _example(axis: str) -> str:
     return {"quant": "int8,8da4w", "embedding": "int8,int4", "prune": "0,0.25,auto", "attention": "full,window=32",
-            "seq_len": "64,128"}[axis]
+            "seq_len": "64,128", "kv_cache": "fp32,int8"}[axis]

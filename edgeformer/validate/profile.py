@@ -22,7 +22,8 @@ _OP_NUMBER = re.compile(r"\s*#\d+$")
 
 
 def profile(artifact: str | Path, threads: int | None = None, iters: int = 10) -> dict:
-    """Run the artifact `iters` times on a full-length input and break its time down.
+    """Run the artifact `iters` times on a full-length input (a causal LM: one decode step) and
+    break its time down.
 
     Returns total_ms (median `Method::execute`), outside (ops run outside the delegate, each
     {op, ms, share}), delegate_ms/delegate_share, and inside (the delegate's own operators
@@ -33,9 +34,13 @@ def profile(artifact: str | Path, threads: int | None = None, iters: int = 10) -
     from executorch.extension.pybindings import portable_lib
 
     art = load_artifact(artifact)
+    if art.manifest.generation:
+        import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  llama::update_cache, custom_sdpa kernels
     set_threads(threads or art.manifest.recipe["threads"])
     module = portable_lib._load_for_executorch_from_buffer(art.pte, enable_etdump=True)
-    inputs = [torch.ones(i["shape"], dtype=getattr(torch, i["dtype"])) for i in art.manifest.inputs]
+    # a causal LM's tokens are "1..N": profile one decode step, what runs once per generated token
+    inputs = [torch.ones([int(str(d).split("..")[0]) for d in i["shape"]], dtype=getattr(torch, i["dtype"]))
+              for i in art.manifest.inputs]
     for _ in range(iters):
         module.forward(inputs)
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,7 +4,7 @@ import pytest
 
 from edgeformer.errors import UserError
 from edgeformer.search import front
-from edgeformer.search.gate import paired_drop
+from edgeformer.search.gate import paired_drop, paired_increase
 from edgeformer.search.space import parse_space
 
 
@@ -77,3 +77,39 @@ def test_the_front_and_the_winner():
     assert front.closest(near)["key"] == "one-miss"  # the fewest budgets missed, measured before filtered
     table = front.table(rs, rs[0])
     assert "fast **(chosen)**" in table and "| filtered |" in table and table.count("\n") == len(rs) + 2
+
+
+def test_a_causal_lms_space_has_its_own_axes_and_defaults():
+    default = parse_space(None, "causal-lm").candidates()
+    assert [c.describe() for c in default] == ["quant=int8 kv_cache=fp32", "quant=int8 kv_cache=int8",
+                                               "quant=8da4w kv_cache=fp32", "quant=8da4w kv_cache=int8"]
+    assert all(c.build_fields()["kv_cache"] in ("fp32", "int8") and not c.pruned for c in default)
+    assert [c.quant for c in parse_space("quant=gguf,int8 kv_cache=int8", "causal-lm").candidates()] == ["gguf", "int8"]
+    # an encoder's candidate keeps the dict (and so the cache keys) it had before LMs searched
+    assert "kv_cache" not in parse_space("quant=int8 prune=0").candidates()[0].to_dict()
+
+
+@pytest.mark.parametrize("spec, kind, named", [
+    ("prune=0.5", "causal-lm", "prune is an encoder axis"), ("seq_len=64", "causal-lm", "seq_len is an encoder axis"),
+    ("kv_cache=fp16", "causal-lm", "kv_cache=fp16"), ("kv_cache=int8", "encoder", "an encoder has no KV cache"),
+    ("quant=gguf", "encoder", "quant=gguf"),
+])
+def test_axes_of_the_other_kind_are_refused_by_name(spec, kind, named):
+    with pytest.raises(UserError, match=named) as e:
+        parse_space(spec, kind)
+    assert "\n" not in str(e.value)
+
+
+def test_the_perplexity_gate_bounds_the_increase_over_blocks_of_tokens():
+    import random
+
+    rng = random.Random(0)
+    ref = [rng.uniform(1, 5) for _ in range(1000)]
+    assert paired_increase(ref, ref) == dict(increase_pct=0.0, increase_upper_pct=0.0, confidence=0.9, tokens=1000,
+                                             blocks=16, block_tokens=64)
+    worse = [x + 0.03 + rng.gauss(0, 0.5) for x in ref]
+    g = paired_increase(ref, worse)
+    assert 1.0 < g["increase_pct"] < g["increase_upper_pct"] < 8.0  # exp(0.03) - 1 = 3%, plus what noise allows
+    assert paired_increase(ref, worse, confidence=0.99)["increase_upper_pct"] > g["increase_upper_pct"]
+    with pytest.raises(ValueError, match="paired tokens"):
+        paired_increase(ref, worse[:10])

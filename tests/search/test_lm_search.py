@@ -1,0 +1,109 @@
+"""`edgeformer search` on a tiny causal LM: candidates gated on perplexity beside the fp32
+model, the winner published with what it measured; resume, refusals. (Encoders: test_search.py.)"""
+
+import json
+import random
+
+import pytest
+from conftest import run_cli
+
+from edgeformer.artifact import load_artifact
+from edgeformer.search import SearchSpec, search
+
+WORDS = "the a cat dog sat on mat and ran far away home".split()
+
+
+@pytest.fixture(scope="module")
+def words(tmp_path_factory):
+    rng = random.Random(0)
+    f = tmp_path_factory.mktemp("text") / "words.txt"
+    f.write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(12)) for _ in range(40)))
+    return f
+
+
+@pytest.fixture(scope="module")
+def lm_searched(tiny_llama_folder, words, tmp_path_factory):
+    root = tmp_path_factory.mktemp("lmsearch")
+    spec = SearchSpec(str(tiny_llama_folder), "android", data=str(words), out=root / "best",
+                      space="quant=fp32,int8 kv_cache=fp32", max_perplexity_increase=50)
+    said = []
+    return spec, search(spec, say=said.append), said
+
+
+def test_candidates_are_gated_on_perplexity_and_the_best_is_published(lm_searched, capsys):
+    spec, r, said = lm_searched
+    assert [x["status"] for x in r.results] == ["measured"] * 2
+    fp32, int8 = r.results
+    assert fp32["describe"] == "quant=fp32 kv_cache=fp32"
+    # the fp32 .pte scores the text as the fp32 Hugging Face model does, token by token
+    assert abs(fp32["increase_pct"]) < 0.05 and fp32["perplexity"] == pytest.approx(fp32["reference_perplexity"], rel=1e-3)
+    assert int8["increase_pct"] != fp32["increase_pct"] and int8["size_mb"] < fp32["size_mb"]
+    for x in r.results:
+        assert x["increase_upper_pct"] >= x["increase_pct"] and x["gate"]["tokens"] == len(x["nll"])
+    # android is not this machine: no speed, so the better perplexity wins, then the smaller
+    assert all(x["speedup_vs_eager"] is None and x["latency_ms_p50"] is None for x in r.results)
+    assert r.winner["perplexity"] == min(x["perplexity"] for x in r.results)
+    m = load_artifact(r.path).manifest
+    assert m.generation and m.recipe["quant"] == r.winner["candidate"]["quant"] and m.recipe["kv_cache"] == "fp32"
+    assert m.accuracy["metric"] == "perplexity" and m.accuracy["increase_bound_pct"] == r.winner["increase_upper_pct"]
+    gate = next(b for b in m.budgets if b["name"] == "max_perplexity_increase_pct")
+    assert gate["limit"] == 50 and "block-bootstrap" in gate["where"] and gate["passed"] is True
+    assert m.search["chosen"] == r.winner["key"] and "Perplexity is gated" in m.search["why"]
+    assert m.spec["eval_data"] == spec.data and m.spec["enforce"] is True  # `build --from` scores the same text
+    assert "| perplexity | increase (bound) % |" in (r.path / "report.md").read_text()
+    code, out, err = run_cli(["inspect", str(r.path)], capsys)
+    assert code == 0 and "chose quant=" in out + err, err
+
+
+def test_a_widened_space_builds_and_measures_only_what_is_new(lm_searched, capsys):
+    spec, first, _ = lm_searched
+    code, out, err = run_cli(["search", spec.model, "--target", "android", "--data", spec.data, "-o", str(spec.out),
+                              "--space", "quant=fp32,int8,8da4w kv_cache=fp32", "--max-perplexity-increase", "50",
+                              "--json"], capsys)
+    assert code == 0, err
+    assert "build: 1 candidate(s)" in err and "measure: 1 candidate(s)" in err
+    got = {c["key"]: c for c in json.loads(out)["candidates"]}
+    assert [c["candidate"]["quant"] for c in got.values()] == ["fp32", "int8", "8da4w"]
+    for old in first.results:
+        assert got[old["key"]]["perplexity"] == old["perplexity"]
+
+
+def test_a_perplexity_budget_nothing_meets_exits_3_naming_it(lm_searched, capsys, tmp_path):
+    spec, _, _ = lm_searched
+    out = tmp_path / "none"
+    code, _, err = run_cli(["search", spec.model, "--target", "android", "--data", spec.data, "-o", str(out),
+                            "--work", str(spec.work_dir()), "--space", "quant=int8 kv_cache=fp32",
+                            "--max-perplexity-increase", "0"], capsys)
+    assert code == 3 and not out.exists()
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("error:") and "closest: quant=int8" in line and "max_perplexity_increase_pct" in line
+
+
+def test_on_host_decode_is_timed_beside_the_fp32_eager_model(tiny_llama_folder, words, tmp_path):
+    spec = SearchSpec(str(tiny_llama_folder), "host", data=str(words), out=tmp_path / "h", space="quant=int8 kv_cache=fp32",
+                      bench_iters=8, rounds=1, max_perplexity_increase=50)
+    w = search(spec, say=lambda line: None).winner
+    assert w["speedup_vs_eager"] > 0 and w["decode_tokens_per_s"] > 0 and w["bench"]["eager_reference"]
+    assert next(c for c in w["checks"] if c["name"] == "min_speedup_vs_eager")["passed"] is not None
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--space", "prune=0.5"], "prune is an encoder axis"),
+    (["--max-accuracy-drop", "1"], "use --max-perplexity-increase"),
+    (["--max-perplexity-increase", "-1"], "--max-perplexity-increase -1"),
+    (["--data", "fine-foods"], "--data 'fine-foods'"),
+    (["--space", "quant=gguf"], "candidate quant=gguf"),
+    (["--target", "android-vulkan"], "XNNPACK targets"),
+])
+def test_bad_input_for_a_causal_lm_is_one_line_and_writes_nothing(tiny_llama_folder, words, capsys, tmp_path, args, named):
+    out = tmp_path / "o"
+    base = ["search", str(tiny_llama_folder), "--data", str(words), "-o", str(out)]
+    code, _, err = run_cli(base + args, capsys)
+    assert code == 2 and named in err and err.strip().count("\n") == 0, err
+    assert not out.exists() and not (tmp_path / "o.search").exists()
+
+
+def test_an_encoder_refuses_the_perplexity_budget(tiny_bert_cls, data_csv, capsys, tmp_path):
+    code, _, err = run_cli(["search", str(tiny_bert_cls), "--data", str(data_csv), "-o", str(tmp_path / "o"),
+                            "--max-perplexity-increase", "3"], capsys)
+    assert code == 2 and "use --max-accuracy-drop" in err

@@ -115,7 +115,7 @@ class BuildSpec:
         artifact.check_out(Path(self.out))
         kind = self.kind()
         plan = self.attention_plan()
-        if self.recipe().quant == "gguf" and not self._gguf_source():  # the Recipe checks its own fields
+        if self.recipe().quant == "gguf" and not self.gguf_source():  # the Recipe checks its own fields
             raise UserError(f"--quant gguf keeps a GGUF causal LM's own 4-bit grid, and {self.model!r} is not a GGUF "
                             f"model; use --quant int8 or 8da4w")
         if self.max_pte_mb is not None and not self.max_pte_mb > 0:
@@ -130,7 +130,8 @@ class BuildSpec:
             parse_device(self.device)
         return self
 
-    def _gguf_source(self) -> bool:
+    def gguf_source(self) -> bool:
+        """Whether the model is a causal LM in a GGUF file (whose own grid `--quant gguf` keeps)."""
         if self.kind() != "causal-lm":
             return False
         from edgeformer.models.causal import resolve_lm

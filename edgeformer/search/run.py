@@ -27,7 +27,7 @@ from edgeformer import artifact as art
 from edgeformer.errors import BudgetError, UserError
 from edgeformer.pipeline.spec import BuildSpec
 from edgeformer.search import front, gate, keys, lm, measure, tasks
-from edgeformer.search.space import Candidate, parse_space
+from edgeformer.search.space import Candidate, Space, parse_space
 from edgeformer.targets import Budgets
 from edgeformer.validate.budgets import BudgetCheck, check_budgets
 
@@ -72,8 +72,12 @@ class SearchSpec:
         """"encoder" or "causal-lm" (a search's model is one or the other; servers do not search)."""
         return BuildSpec(self.model, target=self.target).kind()
 
+    def space_of(self) -> Space:
+        probe = BuildSpec(self.model, target=self.target)
+        return parse_space(self.space, probe.kind(), gguf=probe.gguf_source())
+
     def candidates(self) -> list[Candidate]:
-        return parse_space(self.space, self.kind()).candidates()
+        return self.space_of().candidates()
 
     def build_spec(self, c: Candidate, source: str) -> BuildSpec:
         hard_auto = c.attention is not None and "layers=auto" in c.attention
@@ -186,7 +190,7 @@ def search(spec: SearchSpec, say=print) -> SearchResult:
         check_seq_len(loaded, b.recipe().seq_len, b.attention_plan().copy_positions)
     work = spec.work_dir()
     work.mkdir(parents=True, exist_ok=True)
-    say(f"search: {len(cands)} candidates ({parse_space(spec.space).describe()}), work folder {work}")
+    say(f"search: {len(cands)} candidates ({spec.space_of().describe()}), work folder {work}")
     sources = _prune_levels(spec, cands, model_sha, work, say)
     shas = {level: folder_sha256(Path(folder)) for level, folder in sources.items()}  # each pruned model hashed once
     results = [_plan(spec, c, sources.get(c.prune), shas.get(c.prune, model_sha), budgets) for c in cands]
@@ -206,7 +210,7 @@ def _search_lm(spec: SearchSpec, say) -> SearchResult:
     """The same steps for a causal LM: no pruning, perplexity on `--data` instead of accuracy."""
     budgets, cands, work = spec.budgets(), spec.candidates(), spec.work_dir()
     work.mkdir(parents=True, exist_ok=True)
-    say(f"search: {len(cands)} candidates ({parse_space(spec.space, 'causal-lm').describe()}), work folder {work}")
+    say(f"search: {len(cands)} candidates ({spec.space_of().describe()}), work folder {work}")
     sha = lm.source_sha(spec.model)
     results = [_plan(spec, c, None, sha, budgets) for c in cands]
     _build_all(spec, results, say)
@@ -303,7 +307,7 @@ def _finish(spec: SearchSpec, results: list[dict], work: Path, say, lm_reference
     winner = front.choose(results, spec.objective)
     pareto = front.pareto(results)
     data = f"{spec.data}:validation" if spec.kind() == "encoder" else (lm_reference or {}).get("data", spec.data)
-    summary = dict(space=parse_space(spec.space, spec.kind()).describe(), objective=spec.objective, confidence=spec.confidence,
+    summary = dict(space=spec.space_of().describe(), objective=spec.objective, confidence=spec.confidence,
                    budgets=spec.budgets().to_dict(), data=data, device=spec.device,
                    candidates=[_summary(r) for r in results], front=[r["key"] for r in pareto],
                    chosen=winner and winner["key"], why=_why(winner, spec, results))

@@ -104,12 +104,15 @@ class Space:
         return " ".join(f"{a}={','.join(map(str, v))}" for a, v in self.values.items())
 
 
-def parse_space(spec: str | list[str] | None, kind: str = "encoder") -> Space:
-    """The space a spec names for a model of `kind` ("encoder" or "causal-lm"), every value
-    checked (UserError naming the axis and value)."""
+def parse_space(spec: str | list[str] | None, kind: str = "encoder", gguf: bool = False) -> Space:
+    """The space a spec names for a model of `kind` ("encoder" or "causal-lm"; `gguf`: a GGUF
+    file, whose own grid is a default candidate too), every value checked (UserError naming
+    the axis and value)."""
     terms = spec if isinstance(spec, list) else [spec] if spec else []
     lm = kind == "causal-lm"
     values: dict[str, tuple] = dict(LM_DEFAULTS if lm else DEFAULTS)
+    if lm and gguf:
+        values["quant"] += ("gguf",)
     seen = set()
     for term in (t for s in terms for t in s.split()):
         axis, eq, raw = term.partition("=")

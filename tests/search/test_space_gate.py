@@ -113,3 +113,11 @@ def test_the_perplexity_gate_bounds_the_increase_over_blocks_of_tokens():
     assert paired_increase(ref, worse, confidence=0.99)["increase_upper_pct"] > g["increase_upper_pct"]
     with pytest.raises(ValueError, match="paired tokens"):
         paired_increase(ref, worse[:10])
+
+
+def test_a_gguf_source_searches_its_own_grid_by_default(tiny_gguf, tiny_llama_folder):
+    from edgeformer.search import SearchSpec
+
+    assert [c.quant for c in SearchSpec(str(tiny_gguf), "android", data="janeausten").candidates()][-2:] == ["gguf"] * 2
+    assert "gguf" not in {c.quant for c in SearchSpec(str(tiny_llama_folder), "android", data="janeausten").candidates()}
+    assert {c.quant for c in SearchSpec(str(tiny_gguf), "android", space="quant=int8").candidates()} == {"int8"}

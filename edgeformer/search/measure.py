@@ -147,6 +147,8 @@ def estimate_mb(model: str, bspec: BuildSpec) -> float:
 
     rec = bspec.recipe()
     g, quant, emb = rec.group_size, rec.quant, rec.embedding_quant
+    if quant == "gguf":  # a GGUF's 4-bit blocks (scale + min per 32): about 8da4w's bytes, group scales included
+        quant = "8da4w"
     if quant == "mixed":
         quant, emb = "8da4w", "int4" if emb == "int8" else emb
     linears, table, other = _param_counts(model)

@@ -141,6 +141,9 @@ class SearchSpec:
         if self.data is None:
             raise UserError("search gates every candidate on perplexity: pass --data (janeausten[:BOOK] or a .txt)")
         load_text(self.data)  # a bad spec fails now, not after the builds
+        if self.device is not None:
+            raise UserError(f"--device {self.device}: a causal LM's search measures on this machine or not at all so "
+                            "far (its candidates use the LLM custom ops the C++ runner lacks); leave out --device")
         art.check_out(Path(self.out))
         probe = BuildSpec(self.model, target=self.target)
         if probe.target_info().backend != "xnnpack" or probe.target_info().lm_budgets is None:

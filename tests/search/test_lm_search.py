@@ -93,6 +93,7 @@ def test_on_host_decode_is_timed_beside_the_fp32_eager_model(tiny_llama_folder, 
     (["--max-perplexity-increase", "-1"], "--max-perplexity-increase -1"),
     (["--data", "fine-foods"], "--data 'fine-foods'"),
     (["--space", "quant=gguf"], "candidate quant=gguf"),
+    (["--device", "native"], "--device native"),
     (["--target", "android-vulkan"], "XNNPACK targets"),
 ])
 def test_bad_input_for_a_causal_lm_is_one_line_and_writes_nothing(tiny_llama_folder, words, capsys, tmp_path, args, named):
@@ -107,3 +108,11 @@ def test_an_encoder_refuses_the_perplexity_budget(tiny_bert_cls, data_csv, capsy
     code, _, err = run_cli(["search", str(tiny_bert_cls), "--data", str(data_csv), "-o", str(tmp_path / "o"),
                             "--max-perplexity-increase", "3"], capsys)
     assert code == 2 and "use --max-accuracy-drop" in err
+
+
+def test_a_gguf_lms_default_space_is_planned_with_a_size_estimate(tiny_gguf):
+    from edgeformer.pipeline.spec import BuildSpec
+    from edgeformer.search.measure import estimate_mb
+
+    est = {q: estimate_mb(str(tiny_gguf), BuildSpec(str(tiny_gguf), "android", quant=q)) for q in ("int8", "8da4w", "gguf")}
+    assert est["gguf"] == est["8da4w"] < est["int8"]

@@ -91,8 +91,47 @@ def load_reference(folder: Path, gguf: str | None = None):
 
     kw = dict(gguf_file=gguf) if gguf else dict(use_safetensors=True)
     tf.utils.logging.disable_progress_bar()  # "Loading weights" bars are not edgeformer's progress
+    if gguf is None and pruned(folder):
+        return _load_pruned(folder)
     with contextlib.redirect_stderr(io.StringIO()):  # nor is the GGUF loader's own tqdm bar (errors still raise)
         return tf.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kw).eval()
+
+
+def pruned(folder: Path) -> bool:
+    """Whether `folder` holds a causal LM written by `edgeformer prune` (per-layer sizes in its config)."""
+    import json
+
+    from edgeformer.transforms.prune import CONFIG_KEY
+
+    try:
+        return CONFIG_KEY in json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def _load_pruned(folder: Path):
+    """A pruned causal LM: built from its config at the recorded per-layer sizes, then its safetensors."""
+    import torch
+    import transformers as tf
+    from safetensors.torch import load_file
+
+    from edgeformer.transforms.prune import CONFIG_KEY
+    from edgeformer.transforms.prune_lm import shrink
+
+    config = tf.AutoConfig.from_pretrained(folder)
+    model = tf.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    shrink(model, getattr(config, CONFIG_KEY))
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise UserError(f"{folder} has no model.safetensors; a pruned model is read from safetensors only")
+    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    if config.tie_word_embeddings:
+        missing = [k for k in missing if k != "lm_head.weight"]
+        model.tie_weights()
+    if missing or unexpected:
+        raise UserError(f"{folder}: the weights do not match the pruned config (missing {missing[:3]}, unexpected "
+                        f"{unexpected[:3]}); prune the model again")
+    return model.eval()
 
 
 def load_lm(model: str, max_context: int | None = None, window: int | None = None, sinks: int = 0, chunk: int = 128,

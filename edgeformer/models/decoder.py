@@ -81,15 +81,30 @@ class DecoderShape:
     activation: str = "silu"  # a Hugging Face name in `activations.ACTIVATIONS`
     attn_scale: float | None = None  # None: head_dim**-0.5
     final_softcap: float | None = None
+    # a pruned model (`edgeformer prune`): (query heads, key-value heads, FFN width) of each layer;
+    # None: num_heads, num_kv_heads and ffn in every layer
+    layer_sizes: tuple[tuple[int, int, int], ...] | None = None
 
     def __post_init__(self):
-        if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"{self.num_heads} query heads do not divide into {self.num_kv_heads} key-value heads")
+        if self.layer_sizes is not None and len(self.layer_sizes) != self.num_layers:
+            raise ValueError(f"layer_sizes names {len(self.layer_sizes)} layers, the model has {self.num_layers}")
+        for h, kv, _ in self.layer_sizes or [(self.num_heads, self.num_kv_heads, self.ffn)]:
+            if kv < 1 or h % kv:
+                raise ValueError(f"{h} query heads do not divide into {kv} key-value heads")
         if self.window is None and (self.sinks or self.sliding):
             raise ValueError("attention sinks and sliding layers need a sliding window")
         for name in ("sliding", "local_layers"):
             if getattr(self, name) is not None and len(getattr(self, name)) != self.num_layers:
                 raise ValueError(f"{name} names {len(getattr(self, name))} layers, the model has {self.num_layers}")
+
+    def sizes(self, layer: int) -> tuple[int, int, int]:
+        """(query heads, key-value heads, FFN width) of `layer`."""
+        return self.layer_sizes[layer] if self.layer_sizes else (self.num_heads, self.num_kv_heads, self.ffn)
+
+    @property
+    def kv_heads_total(self) -> int:
+        """Key-value heads summed over the layers (what one cached token costs, in head vectors)."""
+        return sum(self.sizes(i)[1] for i in range(self.num_layers))
 
     def ring(self, layer: int) -> bool:
         """Whether `layer` keeps a ring cache (else a full one of max_context slots)."""
@@ -133,7 +148,8 @@ class RMSNorm(nn.Module):
 class DecoderLayer(nn.Module):
     def __init__(self, s: DecoderShape, index: int = 0):
         super().__init__()
-        self.h, self.kv, self.d = s.num_heads, s.num_kv_heads, s.head_dim
+        heads, kv, ffn = s.sizes(index)
+        self.h, self.kv, self.d = heads, kv, s.head_dim
         self.ring = s.ring(index)
         self.local = bool(s.local_layers and s.local_layers[index])  # takes the local RoPE base
         scale = s.attn_scale if s.attn_scale is not None else s.head_dim**-0.5
@@ -141,18 +157,18 @@ class DecoderLayer(nn.Module):
         self.norm1 = RMSNorm(s.hidden, s.eps)
         self.q_norm = RMSNorm(s.head_dim, s.eps) if s.qk_norm else None
         self.k_norm = RMSNorm(s.head_dim, s.eps) if s.qk_norm else None
-        self.q = nn.Linear(s.hidden, s.num_heads * s.head_dim, bias=s.qkv_bias)
-        self.k = nn.Linear(s.hidden, s.num_kv_heads * s.head_dim, bias=s.qkv_bias)
-        self.v = nn.Linear(s.hidden, s.num_kv_heads * s.head_dim, bias=s.qkv_bias)
-        self.o = nn.Linear(s.num_heads * s.head_dim, s.hidden, bias=False)
+        self.q = nn.Linear(s.hidden, heads * s.head_dim, bias=s.qkv_bias)
+        self.k = nn.Linear(s.hidden, kv * s.head_dim, bias=s.qkv_bias)
+        self.v = nn.Linear(s.hidden, kv * s.head_dim, bias=s.qkv_bias)
+        self.o = nn.Linear(heads * s.head_dim, s.hidden, bias=False)
         self.norm2 = RMSNorm(s.hidden, s.eps)
         # Gemma's sandwich: the attention and MLP outputs normed again before the residual add
         self.post_attn_norm = RMSNorm(s.hidden, s.eps) if s.sandwich_norms else None
         self.post_ffn_norm = RMSNorm(s.hidden, s.eps) if s.sandwich_norms else None
-        self.gate = nn.Linear(s.hidden, s.ffn, bias=False)
-        self.up = nn.Linear(s.hidden, s.ffn, bias=False)
-        self.down = nn.Linear(s.ffn, s.hidden, bias=False)
-        self.cache = KVCache(s.num_heads, s.num_kv_heads, s.head_dim, s.layer_slots(index), scale, s.portable,
+        self.gate = nn.Linear(s.hidden, ffn, bias=False)
+        self.up = nn.Linear(s.hidden, ffn, bias=False)
+        self.down = nn.Linear(ffn, s.hidden, bias=False)
+        self.cache = KVCache(heads, kv, s.head_dim, s.layer_slots(index), scale, s.portable,
                              s.kv_cache)
 
     def forward(self, x, cos, sin, rot, start, ring):

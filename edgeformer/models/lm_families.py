@@ -106,6 +106,12 @@ def _projections(layer, c) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]
         ("gate", m.gate_proj), ("up", m.up_proj), ("down", m.down_proj))}
 
 
+def _sizes(proj: dict, head_dim: int) -> tuple[int, int, int]:
+    """(query heads, key-value heads, FFN width) of one layer, read off its weights (a pruned
+    model's differ from its config's)."""
+    return proj["q"][0].shape[0] // head_dim, proj["k"][0].shape[0] // head_dim, proj["gate"][0].shape[0]
+
+
 def from_hf(model, max_context: int, window: int | None = None, sinks: int = 0, chunk: int = 128,
             portable: bool = False, sliding: tuple[bool, ...] | None = None, kv_cache: str = "fp32") -> Decoder:
     """A `Decoder` with the weights of a Hugging Face causal LM of a `SUPPORTED` family.
@@ -124,6 +130,8 @@ def from_hf(model, max_context: int, window: int | None = None, sinks: int = 0, 
     local = None if local == theta else local  # a second RoPE base only where the local layers have their own
     partial = params.get("partial_rotary_factor", getattr(c, "partial_rotary_factor", 1.0)) or 1.0
     first = model.model.layers[0]
+    sizes = tuple(_sizes(_projections(lyr, c), head_dim) for lyr in model.model.layers)
+    uniform = (c.num_attention_heads, c.num_key_value_heads, c.intermediate_size)
     shape = DecoderShape(
         vocab_size=c.vocab_size, hidden=c.hidden_size, num_layers=c.num_hidden_layers, num_heads=c.num_attention_heads,
         num_kv_heads=c.num_key_value_heads, head_dim=head_dim, ffn=c.intermediate_size, max_context=max_context,
@@ -135,6 +143,7 @@ def from_hf(model, max_context: int, window: int | None = None, sinks: int = 0, 
         local_layers=None if local is None else tuple(t == "sliding_attention" for t in c.layer_types),
         embed_scale=c.hidden_size**0.5 if gemma else 1.0, sandwich_norms=gemma, activation=_activation(c),
         attn_scale=c.query_pre_attn_scalar**-0.5 if gemma else None, final_softcap=getattr(c, "final_logit_softcapping", None),
+        layer_sizes=None if all(x == uniform for x in sizes) else sizes,
     )
     dec = Decoder(shape)
     src = model.model

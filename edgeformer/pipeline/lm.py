@@ -115,7 +115,7 @@ def lm_manifest(s: BuildState, numerics: dict):
 
     lm, tok, recipe = s.loaded, s.extra["tok"], s.recipe
     d = lm.decoder.shape
-    per_token = 2 * d.num_layers * d.num_kv_heads * vector_bytes(d.head_dim, d.kv_cache, d.portable)  # K and V, every layer
+    per_token = 2 * d.kv_heads_total * vector_bytes(d.head_dim, d.kv_cache, d.portable)  # K and V, every layer
     cache = "mixed" if d.mixed else "ring" if d.window else "full"  # mixed: Gemma 3's sliding and full layers
     layer_slots = [d.layer_slots(i) for i in range(d.num_layers)]
     slots = max(layer_slots)
@@ -126,8 +126,8 @@ def lm_manifest(s: BuildState, numerics: dict):
                                  ("eos_token", token_text(tok, lm.hf.config.eos_token_id))) if v}
     return st.new_manifest(
         s,
-        model=dict(**lm.source, labels=None, layers=d.num_layers, heads=d.num_heads, kv_heads=d.num_kv_heads,
-                   head_dim=d.head_dim, hidden=d.hidden, ffn=d.ffn, vocab_size=d.vocab_size),
+        model=dict(**lm.source, labels=None, layers=d.num_layers, head_dim=d.head_dim, hidden=d.hidden,
+                   vocab_size=d.vocab_size, **layer_sizes(d)),
         tokenizer=dict(file=art.TOKENIZER, sha256=art.sha256_bytes(lm.tokenizer_json.encode()), pad_id=None,
                        vocab_size=tok.get_vocab_size()),
         inputs=[dict(name="tokens", dtype="int64", shape=[1, f"1..{d.max_tokens_per_call}"]),
@@ -144,6 +144,14 @@ def lm_manifest(s: BuildState, numerics: dict):
             ops="portable" if d.portable else "custom",
         ),
     )
+
+
+def layer_sizes(d) -> dict:
+    """heads, kv_heads, ffn: one number each, or a list per layer for a pruned model."""
+    if d.layer_sizes is None:
+        return dict(heads=d.num_heads, kv_heads=d.num_kv_heads, ffn=d.ffn)
+    heads, kv, ffn = (list(x) for x in zip(*d.layer_sizes, strict=True))
+    return dict(heads=heads, kv_heads=kv, ffn=ffn)
 
 
 def token_text(tok, i) -> str | None:

@@ -326,8 +326,8 @@ def by_ratio(
         kept = plan.kept_layers
         take_h = round(want_heads * r / rounds) - removed_h
         take_f = round(want_ffn * r / rounds) - removed_f
-        plan = _remove_lowest(plan, kept, hs, "heads", take_h, drop_empty_layers)
-        plan = _remove_lowest(plan, kept, ns, "neurons", take_f, False)
+        plan = remove_lowest(plan, kept, hs, "heads", take_h, drop_empty_layers)
+        plan = remove_lowest(plan, kept, ns, "neurons", take_f, False)
         removed_h += take_h
         removed_f += take_f
     if not plan.kept_layers:
@@ -335,7 +335,7 @@ def by_ratio(
     return plan
 
 
-def _remove_lowest(plan: Plan, kept: list[int], scores: list[torch.Tensor], kind: str, n: int, drop_empty: bool) -> Plan:
+def remove_lowest(plan: Plan, kept: list[int], scores: list[torch.Tensor], kind: str, n: int, drop_empty: bool) -> Plan:
     """Remove the `n` lowest-scoring units (scores normalised per layer) across the layers
     `kept` (those removed meanwhile are skipped)."""
     if n <= 0:

@@ -106,7 +106,7 @@ def encoder_flops(heads: list[int], ffn: list[int], head_dim: int, hidden: int, 
     return 2 * macs
 
 
-def _select(lin: nn.Linear, keep: torch.Tensor, dim: int) -> nn.Linear:
+def select_linear(lin: nn.Linear, keep: torch.Tensor, dim: int) -> nn.Linear:
     """A new Linear keeping `keep` output rows (dim 0) or input columns (dim 1)."""
     w = lin.weight.detach().index_select(dim, keep).clone()
     bias = lin.bias is not None
@@ -151,7 +151,7 @@ def apply_plan(model: nn.Module, model_type: str, plan: Plan) -> nn.Module:
         neurons = torch.tensor(lp.neurons, dtype=torch.long)
         for key, keep, dim in (("q", rows, 0), ("k", rows, 0), ("v", rows, 0), ("o", rows, 1),
                                ("ffn_in", neurons, 0), ("ffn_out", neurons, 1)):
-            _set(lyr, _path_of(lyr, mods[key]), _select(mods[key], keep, dim))
+            _set(lyr, _path_of(lyr, mods[key]), select_linear(mods[key], keep, dim))
         for attn in lyr.modules():  # keep the bookkeeping attributes the modules hold in step
             if hasattr(attn, "all_head_size"):
                 attn.num_attention_heads = len(lp.heads)

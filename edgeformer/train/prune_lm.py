@@ -1,0 +1,255 @@
+"""`edgeformer prune` for causal LMs: choose on text what to remove, cut it out, distill, save.
+
+1. text: `--data` (janeausten[:BOOK] or a .txt) is tokenized once and cut into chunks of
+   `seq_len` tokens; the last tenth is held out (validation), the rest trains;
+2. choose, by ratio: whole layers first, each the one whose skipping raises the held-out loss
+   least (measured, again after every removal); then the shares of key-value groups and FFN
+   neurons with the lowest first-order Taylor scores (|Σ w·∂L/∂w| over a unit's output
+   columns, normalised per layer), in rounds that re-score the cut model, as for encoders;
+3. cut: `transforms.prune_lm.cut` (physically, on the Hugging Face model);
+4. distill: the unpruned model's next-token distribution is the target (KL divergence, every
+   position of every training chunk), AdamW;
+5. save: a Hugging Face folder (safetensors; the config records the per-layer sizes) with the
+   tokenizer and `prune.json`, staged and renamed into place.
+
+The report gives the held-out perplexity of the unpruned model, of the cut one and of the
+distilled one, on the same tokens. Text the model was distilled on says little about what it
+lost: measure on another text (`build --eval-data janeausten:persuasion` after pruning on
+`janeausten:emma`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from edgeformer.artifact import commit, staging
+from edgeformer.errors import UserError
+from edgeformer.train.search import remove_lowest
+from edgeformer.transforms.prune import Plan
+from edgeformer.transforms.prune_lm import check_prunable, cut, full_plan, params
+
+Progress = Callable[[str, float, float | None, str], None]  # (stage, done, total, info)
+
+
+@dataclass(frozen=True)
+class LMPruneOptions:
+    """What pruning a causal LM removes (shares of key-value groups and FFN neurons, whole
+    layers) and how it recovers.
+
+    Example:
+        >>> LMPruneOptions(heads=1 / 3, ffn=0.4, distill_steps=300)
+    """
+
+    heads: float = 0.0  # share of the key-value groups (each with its query heads) to remove, in [0, 1)
+    ffn: float = 0.0  # share of the FFN neurons to remove, in [0, 1)
+    layers: int = 0  # whole layers to remove
+    drop_empty_layers: bool = False  # remove a layer whose groups all go, instead of refusing
+    distill_steps: int = 200  # optimizer steps of distillation, one chunk each; 0 skips it
+    lr: float = 5e-5
+    seq_len: int = 256  # tokens per chunk
+    score_chunks: int = 8  # training chunks the Taylor scores are computed on
+    val_chunks: int = 8  # held-out chunks for the layer choice and the report (at most the last tenth)
+    rounds: int = 4  # re-scoring rounds of the group and neuron removal
+    seed: int = 0
+    threads: int | None = None  # torch's intra-op threads; None: torch's default
+
+    def __post_init__(self):
+        for name, v in (("heads", self.heads), ("ffn", self.ffn)):
+            if not 0.0 <= v < 1.0:
+                raise UserError(f"--{name} {v}: a pruning ratio is the share to remove, in [0, 1); e.g. --{name} 0.25")
+        if self.layers < 0:
+            raise UserError(f"--layers {self.layers}: the number of whole layers to remove must be >= 0")
+        if not (self.heads or self.ffn or self.layers):
+            raise UserError("nothing to prune: give --heads, --ffn and/or --layers (e.g. --heads 0.33 --ffn 0.4)")
+        if self.distill_steps < 0:
+            raise UserError(f"--distill-steps {self.distill_steps}: must be >= 0 (0 skips distillation)")
+        if self.seq_len < 16:
+            raise UserError(f"--seq-len {self.seq_len}: chunks of at least 16 tokens; e.g. 256")
+        if self.threads is not None and self.threads < 1:
+            raise UserError(f"--threads {self.threads}: must be >= 1")
+
+
+def text_chunks(ids: list[int], seq_len: int, val_chunks: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(training chunks, held-out chunks) of `seq_len` tokens: the held-out ones are the last
+    `val_chunks`, at most a tenth of the text (never fewer than one)."""
+    chunks = [torch.tensor([ids[p:p + seq_len]]) for p in range(0, len(ids) - seq_len + 1, seq_len)]
+    n_val = max(1, min(val_chunks, len(chunks) // 10))
+    if len(chunks) < n_val + 2:
+        raise UserError(f"the text has {len(ids)} tokens: pruning needs at least {(n_val + 2) * seq_len} "
+                        f"({n_val + 2} chunks of --seq-len {seq_len}); give a longer text or a smaller --seq-len")
+    return chunks[:-n_val], chunks[-n_val:]
+
+
+@torch.no_grad()
+def heldout_nll(model, chunks: list[torch.Tensor]) -> float:
+    """Mean next-token negative log-likelihood over every position of `chunks`."""
+    model.eval()
+    total = n = 0
+    for ids in chunks:
+        logits = model(ids).logits[0, :-1].float()
+        total += float(F.cross_entropy(logits, ids[0, 1:], reduction="sum"))
+        n += ids.shape[1] - 1
+    return total / n
+
+
+def taylor_scores(model, chunks: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(per-layer key-value group scores, per-layer neuron scores) of a Hugging Face causal LM."""
+    layers = model.model.layers
+    groups = [torch.zeros(ly.self_attn.k_proj.out_features // ly.self_attn.head_dim) for ly in layers]
+    neurons = [torch.zeros(ly.mlp.down_proj.in_features) for ly in layers]
+    model.eval()
+    for ids in chunks:
+        model.zero_grad()
+        model(ids, labels=ids).loss.backward()
+        with torch.no_grad():
+            for i, ly in enumerate(layers):
+                o = ly.self_attn.o_proj.weight
+                per_col = (o * o.grad).sum(0)  # first-order change of the loss if a column's input is zeroed
+                groups[i] += per_col.view(len(groups[i]), -1).sum(1).abs()  # a group's query heads are contiguous
+                f = ly.mlp.down_proj.weight
+                neurons[i] += (f * f.grad).sum(0).abs()
+    model.zero_grad(set_to_none=True)
+    return groups, neurons
+
+
+def skip_losses(model, chunks: list[torch.Tensor]) -> list[float]:
+    """Held-out loss with each layer in turn skipped (its output replaced by its input)."""
+    out = []
+    for layer in model.model.layers:
+        def identity(mod, args, kwargs, result):
+            x = args[0] if args else kwargs["hidden_states"]
+            return x if isinstance(result, torch.Tensor) else (x, *result[1:])
+
+        handle = layer.register_forward_hook(identity, with_kwargs=True)
+        try:
+            out.append(heldout_nll(model, chunks))
+        finally:
+            handle.remove()
+    return out
+
+
+def by_ratio(reference, plan: Plan, train: list[torch.Tensor], val: list[torch.Tensor], o: LMPruneOptions) -> Plan:
+    """The plan that removes `o.layers` layers, then `o.heads` of the groups and `o.ffn` of the neurons."""
+    def build(p: Plan):
+        return cut(copy.deepcopy(reference), p)
+
+    n = plan.original["layers"]
+    if o.layers >= n:
+        raise UserError(f"--layers {o.layers}: the model has {n} layers; remove at most {n - 1}")
+    for _ in range(o.layers):
+        losses = skip_losses(build(plan), val)
+        kept = plan.kept_layers
+        plan = plan.without(kept[min(range(len(kept)), key=losses.__getitem__)], whole=True)
+    kept = plan.kept_layers
+    have = sum(len(plan.layers[i].heads) for i in kept)
+    want_groups = round(o.heads * have)
+    want_ffn = round(o.ffn * sum(len(plan.layers[i].neurons) for i in kept))
+    if want_groups > have - len(kept) and not o.drop_empty_layers:
+        most = (have - len(kept)) / have
+        raise UserError(f"--heads {o.heads} would leave some layers without a key-value group ({want_groups} of {have} "
+                        f"groups, {len(kept)} layers): at most {math.floor(most * 100) / 100} keeps one per layer; "
+                        f"pass --drop-empty-layers to remove such layers instead")
+    done_g = done_f = 0
+    chunks = train[:o.score_chunks]
+    for r in range(1, o.rounds + 1):
+        gs, ns = taylor_scores(build(plan), chunks)
+        kept = plan.kept_layers
+        take_g, take_f = round(want_groups * r / o.rounds) - done_g, round(want_ffn * r / o.rounds) - done_f
+        plan = remove_lowest(plan, kept, gs, "heads", take_g, o.drop_empty_layers)
+        plan = remove_lowest(plan, kept, ns, "neurons", take_f, False)
+        done_g, done_f = done_g + take_g, done_f + take_f
+    if not plan.kept_layers:
+        raise UserError(f"--heads {o.heads} removes every group of every layer; lower it")
+    return plan
+
+
+def distill(student, teacher, train: list[torch.Tensor], o: LMPruneOptions, progress: Progress | None = None) -> list[float]:
+    """`o.distill_steps` AdamW steps on KL(teacher ‖ student) of the next-token distributions; the loss per step."""
+    rng = random.Random(o.seed)
+    opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=o.lr, weight_decay=0.0)
+    teacher.eval()
+    student.train()
+    losses = []
+    for step in range(o.distill_steps):
+        ids = train[rng.randrange(len(train))]
+        with torch.no_grad():
+            target = F.log_softmax(teacher(ids).logits.float(), -1)
+        log_p = F.log_softmax(student(ids).logits.float(), -1)
+        loss = F.kl_div(log_p, target, log_target=True, reduction="none").sum(-1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        opt.step()
+        losses.append(round(float(loss), 4))
+        if progress:
+            progress("distill", step + 1, o.distill_steps, f"KL {loss:.3f}")
+    student.eval()
+    return losses
+
+
+def prune_lm(model: str, data: str, out: str | Path, options: LMPruneOptions, progress: Progress | None = None) -> dict:
+    """Prune causal LM `model` (bundled name, folder or .gguf) by ratio on `data` text; write it to `out`.
+
+    Returns the report also written to `out/prune.json`.
+
+    Example:
+        >>> r = prune_lm("smollm2-135m", "janeausten:emma", "out/smollm2-pruned", LMPruneOptions(ffn=0.3))
+        >>> r["params"]["ratio"], r["heldout"]["distilled_perplexity"]
+    """
+    import transformers as tf
+
+    from edgeformer.data.janeausten import load_text
+    from edgeformer.models.causal import architecture, load_reference, resolve_lm
+
+    o = options
+    if o.threads:
+        torch.set_num_threads(o.threads)
+    torch.manual_seed(o.seed)
+    name, folder, gguf = resolve_lm(model)
+    arch = architecture(folder, gguf)
+    data_name, text = load_text(data)
+    out = Path(out)
+    t0 = time.perf_counter()
+    if progress:
+        progress("load", 0, None, name)
+    reference = load_reference(folder, gguf)
+    check_prunable(reference.config, name)
+    tok = tf.AutoTokenizer.from_pretrained(folder, **({"gguf_file": gguf} if gguf else {}))
+    train, val = text_chunks(tok(text)["input_ids"], o.seq_len, o.val_chunks)
+    plan = full_plan(reference.config)
+    if progress:
+        progress("choose", 0, None, "scoring layers, groups and neurons")
+    plan = by_ratio(reference, plan, train, val, o)
+    student = cut(copy.deepcopy(reference), plan)
+    base, cut_nll = heldout_nll(reference, val), heldout_nll(student, val)
+    losses = distill(student, reference, train, o, progress) if o.distill_steps else []
+    final = heldout_nll(student, val)
+    total = dict(before=sum(p.numel() for p in reference.parameters()), after=sum(p.numel() for p in student.parameters()))
+    layers = dict(before=params(full_plan(reference.config), reference.config), after=params(plan, reference.config))
+    report = dict(
+        model=name, architecture=arch, data=data_name, mode="ratio", options=asdict(o), plan=plan.to_dict(),
+        summary=plan.summary(),
+        params=dict(**total, ratio=round(total["after"] / total["before"], 4),
+                    layer_ratio=round(layers["after"] / layers["before"], 4)),
+        heldout=dict(tokens=sum(c.shape[1] - 1 for c in val), perplexity=round(math.exp(base), 4),
+                     cut_perplexity=round(math.exp(cut_nll), 4), distilled_perplexity=round(math.exp(final), 4),
+                     increase_pct=round((math.exp(final - base) - 1) * 100, 2)),
+        distill=dict(steps=o.distill_steps, tokens=o.distill_steps * o.seq_len, first_kl=losses[:1], last_kl=losses[-5:]),
+        seconds=round(time.perf_counter() - t0, 1),
+    )
+    with staging(out, marker="config.json") as tmp:
+        student.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "prune.json").write_text(json.dumps(report, indent=1))
+        commit(tmp, out)
+    return report

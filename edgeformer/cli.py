@@ -182,10 +182,13 @@ def finetune(
 
 @app.command()
 def prune(
-    model: str = typer.Argument(..., help="A fine-tuned classifier: a Hugging Face folder (see `edgeformer finetune`)."),
-    data: str = typer.Option(None, "--data", help="Its task data: fine-foods or a .csv/.jsonl (train and validation splits are used)."),
+    model: str = typer.Argument(..., help="A fine-tuned classifier (a Hugging Face folder, see `edgeformer finetune`), or a "
+                                          "causal LM (bundled name, folder or .gguf)."),
+    data: str = typer.Option(None, "--data", help="Its task data: fine-foods or a .csv/.jsonl (train and validation splits are "
+                                                  "used). Causal LMs: text, janeausten[:BOOK] or a .txt (its last tenth held out)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the pruned model (loads with `edgeformer build`)."),
-    heads: float = typer.Option(None, "--heads", help="Share of attention heads to remove, in [0, 1), by Taylor importance."),
+    heads: float = typer.Option(None, "--heads", help="Share of attention heads to remove, in [0, 1), by Taylor importance "
+                                                      "(causal LMs: of the key-value groups, each with its query heads)."),
     ffn: float = typer.Option(None, "--ffn", help="Share of FFN neurons to remove, in [0, 1), by Taylor importance."),
     layers: int = typer.Option(0, "--layers", help="Whole layers to remove, the least useful on validation first."),
     max_accuracy_drop: float = typer.Option(None, "--max-accuracy-drop",
@@ -193,7 +196,10 @@ def prune(
     target_flops: float = typer.Option(None, "--target-flops", help="Stop the search at this share of the original FLOPs (e.g. 0.5)."),
     drop_empty_layers: bool = typer.Option(False, "--drop-empty-layers", help="Remove a layer whose heads all go, instead of refusing."),
     distill_epochs: int = typer.Option(2, "--distill-epochs", help="Epochs of distillation from the unpruned model (0 skips)."),
-    lr: float = typer.Option(1e-4, "--lr", help="Distillation learning rate."),
+    distill_steps: int = typer.Option(None, "--distill-steps", help="Causal LMs: steps of distillation, one --seq-len chunk "
+                                                                   "each (default 200; 0 skips)."),
+    seq_len: int = typer.Option(None, "--seq-len", help="Causal LMs: tokens per chunk of text (default 256)."),
+    lr: float = typer.Option(None, "--lr", help="Distillation learning rate (default 1e-4; causal LMs 5e-5)."),
     seed: int = typer.Option(0, "--seed"),
     restart: bool = typer.Option(False, "--restart", help="Discard an interrupted run's state and start over."),
     text_column: str = typer.Option("text", "--text-column"),
@@ -202,13 +208,28 @@ def prune(
     as_json: bool = JSON,
 ):
     """Remove heads, FFN neurons and layers physically, chosen by accuracy; distill; save a smaller model."""
+    from edgeformer.models.causal import is_causal_lm
     from edgeformer.train.prune_run import PruneOptions
     from edgeformer.train.prune_run import prune as run_prune
 
+    if is_causal_lm(model):
+        encoder_only = dict(max_accuracy_drop=max_accuracy_drop, target_flops=target_flops, restart=restart or None,
+                            text_column=None if text_column == "text" else text_column,
+                            label_column=None if label_column == "label" else label_column)
+        refused = [f"--{k.replace('_', '-')}" for k, v in encoder_only.items() if v is not None]
+        if refused:
+            raise UserError(f"{', '.join(refused)} apply to encoder classifiers; a causal LM is pruned by ratio "
+                            f"(--heads, --ffn, --layers) on --data text")
+        _prune_lm(model, data, out, dict(heads=heads or 0.0, ffn=ffn or 0.0, layers=layers, drop_empty_layers=drop_empty_layers,
+                                         distill_steps=distill_steps, seq_len=seq_len, lr=lr, seed=seed, threads=threads),
+                  as_json)
+        return
+    if distill_steps is not None or seq_len is not None:
+        raise UserError("--distill-steps/--seq-len apply to causal LMs; an encoder distills for --distill-epochs")
     if data is None:
         raise UserError("pruning is data-driven: pass --data (the task's data, e.g. fine-foods or a .csv/.jsonl file)")
     options = PruneOptions(heads=heads, ffn=ffn, layers=layers, max_accuracy_drop=max_accuracy_drop, target_flops=target_flops,
-                           drop_empty_layers=drop_empty_layers, distill_epochs=distill_epochs, lr=lr, seed=seed,
+                           drop_empty_layers=drop_empty_layers, distill_epochs=distill_epochs, lr=lr or 1e-4, seed=seed,
                            restart=restart, threads=threads)
     with tables.stage_progress(err) as progress:
         r = run_prune(model, data, out, options, text_column=text_column, label_column=label_column, progress=progress)
@@ -219,6 +240,24 @@ def prune(
         f = r["flops_per_sequence"]
         err.print(f"wrote {out}: encoder FLOPs x{f['ratio']:.2f} ({f['before'] / f['after']:.2f}x fewer), "
                   f"validation accuracy {r['validation_accuracy']}", soft_wrap=True)
+
+
+def _prune_lm(model: str, data: str | None, out: Path, kwargs: dict, as_json: bool) -> None:
+    from edgeformer.train.prune_lm import LMPruneOptions, prune_lm
+
+    if data is None:
+        raise UserError("pruning a causal LM is data-driven: pass --data text (janeausten[:BOOK] or a .txt file)")
+    options = LMPruneOptions(**{k: v for k, v in kwargs.items() if v is not None})
+    with tables.stage_progress(err) as progress:
+        r = prune_lm(model, data, out, options, progress=progress)
+    if as_json:
+        _emit(r)
+        return
+    tables.print_tables(tables.prune_tables(r))
+    p, h = r["params"], r["heldout"]
+    err.print(f"wrote {out}: parameters x{p['ratio']:.2f} (layers x{p['layer_ratio']:.2f}); held-out perplexity "
+              f"{h['perplexity']} -> {h['cut_perplexity']} cut -> {h['distilled_perplexity']} distilled "
+              f"({h['increase_pct']:+.1f}%, on {h['tokens']} tokens of {r['data']} it was not distilled on)", soft_wrap=True)
 
 
 @app.command()

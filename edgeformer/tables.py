@@ -178,13 +178,16 @@ def print_tables(tables: list[Table]) -> None:
 
 def prune_tables(r: dict) -> list[Table]:
     plan = Table(title=f"what prune removed ({r['mode']} mode)")
-    for col in ("layer", "heads kept", "FFN kept", "removed heads"):
+    unit = "key-value groups" if r.get("unit") == "kv_group" else "heads"
+    for col in ("layer", f"{unit} kept", "FFN kept", f"removed {unit}"):
         plan.add_column(col)
     for row in r["plan"]:
         if row["removed"]:
             plan.add_row(str(row["layer"]), "[red]layer removed[/]", "", "")
         else:
             plan.add_row(str(row["layer"]), row["heads"], row["ffn"], ", ".join(map(str, row["removed_heads"])) or "-")
+    if "trajectory" not in r:  # ratio mode of a causal LM: no search
+        return [plan]
     traj = Table(title="search trajectory (validation)")
     for col in ("step", "removed", "FLOPs", "accuracy", "loss"):
         traj.add_column(col, justify="right" if col != "removed" else "left")

@@ -20,7 +20,9 @@ lost: measure on another text (`build --eval-data janeausten:persuasion` after p
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import math
 import random
@@ -190,7 +192,7 @@ def distill(student, teacher, train: list[torch.Tensor], o: LMPruneOptions, prog
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         opt.step()
-        losses.append(round(float(loss), 4))
+        losses.append(round(loss.item(), 4))
         if progress:
             progress("distill", step + 1, o.distill_steps, f"KL {loss:.3f}")
     student.eval()
@@ -237,8 +239,8 @@ def prune_lm(model: str, data: str, out: str | Path, options: LMPruneOptions, pr
     total = dict(before=sum(p.numel() for p in reference.parameters()), after=sum(p.numel() for p in student.parameters()))
     layers = dict(before=params(full_plan(reference.config), reference.config), after=params(plan, reference.config))
     report = dict(
-        model=name, architecture=arch, data=data_name, mode="ratio", options=asdict(o), plan=plan.to_dict(),
-        summary=plan.summary(),
+        model=name, architecture=arch, data=data_name, mode="ratio", options=asdict(o), plan=plan.summary(),
+        kept=plan.to_dict(), unit="kv_group",
         params=dict(**total, ratio=round(total["after"] / total["before"], 4),
                     layer_ratio=round(layers["after"] / layers["before"], 4)),
         heldout=dict(tokens=sum(c.shape[1] - 1 for c in val), perplexity=round(math.exp(base), 4),
@@ -248,8 +250,9 @@ def prune_lm(model: str, data: str, out: str | Path, options: LMPruneOptions, pr
         seconds=round(time.perf_counter() - t0, 1),
     )
     with staging(out, marker="config.json") as tmp:
-        student.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        with contextlib.redirect_stderr(io.StringIO()):  # transformers' "Writing model shards" bar
+            student.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
         (tmp / "prune.json").write_text(json.dumps(report, indent=1))
         commit(tmp, out)
     return report

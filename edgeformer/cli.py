@@ -81,12 +81,14 @@ def build(
                                                                 "--quant mixed fits the .pte to it."),
     bench_iters: int = typer.Option(None, "--bench-iters", help="Timed runs for the latency budget (default 50; 0 skips)."),
     prune: str = typer.Option(None, "--prune", help="auto (accuracy-driven, within --max-accuracy-drop) or heads=R,ffn=R,layers=N; "
-                                                    "the pruned model goes to OUT.pruned/."),
+                                                    "the pruned model goes to OUT.pruned/. Causal LMs: ratios only, "
+                                                    "heads counting key-value groups, distilled on --data text."),
     attention: list[str] = typer.Option(None, "--attention", help="Attention kernels: full (default), sdpa, "
                                         "window=W[:global=G][:layers=A-B], hard=topK[:layers=A-B|auto]; repeat or join with +. "
                                         "Causal LMs: window=W[:sinks=S], a sliding-window ring cache."),
     data: str = typer.Option(None, "--data", "--prune-data", help="Task data for --prune and hard=...:layers=auto "
-                                                                  "(default: the data set of --eval-data)."),
+                                                                  "(default: the data set of --eval-data). Causal LMs: "
+                                                                  "the text --prune distills on, another than --eval-data."),
     device: str = typer.Option(None, "--device", help="Measure latency and memory there with the C++ runner and check "
                                                       "the budgets against them: ssh://user@host[:port] | native | "
                                                       "qemu-aarch64 (emulated: recorded, not checked)."),

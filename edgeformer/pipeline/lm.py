@@ -1,5 +1,7 @@
 """A causal LM for an on-device target: the list of stages, then the stages only LMs have.
 
+    prune      optional: key-value groups, FFN neurons, layers by ratio + distillation on --data
+               text (`edgeformer prune`) into OUT.pruned/, which the build then loads
     load       bundled name, Hugging Face folder or GGUF -> fp32 reference + Decoder with its
                KV cache (full, or a sliding-window ring with sinks); tokenizer staged
     quantize   torchao linears and embedding table (the last token's logits only)
@@ -18,6 +20,14 @@ import copy
 
 from edgeformer.pipeline import stages as st
 from edgeformer.pipeline.stages import BuildState, Stage
+
+
+def prune(s: BuildState) -> None:
+    from edgeformer.train.prune_lm import prune_for_build
+
+    s.source, r = prune_for_build(s.spec.model, s.spec.prune, s.spec.data, s.spec.out)
+    s.extra["pruning"] = dict(unpruned=s.spec.model, mode=r["mode"], unit=r["unit"], plan=r["plan"], data=r["data"],
+                              params_ratio=r["params"]["ratio"], heldout=r["heldout"], distill_steps=r["distill"]["steps"])
 
 
 def load(s: BuildState) -> None:
@@ -69,6 +79,8 @@ def validate(s: BuildState) -> None:
     numerics = lm_numerics(program, s.module, s.reference, s.extra["prompt"], shape.max_tokens_per_call,
                            shape.max_context if shape.window is None or shape.mixed else None)
     s.manifest = lm_manifest(s, dict(**numerics, reference="fp32 Decoder (Hugging Face weights)"))
+    if "pruning" in s.extra:
+        s.manifest.model["pruning"] = s.extra["pruning"]
     s.manifest.quantization = quantization_record(s.recipe, s.module)
 
 
@@ -89,11 +101,14 @@ def evaluate(s: BuildState) -> None:
     segment = default_segment(s.manifest.generation["max_context"])
     ids = s.extra["tok"].encode(s.extra["eval_text"]).ids
     ppl = evaluate_perplexity(s.extra["program"], ids, DEFAULT_TOKENS, segment, reference=s.loaded.hf)
-    s.accuracy = ppl
+    s.accuracy = ppl  # the budget gates the .pte against its own fp32 model (pruned or not): what lowering lost
     s.manifest.accuracy = dict(data=s.spec.eval_data, metric="perplexity", **ppl)
+    if "pruning" in s.extra:  # and, beside it, what pruning and lowering lost together
+        s.manifest.accuracy.update(unpruned_vs(s.spec.model, ids, DEFAULT_TOKENS, segment, ppl["perplexity"]))
 
 
 STAGES = [
+    Stage("prune", prune, when=lambda s: s.spec.prune is not None, label=lambda s: f"prune ({s.spec.prune})"),
     Stage("load", load, label=lambda s: "load model"),
     Stage("quantize", quantize, label=lambda s: f"quantize ({s.recipe.quant}, embedding {s.recipe.embedding_quant})"),
     Stage("export", export),
@@ -152,6 +167,18 @@ def layer_sizes(d) -> dict:
         return dict(heads=d.num_heads, kv_heads=d.num_kv_heads, ffn=d.ffn)
     heads, kv, ffn = (list(x) for x in zip(*d.layer_sizes, strict=True))
     return dict(heads=heads, kv_heads=kv, ffn=ffn)
+
+
+def unpruned_vs(model: str, ids: list[int], tokens: int, segment: int, perplexity: float) -> dict:
+    """The unpruned fp32 model's perplexity on the same tokens, and the .pte's increase over it."""
+    from edgeformer.lm.perplexity import nll_full, segments
+    from edgeformer.lm.perplexity import perplexity as ppl_of
+    from edgeformer.models.causal import load_reference, resolve_lm
+
+    _, folder, gguf = resolve_lm(model)
+    unpruned = load_reference(folder, gguf)
+    ref = ppl_of([x for seg in segments(ids, tokens, segment) for x in nll_full(unpruned, seg)])
+    return dict(unpruned_perplexity=round(ref, 4), increase_vs_unpruned_pct=round((perplexity / ref - 1) * 100, 3))
 
 
 def token_text(tok, i) -> str | None:

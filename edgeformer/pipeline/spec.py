@@ -145,8 +145,20 @@ class BuildSpec:
         if self.recipe().quant == "mixed":
             raise UserError("--quant mixed measures encoders only so far; for a causal LM use --quant int8, 8da4w, "
                             "or gguf (a GGUF on its own grid)")
-        if self.prune is not None or self.data is not None:
-            raise UserError("--prune/--data apply to encoder classifiers; causal LMs are not pruned yet")
+        if self.data is not None and self.prune is None:
+            raise UserError("--data is the text --prune distills on; give --prune heads=R,ffn=R,layers=N too, or drop --data")
+        if self.prune is not None:
+            from edgeformer.data.janeausten import load_text
+            from edgeformer.train.prune_lm import options_from_spec
+
+            options_from_spec(self.prune)
+            if self.data is None:
+                raise UserError(f"--prune {self.prune} is data-driven: pass --data text to distill on (janeausten:BOOK "
+                                f"or a .txt), another text than --eval-data")
+            if self.eval_data is not None and load_text(self.data)[0] == load_text(self.eval_data)[0]:
+                raise UserError(f"--data {self.data} is also --eval-data: the perplexity would be measured on the text the "
+                                f"model was distilled on; distill on another (e.g. --data janeausten:emma)")
+            load_text(self.data)
         if self.lengths not in (None, "auto"):
             raise UserError(f"--lengths {self.lengths} applies to encoders; a causal LM's prompt already runs at its own "
                             "length (use --seq-len for the prefill chunk)")

@@ -256,3 +256,27 @@ def prune_lm(model: str, data: str, out: str | Path, options: LMPruneOptions, pr
         (tmp / "prune.json").write_text(json.dumps(report, indent=1))
         commit(tmp, out)
     return report
+
+
+def options_from_spec(spec: str) -> LMPruneOptions:
+    """`build --prune heads=R,ffn=R,layers=N[,steps=S]` -> the options (S: distillation steps;
+    `auto` is an encoder's search)."""
+    from edgeformer.train.prune_run import parse_spec
+
+    if spec == "auto":
+        raise UserError("--prune auto (the accuracy-driven search) is for encoders so far; prune a causal LM by ratio: "
+                        "--prune heads=R,ffn=R,layers=N (e.g. heads=0.33,ffn=0.4)")
+    parts = spec.split(",")
+    steps = [p.partition("=")[2] for p in parts if p.startswith("steps=")]
+    kwargs = parse_spec(",".join(p for p in parts if not p.startswith("steps=")) or "auto")
+    if steps:
+        if not steps[-1].isdigit():
+            raise UserError(f"--prune {spec!r}: steps={steps[-1]} is not a whole number of distillation steps; e.g. steps=300")
+        kwargs["distill_steps"] = int(steps[-1])
+    return LMPruneOptions(**kwargs)
+
+
+def prune_for_build(model: str, spec: str, data: str, out: Path) -> tuple[str, dict]:
+    """Prune causal LM `model` into `<out>.pruned/` for `edgeformer build --prune SPEC`; (that folder, the report)."""
+    folder = out.parent / f"{out.name}.pruned"
+    return str(folder), prune_lm(model, data, folder, options_from_spec(spec))

@@ -142,3 +142,34 @@ def test_cli_prunes_a_causal_lm_and_refuses_encoder_options(llama_and_text, tmp_
                            capsys)
     assert code == 2 and err.startswith("error: --max-accuracy-drop apply to encoder classifiers") and "Traceback" not in err
     assert not (tmp_path / "q").exists()
+
+
+def test_build_prune_makes_a_smaller_pte_and_reports_both_perplexities(llama_and_text, tmp_path, capsys):
+    folder, text = llama_and_text
+    out = tmp_path / "b"
+    code, _, err = run_cli(["build", str(folder), "--target", "host", "--prune", "heads=0.5,ffn=0.25,steps=3", "--data",
+                            str(text), "--eval-data", "janeausten", "--bench-iters", "2", "-o", str(out)], capsys)
+    assert code == 0, err
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["model"]["kv_heads"] == [1, 1] and sum(m["model"]["ffn"]) == 192
+    assert m["model"]["pruning"]["unit"] == "kv_group" and m["model"]["pruning"]["distill_steps"] == 3
+    assert m["generation"]["cache_bytes_per_token"] == 2 * 2 * 16 * 4  # K and V, one head in each of two layers, fp32
+    acc = m["accuracy"]
+    assert acc["reference_perplexity"] > 0 and acc["unpruned_perplexity"] > 0 and "increase_vs_unpruned_pct" in acc
+    assert (tmp_path / "b.pruned" / "prune.json").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--prune", "auto", "--data", "TEXT"], "--prune auto (the accuracy-driven search) is for encoders so far"),
+    (["--prune", "ffn=0.5", "--data", "janeausten", "--eval-data", "janeausten:persuasion"],
+     "--data janeausten is also --eval-data"),
+    (["--data", "TEXT"], "--data is the text --prune distills on"),
+    (["--prune", "ffn=0.5"], "--prune ffn=0.5 is data-driven: pass --data text"),
+    (["--prune", "ffn=0.5,steps=x", "--data", "TEXT"], "steps=x is not a whole number"),
+])
+def test_build_prune_bad_input_is_one_line(llama_and_text, tmp_path, capsys, args, message):
+    folder, text = llama_and_text
+    args = [str(text) if a == "TEXT" else a for a in args]
+    code, _, err = run_cli(["build", str(folder), "--target", "host", *args, "-o", str(tmp_path / "b")], capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not list(tmp_path.iterdir())

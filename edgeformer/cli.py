@@ -196,6 +196,10 @@ def prune(
     max_accuracy_drop: float = typer.Option(None, "--max-accuracy-drop",
                                             help="Accuracy-driven search: remove while validation accuracy stays within this many points."),
     target_flops: float = typer.Option(None, "--target-flops", help="Stop the search at this share of the original FLOPs (e.g. 0.5)."),
+    max_perplexity_increase: float = typer.Option(None, "--max-perplexity-increase", help="Causal LMs: the search, removing "
+                                                  "while the held-out perplexity's increase bound stays within this many %."),
+    target_params: float = typer.Option(None, "--target-params", help="Causal LMs: stop the search at this share of the "
+                                                                      "layers' parameters (e.g. 0.7)."),
     drop_empty_layers: bool = typer.Option(False, "--drop-empty-layers", help="Remove a layer whose heads all go, instead of refusing."),
     distill_epochs: int = typer.Option(2, "--distill-epochs", help="Epochs of distillation from the unpruned model (0 skips)."),
     distill_steps: int = typer.Option(None, "--distill-steps", help="Causal LMs: steps of distillation, one --seq-len chunk "
@@ -221,13 +225,18 @@ def prune(
         refused = [f"--{k.replace('_', '-')}" for k, v in encoder_only.items() if v is not None]
         if refused:
             raise UserError(f"{', '.join(refused)} apply to encoder classifiers; a causal LM is pruned by ratio "
-                            f"(--heads, --ffn, --layers) on --data text")
+                            f"(--heads, --ffn, --layers) or within --max-perplexity-increase, on --data text")
         _prune_lm(model, data, out, dict(heads=heads or 0.0, ffn=ffn or 0.0, layers=layers, drop_empty_layers=drop_empty_layers,
+                                         max_perplexity_increase=max_perplexity_increase, target_params=target_params,
                                          distill_steps=distill_steps, seq_len=seq_len, lr=lr, seed=seed, threads=threads),
                   as_json)
         return
-    if distill_steps is not None or seq_len is not None:
-        raise UserError("--distill-steps/--seq-len apply to causal LMs; an encoder distills for --distill-epochs")
+    lm_only = dict(distill_steps=distill_steps, seq_len=seq_len, max_perplexity_increase=max_perplexity_increase,
+                   target_params=target_params)
+    if any(v is not None for v in lm_only.values()):
+        given = [f"--{k.replace('_', '-')}" for k, v in lm_only.items() if v is not None]
+        raise UserError(f"{', '.join(given)} apply to causal LMs; an encoder's search takes --max-accuracy-drop and "
+                        f"--target-flops, its distillation --distill-epochs")
     if data is None:
         raise UserError("pruning is data-driven: pass --data (the task's data, e.g. fine-foods or a .csv/.jsonl file)")
     options = PruneOptions(heads=heads, ffn=ffn, layers=layers, max_accuracy_drop=max_accuracy_drop, target_flops=target_flops,
@@ -257,6 +266,10 @@ def _prune_lm(model: str, data: str | None, out: Path, kwargs: dict, as_json: bo
         return
     tables.print_tables(tables.prune_tables(r))
     p, h = r["params"], r["heldout"]
+    if r["mode"] == "perplexity":
+        last = r["search_trajectory"][-1]
+        err.print(f"search: {len(r['search_trajectory'])} steps, held-out increase before distillation "
+                  f"{last['increase_pct']:+.1f}% (bound {last['increase_upper_pct']:.1f}%)", soft_wrap=True)
     err.print(f"wrote {out}: parameters x{p['ratio']:.2f} (layers x{p['layer_ratio']:.2f}); held-out perplexity "
               f"{h['perplexity']} -> {h['cut_perplexity']} cut -> {h['distilled_perplexity']} distilled "
               f"({h['increase_pct']:+.1f}%, on {h['tokens']} tokens of {r['data']} it was not distilled on)", soft_wrap=True)

@@ -186,6 +186,14 @@ def prune_tables(r: dict) -> list[Table]:
             plan.add_row(str(row["layer"]), "[red]layer removed[/]", "", "")
         else:
             plan.add_row(str(row["layer"]), row["heads"], row["ffn"], ", ".join(map(str, row["removed_heads"])) or "-")
+    if "search_trajectory" in r:  # a causal LM's search: parameters against the held-out perplexity bound
+        traj = Table(title="search trajectory (held-out text, before distillation)")
+        for col in ("step", "removed", "params", "increase %", "bound %"):
+            traj.add_column(col, justify="right" if col != "removed" else "left")
+        for p in r["search_trajectory"]:
+            traj.add_row(str(p["step"]), p["removed"], f"x{p['params_ratio']:.3f}", f"{p['increase_pct']:+.2f}",
+                         f"{p['increase_upper_pct']:.2f}")
+        return [plan, traj]
     if "trajectory" not in r:  # ratio mode of a causal LM: no search
         return [plan]
     traj = Table(title="search trajectory (validation)")

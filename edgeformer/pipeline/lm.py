@@ -25,7 +25,8 @@ from edgeformer.pipeline.stages import BuildState, Stage
 def prune(s: BuildState) -> None:
     from edgeformer.train.prune_lm import prune_for_build
 
-    s.source, r = prune_for_build(s.spec.model, s.spec.prune, s.spec.data, s.spec.out)
+    s.source, r = prune_for_build(s.spec.model, s.spec.prune, s.spec.data, s.spec.out,
+                                  s.budgets.max_perplexity_increase_pct or 5.0)
     s.extra["pruning"] = dict(unpruned=s.spec.model, mode=r["mode"], unit=r["unit"], plan=r["plan"], data=r["data"],
                               params_ratio=r["params"]["ratio"], heldout=r["heldout"], distill_steps=r["distill"]["steps"])
 

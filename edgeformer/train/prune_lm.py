@@ -56,6 +56,8 @@ class LMPruneOptions:
     ffn: float = 0.0  # share of the FFN neurons to remove, in [0, 1)
     layers: int = 0  # whole layers to remove
     drop_empty_layers: bool = False  # remove a layer whose groups all go, instead of refusing
+    max_perplexity_increase: float | None = None  # the search's budget: held-out perplexity increase bound, %
+    target_params: float | None = None  # stop the search at this share of the layers' parameters
     distill_steps: int = 200  # optimizer steps of distillation, one chunk each; 0 skips it
     lr: float = 5e-5
     seq_len: int = 256  # tokens per chunk
@@ -71,14 +73,30 @@ class LMPruneOptions:
                 raise UserError(f"--{name} {v}: a pruning ratio is the share to remove, in [0, 1); e.g. --{name} 0.25")
         if self.layers < 0:
             raise UserError(f"--layers {self.layers}: the number of whole layers to remove must be >= 0")
-        if not (self.heads or self.ffn or self.layers):
-            raise UserError("nothing to prune: give --heads, --ffn and/or --layers (e.g. --heads 0.33 --ffn 0.4)")
+        ratio = bool(self.heads or self.ffn or self.layers)
+        if self.max_perplexity_increase is not None:
+            if ratio:
+                raise UserError("give ratios (--heads/--ffn/--layers) or --max-perplexity-increase for the search, not both")
+            if not self.max_perplexity_increase > 0:
+                raise UserError(f"--max-perplexity-increase {self.max_perplexity_increase}: the held-out perplexity "
+                                f"increase the search may reach, in percent, > 0; e.g. 10")
+        elif not ratio:
+            raise UserError("nothing to prune: give --heads, --ffn and/or --layers (e.g. --heads 0.33 --ffn 0.4), or "
+                            "--max-perplexity-increase P for the search")
+        if self.target_params is not None and not 0 < self.target_params < 1:
+            raise UserError(f"--target-params {self.target_params}: the share of the layers' parameters to stop at, "
+                            f"in (0, 1); e.g. 0.7")
         if self.distill_steps < 0:
             raise UserError(f"--distill-steps {self.distill_steps}: must be >= 0 (0 skips distillation)")
         if self.seq_len < 16:
             raise UserError(f"--seq-len {self.seq_len}: chunks of at least 16 tokens; e.g. 256")
         if self.threads is not None and self.threads < 1:
             raise UserError(f"--threads {self.threads}: must be >= 1")
+
+    @property
+    def mode(self) -> str:
+        """ratio, or perplexity (the search within max_perplexity_increase)."""
+        return "ratio" if self.max_perplexity_increase is None else "perplexity"
 
 
 def text_chunks(ids: list[int], seq_len: int, val_chunks: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -93,15 +111,17 @@ def text_chunks(ids: list[int], seq_len: int, val_chunks: int) -> tuple[list[tor
 
 
 @torch.no_grad()
+def token_nll(model, chunks: list[torch.Tensor]) -> list[float]:
+    """Next-token negative log-likelihood of every position of `chunks`, in order."""
+    model.eval()
+    return [x for ids in chunks for x in F.cross_entropy(model(ids).logits[0, :-1].float(), ids[0, 1:],
+                                                         reduction="none").tolist()]
+
+
 def heldout_nll(model, chunks: list[torch.Tensor]) -> float:
     """Mean next-token negative log-likelihood over every position of `chunks`."""
-    model.eval()
-    total = n = 0
-    for ids in chunks:
-        logits = model(ids).logits[0, :-1].float()
-        total += float(F.cross_entropy(logits, ids[0, 1:], reduction="sum"))
-        n += ids.shape[1] - 1
-    return total / n
+    nll = token_nll(model, chunks)
+    return sum(nll) / len(nll)
 
 
 def taylor_scores(model, chunks: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -175,6 +195,52 @@ def by_ratio(reference, plan: Plan, train: list[torch.Tensor], val: list[torch.T
     return plan
 
 
+SEARCH_STEP = 0.05  # share of the original groups (neurons) one search step removes
+
+
+def by_budget(reference, plan: Plan, train: list[torch.Tensor], val: list[torch.Tensor], o: LMPruneOptions,
+              progress: Progress | None = None) -> tuple[Plan, list[dict]]:
+    """Greedy search: each step scores the cut model, then tries removing the lowest-scoring
+    `SEARCH_STEP` of the groups, and of the neurons; it keeps the try whose held-out perplexity
+    increase bound (paired block bootstrap over the per-token NLL, `search.gate`) is lower, while
+    that bound stays within `o.max_perplexity_increase` (half steps are tried once before it
+    stops). The bound is of the cut model before distillation, which only lowers it.
+    Returns the plan and the trajectory."""
+    from edgeformer.search.gate import paired_increase
+
+    config = reference.config
+    base = token_nll(reference, val)
+    total = params(plan, config)
+    o_groups, o_neurons = sum(plan.original["heads"]), sum(plan.original["ffn"])
+    trajectory: list[dict] = []
+    step_share = SEARCH_STEP
+    while step_share >= SEARCH_STEP / 2:
+        if o.target_params is not None and params(plan, config) <= o.target_params * total:
+            break
+        model = cut(copy.deepcopy(reference), plan)
+        gs, ns = taylor_scores(model, train[:o.score_chunks])
+        kept = plan.kept_layers
+        tries = [("groups", remove_lowest(plan, kept, gs, "heads", max(1, round(step_share * o_groups)), False)),
+                 ("neurons", remove_lowest(plan, kept, ns, "neurons", max(1, round(step_share * o_neurons)), False))]
+        results = []
+        for kind, p in tries:
+            if p.sizes() == plan.sizes():
+                continue  # nothing left of that kind to remove (each layer keeps one group)
+            gate = paired_increase(base, token_nll(cut(copy.deepcopy(reference), p), val))
+            results.append((gate["increase_upper_pct"], kind, p, gate))
+        ok = sorted((r for r in results if r[0] <= o.max_perplexity_increase), key=lambda r: r[0])
+        if not ok:
+            step_share /= 2
+            continue
+        bound, kind, plan, gate = ok[0]
+        trajectory.append(dict(step=len(trajectory) + 1, removed=kind, params_ratio=round(params(plan, config) / total, 4),
+                               increase_pct=gate["increase_pct"], increase_upper_pct=bound))
+        if progress:
+            progress("search", 1 - trajectory[-1]["params_ratio"], None,
+                     f"x{trajectory[-1]['params_ratio']:.2f} params, +{bound:.1f}% bound")
+    return plan, trajectory
+
+
 def distill(student, teacher, train: list[torch.Tensor], o: LMPruneOptions, progress: Progress | None = None) -> list[float]:
     """`o.distill_steps` AdamW steps on KL(teacher ‖ student) of the next-token distributions; the loss per step."""
     rng = random.Random(o.seed)
@@ -231,7 +297,15 @@ def prune_lm(model: str, data: str, out: str | Path, options: LMPruneOptions, pr
     plan = full_plan(reference.config)
     if progress:
         progress("choose", 0, None, "scoring layers, groups and neurons")
-    plan = by_ratio(reference, plan, train, val, o)
+    trajectory = None
+    if o.mode == "ratio":
+        plan = by_ratio(reference, plan, train, val, o)
+    else:
+        plan, trajectory = by_budget(reference, plan, train, val, o, progress)
+        if not trajectory:
+            raise UserError(f"--max-perplexity-increase {o.max_perplexity_increase}: removing even "
+                            f"{SEARCH_STEP / 2:.1%} of the groups or neurons raises the held-out perplexity bound past it; "
+                            f"allow more, or prune by ratio")
     student = cut(copy.deepcopy(reference), plan)
     base, cut_nll = heldout_nll(reference, val), heldout_nll(student, val)
     losses = distill(student, reference, train, o, progress) if o.distill_steps else []
@@ -239,7 +313,7 @@ def prune_lm(model: str, data: str, out: str | Path, options: LMPruneOptions, pr
     total = dict(before=sum(p.numel() for p in reference.parameters()), after=sum(p.numel() for p in student.parameters()))
     layers = dict(before=params(full_plan(reference.config), reference.config), after=params(plan, reference.config))
     report = dict(
-        model=name, architecture=arch, data=data_name, mode="ratio", options=asdict(o), plan=plan.summary(),
+        model=name, architecture=arch, data=data_name, mode=o.mode, options=asdict(o), plan=plan.summary(),
         kept=plan.to_dict(), unit="kv_group",
         params=dict(**total, ratio=round(total["after"] / total["before"], 4),
                     layer_ratio=round(layers["after"] / layers["before"], 4)),
@@ -248,6 +322,7 @@ def prune_lm(model: str, data: str, out: str | Path, options: LMPruneOptions, pr
                      increase_pct=round((math.exp(final - base) - 1) * 100, 2)),
         distill=dict(steps=o.distill_steps, tokens=o.distill_steps * o.seq_len, first_kl=losses[:1], last_kl=losses[-5:]),
         seconds=round(time.perf_counter() - t0, 1),
+        **({} if trajectory is None else dict(search_trajectory=trajectory)),
     )
     with staging(out, marker="config.json") as tmp:
         with contextlib.redirect_stderr(io.StringIO()):  # transformers' "Writing model shards" bar
@@ -258,14 +333,13 @@ def prune_lm(model: str, data: str, out: str | Path, options: LMPruneOptions, pr
     return report
 
 
-def options_from_spec(spec: str) -> LMPruneOptions:
-    """`build --prune heads=R,ffn=R,layers=N[,steps=S]` -> the options (S: distillation steps;
-    `auto` is an encoder's search)."""
+def options_from_spec(spec: str, max_increase: float = 5.0) -> LMPruneOptions:
+    """`build --prune heads=R,ffn=R,layers=N[,steps=S]` -> the options (S: distillation steps);
+    `auto`: the search within `max_increase` percent of held-out perplexity."""
     from edgeformer.train.prune_run import parse_spec
 
     if spec == "auto":
-        raise UserError("--prune auto (the accuracy-driven search) is for encoders so far; prune a causal LM by ratio: "
-                        "--prune heads=R,ffn=R,layers=N (e.g. heads=0.33,ffn=0.4)")
+        return LMPruneOptions(max_perplexity_increase=max_increase)
     parts = spec.split(",")
     steps = [p.partition("=")[2] for p in parts if p.startswith("steps=")]
     kwargs = parse_spec(",".join(p for p in parts if not p.startswith("steps=")) or "auto")
@@ -276,7 +350,8 @@ def options_from_spec(spec: str) -> LMPruneOptions:
     return LMPruneOptions(**kwargs)
 
 
-def prune_for_build(model: str, spec: str, data: str, out: Path) -> tuple[str, dict]:
-    """Prune causal LM `model` into `<out>.pruned/` for `edgeformer build --prune SPEC`; (that folder, the report)."""
+def prune_for_build(model: str, spec: str, data: str, out: Path, max_increase: float) -> tuple[str, dict]:
+    """Prune causal LM `model` into `<out>.pruned/` for `edgeformer build --prune SPEC` (`auto`: within
+    `max_increase` percent); (that folder, the report)."""
     folder = out.parent / f"{out.name}.pruned"
-    return str(folder), prune_lm(model, data, folder, options_from_spec(spec))
+    return str(folder), prune_lm(model, data, folder, options_from_spec(spec, max_increase))

@@ -160,7 +160,6 @@ def test_build_prune_makes_a_smaller_pte_and_reports_both_perplexities(llama_and
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--prune", "auto", "--data", "TEXT"], "--prune auto (the accuracy-driven search) is for encoders so far"),
     (["--prune", "ffn=0.5", "--data", "janeausten", "--eval-data", "janeausten:persuasion"],
      "--data janeausten is also --eval-data"),
     (["--data", "TEXT"], "--data is the text --prune distills on"),
@@ -173,3 +172,28 @@ def test_build_prune_bad_input_is_one_line(llama_and_text, tmp_path, capsys, arg
     code, _, err = run_cli(["build", str(folder), "--target", "host", *args, "-o", str(tmp_path / "b")], capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not list(tmp_path.iterdir())
+
+
+def test_search_keeps_every_step_within_the_perplexity_bound(llama_and_text, tmp_path, capsys):
+    folder, text = llama_and_text
+    code, out, err = run_cli(["prune", str(folder), "--data", str(text), "-o", str(tmp_path / "s"), "--max-perplexity-increase",
+                              "3", "--target-params", "0.8", "--distill-steps", "2", "--seq-len", "32", "--json"], capsys)
+    assert code == 0, err
+    r = json.loads(out)
+    steps_ = r["search_trajectory"]
+    assert r["mode"] == "perplexity" and steps_ and all(s["increase_upper_pct"] <= 3 for s in steps_)
+    ratios = [s["params_ratio"] for s in steps_]
+    assert ratios == sorted(ratios, reverse=True) and r["params"]["layer_ratio"] == ratios[-1]
+    assert ratios[-1] <= 0.8 or len(steps_) < 40  # it stopped at the target, or at the budget
+
+
+def test_search_that_cannot_remove_anything_is_refused(llama_and_text, tmp_path, monkeypatch):
+    import edgeformer.search.gate as gate
+
+    folder, text = llama_and_text
+    monkeypatch.setattr(gate, "paired_increase", lambda ref, cand: dict(increase_pct=50.0, increase_upper_pct=60.0))
+    with pytest.raises(UserError, match=r"--max-perplexity-increase 5.0: removing even 2.5% .* allow more, or prune by ratio"):
+        prune_lm(str(folder), str(text), tmp_path / "s", LMPruneOptions(max_perplexity_increase=5.0, seq_len=32))
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(UserError, match="ratios .* or --max-perplexity-increase for the search, not both"):
+        LMPruneOptions(ffn=0.5, max_perplexity_increase=5.0)

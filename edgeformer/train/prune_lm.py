@@ -324,6 +324,10 @@ def prune_lm(model: str, data: str, out: str | Path, options: LMPruneOptions, pr
         seconds=round(time.perf_counter() - t0, 1),
         **({} if trajectory is None else dict(search_trajectory=trajectory)),
     )
+    if getattr(student, "hf_quantizer", None) is not None:  # a GGUF, dequantized to fp32 at load: saved as fp32
+        student.hf_quantizer = None
+        if hasattr(student.config, "quantization_config"):
+            del student.config.quantization_config
     with staging(out, marker="config.json") as tmp:
         with contextlib.redirect_stderr(io.StringIO()):  # transformers' "Writing model shards" bar
             student.save_pretrained(tmp)

@@ -197,3 +197,15 @@ def test_search_that_cannot_remove_anything_is_refused(llama_and_text, tmp_path,
     assert not (tmp_path / "s").exists()
     with pytest.raises(UserError, match="ratios .* or --max-perplexity-increase for the search, not both"):
         LMPruneOptions(ffn=0.5, max_perplexity_increase=5.0)
+
+
+def test_a_gguf_model_prunes_into_an_fp32_folder(tiny_gguf, tmp_path):
+    r = random.Random(0)
+    (tmp_path / "t.txt").write_text("".join(r.choice("abcdefgh ") for _ in range(3000)))
+    prune_lm(str(tiny_gguf), str(tmp_path / "t.txt"), tmp_path / "out", LMPruneOptions(ffn=0.25, distill_steps=1, seq_len=64))
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert "quantization_config" not in config and config["edgeformer_pruning"]["unit"] == "kv_group"
+    lm = load_lm(str(tmp_path / "out"), 64)
+    ids = torch.randint(0, 256, (1, 7), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.allclose(steps(lm.decoder, ids, 2), lm.hf(ids).logits, atol=1e-4)

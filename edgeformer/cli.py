@@ -311,7 +311,9 @@ def search(
     from edgeformer.search import search as run_search
     from edgeformer.search.run import result_dicts
 
-    out = out or Path("out") / f"{Path(model).stem}-{target}"
+    if out is None:  # out/MODEL-TARGET, MODEL the folder's or file's own name (also for "." or a trailing slash)
+        path = Path(model).expanduser()
+        out = Path("out") / f"{path.resolve().stem if path.exists() else model}-{target}"
     spec = SearchSpec(model, target, data=data, out=out, space=space or None, max_accuracy_drop=max_accuracy_drop,
                       max_perplexity_increase=max_perplexity_increase, max_pte_mb=max_pte_mb, confidence=confidence,
                       objective=objective, device=device, executor=executor, jobs=jobs,

@@ -77,6 +77,9 @@ def build(
     eval_data: str = typer.Option(None, "--eval-data", help="Measure task accuracy on this data (e.g. fine-foods:validation); "
                                                             "causal LMs: perplexity (janeausten)."),
     max_accuracy_drop: float = typer.Option(None, "--max-accuracy-drop", help="Accuracy points the .pte may lose vs fp32."),
+    max_perplexity_increase: float = typer.Option(None, "--max-perplexity-increase",
+                                                  help="Causal LMs with --eval-data: percent the .pte's perplexity may "
+                                                       "exceed its fp32 model's (the target's budget by default)."),
     max_pte_mb: float = typer.Option(None, "--max-pte-mb", help="Override the target's size budget (MiB); "
                                                                 "--quant mixed fits the .pte to it."),
     bench_iters: int = typer.Option(None, "--bench-iters", help="Timed runs for the latency budget (default 50; 0 skips)."),
@@ -106,7 +109,7 @@ def build(
     given = dict(target=target, quant=quant, group_size=group_size, embedding_quant=embedding_quant, seq_len=seq_len,
                  threads=threads, attention=tuple(attention) if attention else None, max_context=max_context, lm_ops=lm_ops,
                  kv_cache=kv_cache, lengths=lengths, batch=batch, prune=prune, data=data, eval_data=eval_data, min_sqnr_db=min_sqnr,
-                 max_accuracy_drop=max_accuracy_drop,
+                 max_accuracy_drop=max_accuracy_drop, max_perplexity_increase=max_perplexity_increase,
                  max_pte_mb=max_pte_mb, enforce=enforce, bench_iters=bench_iters, device=device, fallback=fallback, dump=dump)
     given = {k: v for k, v in given.items() if v is not None}
     if from_manifest is not None:

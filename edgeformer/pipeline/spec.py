@@ -53,6 +53,7 @@ class BuildSpec:
     # budgets and where they are measured
     min_sqnr_db: float | None = None
     max_accuracy_drop: float | None = None
+    max_perplexity_increase: float | None = None  # causal LMs with eval_data, percent
     max_pte_mb: float | None = None
     enforce: bool = True
     bench_iters: int = 50
@@ -99,6 +100,8 @@ class BuildSpec:
             b = replace(b, max_accuracy_drop=self.max_accuracy_drop)
         if self.max_pte_mb is not None:
             b = replace(b, max_pte_mb=self.max_pte_mb)
+        if self.max_perplexity_increase is not None:
+            b = replace(b, max_perplexity_increase_pct=self.max_perplexity_increase)
         return b
 
     # ---- the one place where options are checked against each other ----
@@ -120,6 +123,13 @@ class BuildSpec:
                             f"model; use --quant int8 or 8da4w")
         if self.max_pte_mb is not None and not self.max_pte_mb > 0:
             raise UserError(f"--max-pte-mb {self.max_pte_mb}: give the size budget in MiB, more than 0")
+        if self.max_perplexity_increase is not None:
+            if kind != "causal-lm":
+                raise UserError(f"--max-perplexity-increase {self.max_perplexity_increase} is a causal LM's budget; an "
+                                f"encoder's is --max-accuracy-drop")
+            if not self.max_perplexity_increase >= 0:
+                raise UserError(f"--max-perplexity-increase {self.max_perplexity_increase}: percent the .pte's perplexity "
+                                f"may exceed its fp32 model's, >= 0; e.g. 5")
         if self.recipe().quant == "mixed" and tgt.backend != "xnnpack":
             raise UserError(f"--quant mixed chooses between XNNPACK's int8 and 4-bit kernels, and target {tgt.alias} "
                             f"lowers to {tgt.backend}; use --quant int8 there, or an XNNPACK target (host, rpi5, android)")

@@ -355,7 +355,7 @@ def _publish(spec: SearchSpec, winner: dict, summary: dict, lm_reference: dict |
         c = Candidate(**winner["candidate"])
         if lm_reference is not None:  # `build --from` scores the same text against the target's budget
             m.spec = replace(spec.build_spec(c, spec.model), eval_data=spec.data, bench_iters=BuildSpec.bench_iters,
-                             enforce=True).to_dict()
+                             max_perplexity_increase=spec.budgets().max_perplexity_increase_pct, enforce=True).to_dict()
             m.accuracy = lm.accuracy_record(winner, lm_reference)
         else:
             m.spec = replace(spec.build_spec(c, spec.model), prune=c.build_prune(), data=spec.data if c.pruned else None,

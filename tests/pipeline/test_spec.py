@@ -23,6 +23,7 @@ from edgeformer.pipeline import BuildSpec
     (dict(device="usb://x"), r"--device 'usb://x' is not one of"),
     (dict(eval_data="nosuch-data"), r"data 'nosuch-data' is neither a file nor a built-in data set"),
     (dict(bench_iters=-1), r"--bench-iters -1"),
+    (dict(max_perplexity_increase=5.0), r"--max-perplexity-increase 5.0 is a causal LM's budget"),
 ])
 def test_bad_combinations_fail_in_validate(tiny_bert, tmp_path, fields, msg):
     with pytest.raises(UserError, match=msg):
@@ -31,8 +32,12 @@ def test_bad_combinations_fail_in_validate(tiny_bert, tmp_path, fields, msg):
 
 
 def test_causal_lm_checks(tiny_llama_folder, tmp_path):
-    with pytest.raises(UserError, match="causal LMs are not pruned yet"):
+    with pytest.raises(UserError, match="--prune auto is data-driven: pass --data text"):
         BuildSpec(str(tiny_llama_folder), out=tmp_path / "x", prune="auto").validate()
+    with pytest.raises(UserError, match="--max-perplexity-increase -1.0: percent"):
+        BuildSpec(str(tiny_llama_folder), out=tmp_path / "x", max_perplexity_increase=-1.0).validate()
+    lm = BuildSpec(str(tiny_llama_folder), out=tmp_path / "x", max_perplexity_increase=12.5)
+    assert lm.budgets().max_perplexity_increase_pct == 12.5
     with pytest.raises(UserError, match="does not take causal LMs yet"):
         BuildSpec(str(tiny_llama_folder), target="android-vulkan", out=tmp_path / "x").validate()
     with pytest.raises(UserError, match="is not a causal-LM cache spec"):

@@ -50,6 +50,7 @@ def test_candidates_are_gated_on_perplexity_and_the_best_is_published(lm_searche
     assert gate["limit"] == 50 and "block-bootstrap" in gate["where"] and gate["passed"] is True
     assert m.search["chosen"] == r.winner["key"] and "Perplexity is gated" in m.search["why"]
     assert m.spec["eval_data"] == spec.data and m.spec["enforce"] is True  # `build --from` scores the same text
+    assert m.spec["max_perplexity_increase"] == 50  # against the same budget, not the target's 5%
     assert "| perplexity | increase (bound) % |" in (r.path / "report.md").read_text()
     code, out, err = run_cli(["inspect", str(r.path)], capsys)
     assert code == 0 and "chose quant=" in out + err, err

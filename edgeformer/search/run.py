@@ -1,6 +1,6 @@
 """`edgeformer search`: build the candidates of a space, measure each where the target is, gate
 on accuracy, and publish the best one that meets every budget. Encoder classifiers are gated on accuracy,
-causal LMs on perplexity (lm.py measures and gates them; they are not pruned yet).
+causal LMs on perplexity (lm.py measures and gates them; the search does not prune them yet: `edgeformer prune` does).
 
     filter   a size estimate from the parameter counts drops what cannot fit (no build)
     prune    one pruned model per pruning level (tasks; cached by content hash)

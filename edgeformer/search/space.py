@@ -42,7 +42,7 @@ AXES: dict[str, str] = {
 }
 DEFAULTS: dict[str, tuple[str, ...]] = {"quant": ("int8", "8da4w"), "prune": ("0", "0.25", "0.5")}
 LM_DEFAULTS: dict[str, tuple[str, ...]] = {"quant": ("int8", "8da4w"), "kv_cache": ("fp32", "int8")}
-ENCODER_ONLY = ("prune", "seq_len")  # causal LMs are not pruned yet; their prompt runs at its own length
+ENCODER_ONLY = ("prune", "seq_len")  # the search prunes encoders only (LMs: `edgeformer prune`); a prompt runs at its own length
 
 
 @dataclass(frozen=True)
@@ -119,8 +119,9 @@ def parse_space(spec: str | list[str] | None, kind: str = "encoder", gguf: bool 
         if axis not in AXES:
             raise UserError(f"--space {term!r}: unknown axis {axis!r}; axes: {', '.join(AXES)}")
         if lm and axis in ENCODER_ONLY:
-            raise UserError(f"--space {term!r}: {axis} is an encoder axis (causal LMs are not pruned yet, and a prompt "
-                            f"runs at its own length); a causal LM searches {', '.join(a for a in AXES if a not in ENCODER_ONLY)}")
+            raise UserError(f"--space {term!r}: {axis} is an encoder axis (the search does not prune causal LMs yet: "
+                            f"prune one with `edgeformer prune` and search the pruned folder; a prompt runs at its own length); "
+                            f"a causal LM searches {', '.join(a for a in AXES if a not in ENCODER_ONLY)}")
         if not lm and axis == "kv_cache":
             raise UserError(f"--space {term!r}: kv_cache applies to causal LMs; an encoder has no KV cache")
         if not eq or not raw.strip(","):

@@ -39,6 +39,7 @@ def paired_drop(reference_correct: list[bool], candidate_correct: list[bool], co
 
 
 BLOCK_TOKENS = 64  # a causal LM's tokens are resampled in runs this long (neighbours are not independent)
+MIN_BLOCKS = 10  # fewer blocks than this and the bootstrap's bound means little: the text is refused
 
 
 def paired_increase(reference_nll: list[float], candidate_nll: list[float], confidence: float = DEFAULT_CONFIDENCE,

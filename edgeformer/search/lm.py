@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 
 from edgeformer import artifact as art
+from edgeformer.errors import UserError
 from edgeformer.search import gate, keys
 from edgeformer.targets import Budgets
 from edgeformer.validate.budgets import BudgetCheck, check_budgets
@@ -57,8 +58,13 @@ def reference(spec, sha: str, tokenizer_file: Path, segment: int, work: Path) ->
     f = work / "reference" / f"{key}.json"
     if f.is_file():
         return json.loads(f.read_text())
-    hf = load_reference(*resolve_lm(spec.model)[1:])
     segs = segments(ids, TOKENS, segment)
+    scored = sum(len(x) - 1 for x in segs)
+    if scored < gate.MIN_BLOCKS * gate.BLOCK_TOKENS:
+        raise UserError(f"--data {spec.data}: {scored} tokens to score; the perplexity gate resamples blocks of "
+                        f"{gate.BLOCK_TOKENS} and needs at least {gate.MIN_BLOCKS} ({gate.MIN_BLOCKS * gate.BLOCK_TOKENS} "
+                        f"tokens) to bound the increase; give a longer text")
+    hf = load_reference(*resolve_lm(spec.model)[1:])
     ref = dict(key=key, data=name, segments=segs, nll=[x for s in segs for x in nll_full(hf, s)])
     f.parent.mkdir(parents=True, exist_ok=True)
     art.write_text_atomic(f, json.dumps(ref))
@@ -104,13 +110,14 @@ def measure_all(spec, built: list[dict], ref: dict, say) -> None:
 
 def _host_speed(spec, arts: list):
     """(bench, "host") of each artifact: its decode beside the fp32 eager model's, side by side."""
-    from edgeformer.lm.speed import measure_lm, measure_lm_eager
+    from edgeformer.lm.speed import default_lengths, measure_lm, measure_lm_eager
     from edgeformer.pipeline.stages import runner_memory, side_by_side
     from edgeformer.validate.latency import host_fingerprint
 
     for a in arts:
-        threads, new = a.manifest.recipe["threads"], min(DECODE_TOKENS, spec.bench_iters)
-        prompt = min(128, (a.manifest.generation["max_context"] or 256) // 2)
+        threads = a.manifest.recipe["threads"]
+        prompt, new = default_lengths(a.manifest.generation, None, None)  # prompt + new fit a small full cache
+        new = min(new, DECODE_TOKENS, spec.bench_iters)
         bench = side_by_side(partial(measure_lm, a.path, threads, prompt, new, rounds=1),
                              partial(measure_lm_eager, spec.model, threads, min(prompt, 32), max(8, min(new, 32))),
                              rounds=spec.rounds)

@@ -17,7 +17,7 @@ WORDS = "the a cat dog sat on mat and ran far away home".split()
 def words(tmp_path_factory):
     rng = random.Random(0)
     f = tmp_path_factory.mktemp("text") / "words.txt"
-    f.write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(12)) for _ in range(40)))
+    f.write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(12)) for _ in range(80)))  # > 10 blocks of 64
     return f
 
 
@@ -117,3 +117,16 @@ def test_a_gguf_lms_default_space_is_planned_with_a_size_estimate(tiny_gguf):
 
     est = {q: estimate_mb(str(tiny_gguf), BuildSpec(str(tiny_gguf), "android", quant=q)) for q in ("int8", "8da4w", "gguf")}
     assert est["gguf"] == est["8da4w"] < est["int8"]
+
+
+def test_a_text_too_short_to_bound_the_increase_is_refused(tiny_llama_folder, tmp_path):
+    from types import SimpleNamespace
+
+    from edgeformer.errors import UserError
+    from edgeformer.search.lm import reference
+
+    short = tmp_path / "short.txt"
+    short.write_text(" ".join(WORDS * 20))  # 240 words: fewer than 10 blocks of 64 tokens
+    spec = SimpleNamespace(data=str(short), model=str(tiny_llama_folder))
+    with pytest.raises(UserError, match=r"tokens to score; the perplexity gate resamples blocks of 64 and needs at least 10"):
+        reference(spec, "sha", tiny_llama_folder / "tokenizer.json", 256, tmp_path / "work")

@@ -68,9 +68,10 @@ def closest(results: list[dict]) -> dict | None:
     return min(measured, key=miss)
 
 
-def table(results: list[dict], winner: dict | None) -> str:
-    """A Markdown table: every candidate, what it measured and whether it passed."""
-    lm = any(r.get("perplexity") is not None for r in results)
+def table(results: list[dict], winner: dict | None, lm: bool | None = None) -> str:
+    """A Markdown table: every candidate, what it measured and whether it passed (`lm`: a causal
+    LM's columns; None: whether any result has a perplexity)."""
+    lm = any(r.get("perplexity") is not None for r in results) if lm is None else lm
     head = "| candidate | size MiB | speed | perplexity | increase (bound) % | passed | note |" if lm else \
         "| candidate | size MiB | speed | accuracy | drop (bound) pts | passed | note |"
     rows = [head, "|---|---|---|---|---|---|---|"]

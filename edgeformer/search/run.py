@@ -318,7 +318,7 @@ def _finish(spec: SearchSpec, results: list[dict], work: Path, say, lm_reference
     art.write_text_atomic(work / "search.json", json.dumps(summary, indent=2) + "\n")
     art.write_text_atomic(report, "# Search\n\n" + front.section(results, summary["chosen"], summary["why"]))
     front.plot(results, summary["chosen"], work / front.CHART)
-    say(front.table(results, winner))
+    say(front.table(results, winner, lm=spec.kind() == "causal-lm"))  # an LM's columns even when none was measured
     if winner is None:
         near = front.closest(results)
         if near is None:
@@ -382,7 +382,10 @@ def _why(winner: dict | None, spec: SearchSpec, results: list[dict]) -> str:
     gated = f"Accuracy is gated on {spec.data}:validation by the {spec.confidence:.0%} paired-bootstrap bound of the drop." \
         if spec.kind() == "encoder" else (f"Perplexity is gated on {spec.data} by the {spec.confidence:.0%} paired "
                                           f"block-bootstrap bound of the increase over the fp32 model.")
-    return (f"Chosen: {winner['describe']}, {front.OBJECTIVES[spec.objective]}; {passed} of {n} measured candidates "
+    objective = front.OBJECTIVES[spec.objective]
+    if spec.kind() != "encoder":  # a causal LM's quality is its perplexity
+        objective = objective.replace("the most accurate", "the lowest-perplexity")
+    return (f"Chosen: {winner['describe']}, {objective}; {passed} of {n} measured candidates "
             f"passed every budget of {spec.target} ({len(results)} in the space). {gated}")
 
 

@@ -305,6 +305,8 @@ def search(
     jobs: int = typer.Option(1, "--jobs", "-j", help="Candidates built at once (measuring is always one at a time)."),
     bench_iters: int = typer.Option(20, "--bench-iters", help="Timed runs per candidate and round."),
     rounds: int = typer.Option(3, "--rounds", help="Host: rounds of timing every candidate beside the fp32 eager model."),
+    prune_data: str = typer.Option(None, "--prune-data", help="Causal LMs with prune=R in --space: the text each pruned "
+                                                              "model distills on (janeausten:BOOK or a .txt), not --data."),
     work: Path = typer.Option(None, "--work", help="Cache of pruned models, artifacts and measurements "
                                                    "(default OUT.search; a rerun resumes from it)."),
     as_json: bool = JSON,
@@ -320,7 +322,7 @@ def search(
     spec = SearchSpec(model, target, data=data, out=out, space=space or None, max_accuracy_drop=max_accuracy_drop,
                       max_perplexity_increase=max_perplexity_increase, max_pte_mb=max_pte_mb, confidence=confidence,
                       objective=objective, device=device, executor=executor, jobs=jobs,
-                      bench_iters=bench_iters, rounds=rounds, work=work)
+                      bench_iters=bench_iters, rounds=rounds, work=work, prune_data=prune_data)
     r = run_search(spec, say=lambda line: err.print(escape(line), highlight=False, soft_wrap=True))
     if as_json:
         _emit(dict(path=str(r.path), chosen=r.winner["describe"], report=str(r.report), candidates=result_dicts(r.results)))

@@ -1,6 +1,6 @@
 """`edgeformer search`: build the candidates of a space, measure each where the target is, gate
 on accuracy, and publish the best one that meets every budget. Encoder classifiers are gated on accuracy,
-causal LMs on perplexity (lm.py measures and gates them; the search does not prune them yet: `edgeformer prune` does).
+causal LMs on perplexity (lm.py measures and gates them; pruned on --prune-data text).
 
     filter   a size estimate from the parameter counts drops what cannot fit (no build)
     prune    one pruned model per pruning level (tasks; cached by content hash)
@@ -59,6 +59,7 @@ class SearchSpec:
     bench_iters: int = 20
     rounds: int = 3  # of the side-by-side timing on host
     work: str | Path | None = None  # None: <out>.search beside out
+    prune_data: str | None = None  # causal LMs with prune in the space: the text pruning distills on (not `data`)
 
     def work_dir(self) -> Path:
         """Absolute: tasks may run in other processes (Ray workers) with another working directory."""
@@ -116,6 +117,8 @@ class SearchSpec:
         if self.max_perplexity_increase is not None:
             raise UserError(f"--max-perplexity-increase applies to causal LMs; {self.model!r} is an encoder: "
                             "use --max-accuracy-drop")
+        if self.prune_data is not None:
+            raise UserError(f"--prune-data {self.prune_data} is for causal LMs; an encoder is pruned on --data's train split")
         if self.data is None:
             raise UserError("search gates every candidate on task accuracy: pass --data (fine-foods, or a labelled .csv/.jsonl)")
         if parse_spec(self.data)[1] is not None:
@@ -141,6 +144,15 @@ class SearchSpec:
         if self.data is None:
             raise UserError("search gates every candidate on perplexity: pass --data (janeausten[:BOOK] or a .txt)")
         load_text(self.data)  # a bad spec fails now, not after the builds
+        if any(c.pruned for c in self.candidates()):
+            if self.prune_data is None:
+                raise UserError("--space prune=... on a causal LM distills each pruned model on text: pass --prune-data "
+                                "(janeausten:BOOK or a .txt), another text than --data, which gates")
+            if load_text(self.prune_data)[0] == load_text(self.data)[0]:
+                raise UserError(f"--prune-data {self.prune_data} is also --data: the gate would score the text the "
+                                f"pruned models were distilled on; distill on another (e.g. --prune-data janeausten:emma)")
+        elif self.prune_data is not None:
+            raise UserError(f"--prune-data {self.prune_data}: the space prunes nothing; add prune=R to --space, or drop it")
         if self.device is not None:
             raise UserError(f"--device {self.device}: a causal LM's search measures on this machine or not at all so "
                             "far (its candidates use the LLM custom ops the C++ runner lacks); leave out --device")
@@ -210,12 +222,17 @@ def search(spec: SearchSpec, say=print) -> SearchResult:
 
 
 def _search_lm(spec: SearchSpec, say) -> SearchResult:
-    """The same steps for a causal LM: no pruning, perplexity on `--data` instead of accuracy."""
+    """The same steps for a causal LM: pruned on `--prune-data` text, gated on perplexity on `--data`
+    (against the unpruned fp32 model) instead of accuracy."""
+    from edgeformer.models import folder_sha256
+
     budgets, cands, work = spec.budgets(), spec.candidates(), spec.work_dir()
     work.mkdir(parents=True, exist_ok=True)
     say(f"search: {len(cands)} candidates ({spec.space_of().describe()}), work folder {work}")
     sha = lm.source_sha(spec.model)
-    results = [_plan(spec, c, None, sha, budgets) for c in cands]
+    sources = _prune_lm_levels(spec, cands, sha, work, say)
+    shas = {level: folder_sha256(Path(folder)) for level, folder in sources.items()}
+    results = [_plan(spec, c, sources.get(c.prune), shas.get(c.prune, sha), budgets) for c in cands]
     _build_all(spec, results, say)
     built = [r for r in results if r["status"] == "built"]
     if not built:
@@ -250,6 +267,31 @@ def _prune_levels(spec: SearchSpec, cands: list[Candidate], model_sha: str, work
             todo.append((level, ("prune", (spec.model, spec.data, str(folder), opts))))
     if todo:
         say(f"prune: {len(todo)} level(s) ({', '.join(lv for lv, _ in todo)}) on {spec.data}:train")
+    for i, res in tasks.run_tasks(spec.executor, spec.jobs, [call for _, call in todo]):
+        if "error" in res:
+            raise UserError(f"prune={todo[i][0]} failed: {res['error']}")
+        say(f"  pruned {todo[i][0]}")
+    return out
+
+
+def _prune_lm_levels(spec: SearchSpec, cands: list[Candidate], model_sha: str, work: Path, say) -> dict[str, str]:
+    """{prune value: pruned folder} of a causal LM's pruning levels, each pruned once on --prune-data."""
+    from edgeformer.data.janeausten import load_text
+
+    levels = {c.prune: c for c in cands if c.pruned}
+    if not levels:
+        return {}
+    name, text = load_text(spec.prune_data)
+    budget = spec.budgets().max_perplexity_increase_pct
+    todo, out = [], {}
+    for level, c in sorted(levels.items()):
+        opts = c.lm_prune_options(budget)
+        folder = work / "pruned" / keys.key(dict(model=model_sha, text=keys.digest([text]), options=opts))
+        out[level] = str(folder)
+        if not (folder / "config.json").is_file():
+            todo.append((level, ("prune_lm", (spec.model, spec.prune_data, str(folder), opts))))
+    if todo:
+        say(f"prune: {len(todo)} level(s) ({', '.join(lv for lv, _ in todo)}) distilled on {name}")
     for i, res in tasks.run_tasks(spec.executor, spec.jobs, [call for _, call in todo]):
         if "error" in res:
             raise UserError(f"prune={todo[i][0]} failed: {res['error']}")
@@ -355,6 +397,7 @@ def _publish(spec: SearchSpec, winner: dict, summary: dict, lm_reference: dict |
         c = Candidate(**winner["candidate"])
         if lm_reference is not None:  # `build --from` scores the same text against the target's budget
             m.spec = replace(spec.build_spec(c, spec.model), eval_data=spec.data, bench_iters=BuildSpec.bench_iters,
+                             prune=c.build_prune(), data=spec.prune_data if c.pruned else None,
                              max_perplexity_increase=spec.budgets().max_perplexity_increase_pct, enforce=True).to_dict()
             m.accuracy = lm.accuracy_record(winner, lm_reference)
         else:

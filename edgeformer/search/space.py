@@ -42,7 +42,7 @@ AXES: dict[str, str] = {
 }
 DEFAULTS: dict[str, tuple[str, ...]] = {"quant": ("int8", "8da4w"), "prune": ("0", "0.25", "0.5")}
 LM_DEFAULTS: dict[str, tuple[str, ...]] = {"quant": ("int8", "8da4w"), "kv_cache": ("fp32", "int8")}
-ENCODER_ONLY = ("prune", "seq_len")  # the search prunes encoders only (LMs: `edgeformer prune`); a prompt runs at its own length
+ENCODER_ONLY = ("seq_len",)  # a causal LM's prompt runs at its own length
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,13 @@ class Candidate:
         share, _, layers = self.prune.partition(":layers=")
         return dict(heads=float(share), ffn=float(share), **({"layers": int(layers)} if layers else {}))
 
+    def lm_prune_options(self, max_increase: float | None) -> dict:
+        """`train.prune_lm.LMPruneOptions` fields of this level for a causal LM: a share R of the
+        key-value groups and of the FFN neurons; auto, the search within `max_increase` percent."""
+        if self.prune == "auto":
+            return dict(max_perplexity_increase=max_increase)
+        return self.prune_options(None)
+
     def build_prune(self) -> str | None:
         """This level as `edgeformer build --prune` spells it (None unpruned)."""
         if not self.pruned or self.prune == "auto":
@@ -85,8 +92,9 @@ class Candidate:
         return d if self.kv_cache is None else dict(d, kv_cache=self.kv_cache)  # encoders' keys stay as they were
 
     def describe(self) -> str:
-        lm = self.kv_cache is not None  # a causal LM's space always has kv_cache, and never prunes
-        return " ".join(f"{k}={v}" for k, v in self.to_dict().items() if v is not None and not (lm and k == "prune"))
+        lm = self.kv_cache is not None  # a causal LM's space always has kv_cache, and prunes only when asked
+        return " ".join(f"{k}={v}" for k, v in self.to_dict().items()
+                        if v is not None and not (lm and k == "prune" and v == "0"))
 
 
 @dataclass(frozen=True)
@@ -119,8 +127,7 @@ def parse_space(spec: str | list[str] | None, kind: str = "encoder", gguf: bool 
         if axis not in AXES:
             raise UserError(f"--space {term!r}: unknown axis {axis!r}; axes: {', '.join(AXES)}")
         if lm and axis in ENCODER_ONLY:
-            raise UserError(f"--space {term!r}: {axis} is an encoder axis (the search does not prune causal LMs yet: "
-                            f"prune one with `edgeformer prune` and search the pruned folder; a prompt runs at its own length); "
+            raise UserError(f"--space {term!r}: {axis} is an encoder axis (a causal LM's prompt runs at its own length); "
                             f"a causal LM searches {', '.join(a for a in AXES if a not in ENCODER_ONLY)}")
         if not lm and axis == "kv_cache":
             raise UserError(f"--space {term!r}: kv_cache applies to causal LMs; an encoder has no KV cache")

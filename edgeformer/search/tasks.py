@@ -46,6 +46,17 @@ def prune_level(model: str, data: str, folder: str, options: dict) -> dict:
     return _guarded(work)
 
 
+def prune_lm_level(model: str, text: str, folder: str, options: dict) -> dict:
+    """Prune causal LM `model` once for every candidate of one pruning level, distilled on `text`."""
+    from edgeformer.train.prune_lm import LMPruneOptions, prune_lm
+
+    def work() -> dict:
+        prune_lm(model, text, Path(folder), LMPruneOptions(**options))
+        return dict(path=folder)
+
+    return _guarded(work)
+
+
 def _guarded(work: Callable[[], dict]) -> dict:
     """`work()`, or {"error": ...}: one candidate's failure is recorded, not the search's end."""
     try:
@@ -142,7 +153,7 @@ def _ray(executor: str, jobs: int, calls: list[tuple[Callable, tuple]]) -> Itera
             yield refs[done[0]], dict(error=f"ray task failed: {type(e).__name__}: {e}")
 
 
-TASKS: dict[str, Callable[..., dict]] = {"build": build_candidate, "prune": prune_level}
+TASKS: dict[str, Callable[..., dict]] = {"build": build_candidate, "prune": prune_level, "prune_lm": prune_lm_level}
 
 if __name__ == "__main__":  # a local worker: the task's name and its arguments as JSON in argv
     print(json.dumps(TASKS[sys.argv[1]](*json.loads(sys.argv[2]))))

@@ -89,7 +89,10 @@ def test_on_host_decode_is_timed_beside_the_fp32_eager_model(tiny_llama_folder, 
 
 
 @pytest.mark.parametrize("args, named", [
-    (["--space", "prune=0.5"], "prune is an encoder axis"),
+    (["--space", "seq_len=64"], "seq_len is an encoder axis"),
+    (["--space", "prune=0.5"], "pass --prune-data"),
+    (["--space", "prune=0.5", "--prune-data", "WORDS"], "is also --data"),
+    (["--prune-data", "janeausten:emma"], "the space prunes nothing"),
     (["--max-accuracy-drop", "1"], "use --max-perplexity-increase"),
     (["--max-perplexity-increase", "-1"], "--max-perplexity-increase -1"),
     (["--data", "fine-foods"], "--data 'fine-foods'"),
@@ -100,7 +103,7 @@ def test_on_host_decode_is_timed_beside_the_fp32_eager_model(tiny_llama_folder, 
 def test_bad_input_for_a_causal_lm_is_one_line_and_writes_nothing(tiny_llama_folder, words, capsys, tmp_path, args, named):
     out = tmp_path / "o"
     base = ["search", str(tiny_llama_folder), "--data", str(words), "-o", str(out)]
-    code, _, err = run_cli(base + args, capsys)
+    code, _, err = run_cli(base + [str(words) if a == "WORDS" else a for a in args], capsys)
     assert code == 2 and named in err and err.strip().count("\n") == 0, err
     assert not out.exists() and not (tmp_path / "o.search").exists()
 
@@ -130,3 +133,23 @@ def test_a_text_too_short_to_bound_the_increase_is_refused(tiny_llama_folder, tm
     spec = SimpleNamespace(data=str(short), model=str(tiny_llama_folder))
     with pytest.raises(UserError, match=r"tokens to score; the perplexity gate resamples blocks of 64 and needs at least 10"):
         reference(spec, "sha", tiny_llama_folder / "tokenizer.json", 256, tmp_path / "work")
+
+
+def test_a_pruned_level_is_distilled_on_other_text_and_gated_against_the_unpruned_model(tiny_llama_folder, words, tmp_path,
+                                                                                        capsys):
+    rng = random.Random(1)
+    other = tmp_path / "other.txt"
+    other.write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(12)) for _ in range(300)))
+    spec = SearchSpec(str(tiny_llama_folder), "android", data=str(words), out=tmp_path / "p", prune_data=str(other),
+                      space="quant=fp32 kv_cache=fp32 prune=0,0.5", max_perplexity_increase=50)
+    said = []
+    r = search(spec, say=said.append)
+    unpruned, pruned = r.results
+    assert pruned["describe"] == "quant=fp32 prune=0.5 kv_cache=fp32" and pruned["source"] != spec.model
+    assert any(line.startswith("prune: 1 level(s) (0.5) distilled on other.txt") for line in said)
+    # both gated against the same unpruned fp32 reference: the fp32 .pte of the unpruned model matches it
+    assert abs(unpruned["increase_pct"]) < 0.05 and pruned["reference_perplexity"] == unpruned["reference_perplexity"]
+    assert pruned["size_mb"] < unpruned["size_mb"]
+    if r.winner["key"] == pruned["key"]:  # what `build --from` rebuilds: prune on the same text, gate on --data
+        m = load_artifact(r.path).manifest
+        assert m.spec["prune"] == "heads=0.5,ffn=0.5" and m.spec["data"] == str(other) and m.spec["eval_data"] == str(words)

@@ -87,10 +87,16 @@ def test_a_causal_lms_space_has_its_own_axes_and_defaults():
     assert [c.quant for c in parse_space("quant=gguf,int8 kv_cache=int8", "causal-lm").candidates()] == ["gguf", "int8"]
     # an encoder's candidate keeps the dict (and so the cache keys) it had before LMs searched
     assert "kv_cache" not in parse_space("quant=int8 prune=0").candidates()[0].to_dict()
+    # a causal LM prunes when asked: the same share of key-value groups and of neurons
+    lm = parse_space("quant=int8 kv_cache=fp32 prune=0,0.25:layers=1,auto", "causal-lm").candidates()
+    assert [c.describe() for c in lm] == ["quant=int8 kv_cache=fp32", "quant=int8 prune=0.25:layers=1 kv_cache=fp32",
+                                          "quant=int8 prune=auto kv_cache=fp32"]
+    assert lm[1].lm_prune_options(None) == dict(heads=0.25, ffn=0.25, layers=1) and lm[1].build_prune() == "heads=0.25,ffn=0.25,layers=1"
+    assert lm[2].lm_prune_options(7.5) == dict(max_perplexity_increase=7.5)
 
 
 @pytest.mark.parametrize("spec, kind, named", [
-    ("prune=0.5", "causal-lm", "prune is an encoder axis"), ("seq_len=64", "causal-lm", "seq_len is an encoder axis"),
+    ("seq_len=64", "causal-lm", "seq_len is an encoder axis"),
     ("kv_cache=fp16", "causal-lm", "kv_cache=fp16"), ("kv_cache=int8", "encoder", "an encoder has no KV cache"),
     ("quant=gguf", "encoder", "quant=gguf"),
 ])

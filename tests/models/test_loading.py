@@ -35,6 +35,11 @@ def test_unsupported_architecture_is_named(tmp_path, tiny_bert):
     supported = "albert, bert, camembert, distilbert, electra, roberta"
     with pytest.raises(UserError, match=rf"architecture 'gpt2' .* not supported; supported: {supported}"):
         load_model(str(d))
+    cfg["model_type"] = "deberta-v2"  # refused with what blocks it
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UserError, match=r"'deberta-v2' .* not supported \(DeBERTa-v2/v3's relative-position buckets and "
+                                        r"c2p/p2c gathers run outside XNNPACK"):
+        load_model(str(d))
 
 
 def test_pickle_weights_are_refused(tmp_path, tiny_bert):

@@ -265,12 +265,7 @@ def _prune_levels(spec: SearchSpec, cands: list[Candidate], model_sha: str, work
         out[level] = str(folder)
         if not (folder / "config.json").is_file():
             todo.append((level, ("prune", (spec.model, spec.data, str(folder), opts))))
-    if todo:
-        say(f"prune: {len(todo)} level(s) ({', '.join(lv for lv, _ in todo)}) on {spec.data}:train")
-    for i, res in tasks.run_tasks(spec.executor, spec.jobs, [call for _, call in todo]):
-        if "error" in res:
-            raise UserError(f"prune={todo[i][0]} failed: {res['error']}")
-        say(f"  pruned {todo[i][0]}")
+    _run_prunes(spec, todo, f"on {spec.data}:train", say)
     return out
 
 
@@ -283,20 +278,25 @@ def _prune_lm_levels(spec: SearchSpec, cands: list[Candidate], model_sha: str, w
         return {}
     name, text = load_text(spec.prune_data)
     budget = spec.budgets().max_perplexity_increase_pct
-    todo, out = [], {}
+    todo, out, text_key = [], {}, keys.digest([text])
     for level, c in sorted(levels.items()):
         opts = c.lm_prune_options(budget)
-        folder = work / "pruned" / keys.key(dict(model=model_sha, text=keys.digest([text]), options=opts))
+        folder = work / "pruned" / keys.key(dict(model=model_sha, text=text_key, options=opts))
         out[level] = str(folder)
         if not (folder / "config.json").is_file():
             todo.append((level, ("prune_lm", (spec.model, spec.prune_data, str(folder), opts))))
+    _run_prunes(spec, todo, f"distilled on {name}", say)
+    return out
+
+
+def _run_prunes(spec: SearchSpec, todo: list[tuple[str, tuple]], where: str, say) -> None:
+    """Run the (level, task call) prunes through the executor; UserError naming the first level that fails."""
     if todo:
-        say(f"prune: {len(todo)} level(s) ({', '.join(lv for lv, _ in todo)}) distilled on {name}")
+        say(f"prune: {len(todo)} level(s) ({', '.join(lv for lv, _ in todo)}) {where}")
     for i, res in tasks.run_tasks(spec.executor, spec.jobs, [call for _, call in todo]):
         if "error" in res:
             raise UserError(f"prune={todo[i][0]} failed: {res['error']}")
         say(f"  pruned {todo[i][0]}")
-    return out
 
 
 def _plan(spec: SearchSpec, c: Candidate, pruned: str | None, sha: str, budgets: Budgets) -> dict:

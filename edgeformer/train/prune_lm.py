@@ -198,18 +198,17 @@ def by_ratio(reference, plan: Plan, train: list[torch.Tensor], val: list[torch.T
 SEARCH_STEP = 0.05  # share of the original groups (neurons) one search step removes
 
 
-def by_budget(reference, plan: Plan, train: list[torch.Tensor], val: list[torch.Tensor], o: LMPruneOptions,
-              progress: Progress | None = None) -> tuple[Plan, list[dict]]:
+def by_budget(reference, plan: Plan, train: list[torch.Tensor], val: list[torch.Tensor], base: list[float],
+              o: LMPruneOptions, progress: Progress | None = None) -> tuple[Plan, list[dict]]:
     """Greedy search: each step scores the cut model, then tries removing the lowest-scoring
     `SEARCH_STEP` of the groups, and of the neurons; it keeps the try whose held-out perplexity
     increase bound (paired block bootstrap over the per-token NLL, `search.gate`) is lower, while
     that bound stays within `o.max_perplexity_increase` (half steps are tried once before it
     stops). The bound is of the cut model before distillation, which only lowers it.
-    Returns the plan and the trajectory."""
+    `base` is the reference's per-token NLL of `val`. Returns the plan and the trajectory."""
     from edgeformer.search.gate import paired_increase
 
     config = reference.config
-    base = token_nll(reference, val)
     total = params(plan, config)
     o_groups, o_neurons = sum(plan.original["heads"]), sum(plan.original["ffn"])
     trajectory: list[dict] = []
@@ -297,17 +296,18 @@ def prune_lm(model: str, data: str, out: str | Path, options: LMPruneOptions, pr
     plan = full_plan(reference.config)
     if progress:
         progress("choose", 0, None, "scoring layers, groups and neurons")
+    base_nll = token_nll(reference, val)  # the unpruned model's, for the search's gate and the report
     trajectory = None
     if o.mode == "ratio":
         plan = by_ratio(reference, plan, train, val, o)
     else:
-        plan, trajectory = by_budget(reference, plan, train, val, o, progress)
+        plan, trajectory = by_budget(reference, plan, train, val, base_nll, o, progress)
         if not trajectory:
             raise UserError(f"--max-perplexity-increase {o.max_perplexity_increase}: removing even "
                             f"{SEARCH_STEP / 2:.1%} of the groups or neurons raises the held-out perplexity bound past it; "
                             f"allow more, or prune by ratio")
     student = cut(copy.deepcopy(reference), plan)
-    base, cut_nll = heldout_nll(reference, val), heldout_nll(student, val)
+    base, cut_nll = sum(base_nll) / len(base_nll), heldout_nll(student, val)
     losses = distill(student, reference, train, o, progress) if o.distill_steps else []
     final = heldout_nll(student, val)
     total = dict(before=sum(p.numel() for p in reference.parameters()), after=sum(p.numel() for p in student.parameters()))

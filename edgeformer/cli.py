@@ -606,12 +606,17 @@ def _main() -> None:
         err.print("aborted")
         sys.exit(130)
     except Exception as e:  # click's usage errors arrive here in standalone_mode=False
-        import click
+        if not _is_click_error(e):
+            raise
+        e.show()
+        sys.exit(e.exit_code)
 
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
+
+def _is_click_error(e: Exception) -> bool:
+    """A usage error (unknown command or option, bad value) from click, or from the copy of
+    click that typer >= 0.2x vendors (`typer._click`): a different class of the same name,
+    so matched by name along the class's bases."""
+    return any(c.__name__ == "ClickException" for c in type(e).__mro__)
 
 
 if __name__ == "__main__":

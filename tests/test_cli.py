@@ -83,6 +83,15 @@ def test_bad_input_is_one_line_and_nonzero(args, code, msg, capsys, tmp_path, mo
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("args,named", [(["profil", "x"], "profil"), (["build", "minilm", "--nosuch"], "--nosuch"),
+                                         (["build", "minilm", "--seq-len", "many"], "--seq-len")])
+def test_usage_errors_name_the_mistake_without_a_traceback(args, named, capsys):
+    """Unknown commands and options, and values of the wrong type, are click's usage errors (typer
+    vendors its own copy of click: both must be caught)."""
+    code, out, err = run_cli(args, capsys)
+    assert code == 2 and named in err and "Traceback" not in err + out
+
+
 def test_empty_text_is_refused(built_fp32, capsys):
     code, _, err = run_cli(["run", str(built_fp32.path), "  "], capsys)
     assert code == 2 and "input text is empty" in err

@@ -62,6 +62,8 @@ def build(
                                                             "options given here replace its fields."),
     quant: str = typer.Option(None, "--quant", help="fp32 | int8 | 8da4w | mixed (int8/4-bit per layer to fit "
                                                 "--max-pte-mb) | gguf (a GGUF LM on its own grid) (default: the target's)."),
+    quant_method: str = typer.Option(None, "--quant-method", help="4-bit scales (--quant 8da4w): affine (default) | "
+                                                                  "hqq | gptq (calibrated on --data)."),
     group_size: int = typer.Option(None, "--group-size", help="Group size for 4-bit weights (default 32)."),
     embedding_quant: str = typer.Option(None, "--embedding-quant", help="fp32 | int8 | int4 for the embedding table."),
     seq_len: int = typer.Option(None, "--seq-len", help="Longest sequence the .pte takes (default: the target's); "
@@ -106,7 +108,8 @@ def build(
     """Compile MODEL for a target into an artifact folder: model.pte, tokenizer.json, manifest.json."""
     from edgeformer.pipeline import BuildSpec
 
-    given = dict(target=target, quant=quant, group_size=group_size, embedding_quant=embedding_quant, seq_len=seq_len,
+    given = dict(target=target, quant=quant, quant_method=quant_method, group_size=group_size, embedding_quant=embedding_quant,
+                 seq_len=seq_len,
                  threads=threads, attention=tuple(attention) if attention else None, max_context=max_context, lm_ops=lm_ops,
                  kv_cache=kv_cache, lengths=lengths, batch=batch, prune=prune, data=data, eval_data=eval_data, min_sqnr_db=min_sqnr,
                  max_accuracy_drop=max_accuracy_drop, max_perplexity_increase=max_perplexity_increase,

@@ -21,6 +21,13 @@ QUANT_SCHEMES: dict[str, str] = {
     "gguf": "a GGUF causal LM on its own grid: Q4_0/Q4_1 linears and a Q8_0 embedding exactly as shipped "
             "(4-bit groups of 32, plus a group-sum correction for Q4_1's minimums); other tensors int8",
 }
+# How a 4-bit linear's codes and scales are chosen (--quant 8da4w; transforms/gptq.py).
+QUANT_METHODS: dict[str, str] = {
+    "affine": "each group's scale from its largest magnitude (torchao's default)",
+    "hqq": "HQQ scale-only: each group's scale refined to cut the rounding error (ExecuTorch's Llama export)",
+    "gptq": "GPTQ on calibration data (--data): each column's rounding error spread over the columns not yet "
+            "quantized, weighted by the inverse of the inputs' Gram matrix",
+}
 # Quantization of the token-embedding table (weight-only; runs as a quantized gather).
 EMBEDDING_SCHEMES: dict[str, str] = {
     "fp32": "no quantization",
@@ -66,6 +73,7 @@ class Recipe:
     """
 
     quant: str = "int8"
+    quant_method: str = "affine"  # 4-bit linears: see QUANT_METHODS
     group_size: int = 32
     embedding_quant: str = "int8"
     seq_len: int = 128
@@ -79,6 +87,10 @@ class Recipe:
 
     def __post_init__(self):
         _one_of("--quant", self.quant, QUANT_SCHEMES)
+        _one_of("--quant-method", self.quant_method, QUANT_METHODS)
+        if self.quant_method != "affine" and self.quant != "8da4w":
+            raise UserError(f"--quant-method {self.quant_method} chooses 4-bit scales, and --quant {self.quant} has none "
+                            f"to choose; use it with --quant 8da4w (--quant mixed measures affine and hqq itself)")
         _one_of("--embedding-quant", self.embedding_quant, EMBEDDING_SCHEMES)
         _one_of("--lm-ops", self.lm_ops, LM_OPS)
         _one_of("--kv-cache", self.kv_cache, KV_CACHES)

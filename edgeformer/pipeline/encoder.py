@@ -83,7 +83,7 @@ def attention(s: BuildState) -> None:
 def quantize(s: BuildState) -> None:
     from edgeformer.transforms.quantize import quantize_model
 
-    calibrate = calibration(s) if s.recipe.quant == "mixed" else None
+    calibrate = calibration(s) if s.recipe.quant == "mixed" or s.recipe.quant_method == "gptq" else None
     s.module = quantize_model(s.module, s.recipe, s.backend, calibrate=calibrate, budget_mb=s.budgets.max_pte_mb)
 
 
@@ -159,12 +159,12 @@ def task_data(s: BuildState) -> str | None:
     return s.spec.data or (parse_spec(s.spec.eval_data)[0] if s.spec.eval_data else None)
 
 
-CALIBRATION_TEXTS = 32  # --quant mixed: texts its sensitivity is measured on
+CALIBRATION_TEXTS = 32  # --quant mixed: texts its sensitivity is measured on; GPTQ's inputs
 CALIBRATION_BATCH = 8
 
 
 def calibration(s: BuildState):
-    """`--quant mixed`'s calibration forward: the model's outputs on the task data's first
+    """`--quant mixed`'s and GPTQ's calibration forward: the model's outputs on the task data's first
     training texts (--data or --eval-data's set), else on the numerics check's samples; in
     batches of similar length, each padded to its longest."""
     import torch

@@ -4,7 +4,8 @@
                text (`edgeformer prune`) into OUT.pruned/, which the build then loads
     load       bundled name, Hugging Face folder or GGUF -> fp32 reference + Decoder with its
                KV cache (full, or a sliding-window ring with sinks); tokenizer staged
-    quantize   torchao linears and embedding table (the last token's logits only)
+    quantize   torchao linears and embedding table (the last token's logits only); with
+               --quant-method gptq, 4-bit codes by GPTQ on the --data text
     export     one method, forward(tokens [1, T], input_pos [1]), T dynamic
     lower      XNNPACK; the cache ops and custom SDPA run as ExecuTorch kernels
     validate   next-token logits of a prefill and decode steps: .pte vs quantized eager and fp32
@@ -60,8 +61,11 @@ def quantize(s: BuildState) -> None:
         from edgeformer.models.gguf import GGUFWeights
 
         gguf = GGUFWeights(s.loaded.source["path"])
-    s.module = quantize_model(s.module, s.recipe, s.backend, gguf)
+    calibrate = calibration(s) if s.recipe.quant_method == "gptq" else None
+    s.module = quantize_model(s.module, s.recipe, s.backend, gguf, calibrate=calibrate)
     s.module.full_logits = s.reference.full_logits = False  # prefill need not project every position
+    if calibrate is not None:
+        s.module.quantization_record["calibration"] = s.extra["calibration"]
 
 
 def export(s: BuildState) -> None:
@@ -123,6 +127,39 @@ STAGES = [
 
 
 # ---- helpers of the stages above ----
+
+CALIBRATION_CHUNKS, CALIBRATION_TOKENS = 32, 256  # GPTQ's inputs: 8192 tokens of --data
+
+
+def calibration(s: BuildState):
+    """GPTQ's calibration forward for a causal LM: the first chunks of the --data text, each
+    from position 0, every position projected (the head sees them all); the model's buffers
+    (its KV cache) are put back as they were."""
+    import torch
+
+    from edgeformer.data.janeausten import load_text
+    from edgeformer.errors import UserError
+
+    name, text = load_text(s.spec.data)
+    ids = s.extra["tok"].encode(text).ids
+    size = min(CALIBRATION_TOKENS, s.loaded.decoder.shape.max_tokens_per_call)
+    chunks = [torch.tensor([ids[p:p + size]]) for p in range(0, len(ids) - size + 1, size)][:CALIBRATION_CHUNKS]
+    if not chunks:
+        raise UserError(f"--data {s.spec.data}: {len(ids)} tokens, fewer than one calibration chunk of {size}; "
+                        f"give a longer text")
+    s.extra["calibration"] = dict(data=name, chunks=len(chunks), tokens=len(chunks) * size)
+
+    def run(model):
+        saved = {n: b.clone() for n, b in model.named_buffers()}
+        full, model.full_logits = model.full_logits, True
+        try:
+            for c in chunks:
+                model(c, torch.tensor([0]))
+        finally:
+            model.full_logits = full
+            for n, b in model.named_buffers():
+                b.copy_(saved[n])
+    return run
 
 def lm_manifest(s: BuildState, numerics: dict):
     from edgeformer import artifact as art

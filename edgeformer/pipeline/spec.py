@@ -36,6 +36,7 @@ class BuildSpec:
     out: str | Path = "out"
     # the recipe (None: the target's default)
     quant: str | None = None
+    quant_method: str | None = None  # 4-bit scales: affine | hqq | gptq (calibrated on --data)
     group_size: int | None = None
     embedding_quant: str | None = None
     seq_len: int | None = None
@@ -84,7 +85,8 @@ class BuildSpec:
     def recipe(self) -> Recipe:
         """The full recipe: the target's defaults with this spec's fields over them."""
         base = self.target_info().recipe
-        return base.with_overrides(quant=self.quant, group_size=self.group_size, embedding_quant=self.embedding_quant,
+        return base.with_overrides(quant=self.quant, quant_method=self.quant_method, group_size=self.group_size,
+                                   embedding_quant=self.embedding_quant,
                                    seq_len=self.seq_len, threads=self.threads, attention=self.attention_plan().describe(),
                                    max_context=self.max_context, lm_ops=self.lm_ops, kv_cache=self.kv_cache,
                                    lengths=self.lengths, batch=self.batch)
@@ -155,8 +157,19 @@ class BuildSpec:
         if self.recipe().quant == "mixed":
             raise UserError("--quant mixed measures encoders only so far; for a causal LM use --quant int8, 8da4w, "
                             "or gguf (a GGUF on its own grid)")
-        if self.data is not None and self.prune is None:
-            raise UserError("--data is the text --prune distills on; give --prune heads=R,ffn=R,layers=N too, or drop --data")
+        gptq = self.recipe().quant_method == "gptq"
+        if self.data is not None and self.prune is None and not gptq:
+            raise UserError("--data is the text --prune distills on (or --quant-method gptq calibrates on); give --prune "
+                            "heads=R,ffn=R,layers=N or --quant 8da4w --quant-method gptq too, or drop --data")
+        if gptq and self.data is None:
+            raise UserError("--quant-method gptq calibrates on text: pass --data janeausten:BOOK or a .txt, another text "
+                            "than --eval-data")
+        if gptq and self.prune is None:
+            from edgeformer.data.janeausten import load_text
+
+            if self.eval_data is not None and load_text(self.data)[0] == load_text(self.eval_data)[0]:
+                raise UserError(f"--data {self.data} is also --eval-data: the perplexity would be measured on the text "
+                                f"GPTQ calibrated on; calibrate on another (e.g. --data janeausten:emma)")
         if self.prune is not None:
             from edgeformer.data.janeausten import load_text
             from edgeformer.train.prune_lm import options_from_spec
@@ -213,6 +226,9 @@ class BuildSpec:
         cannot_run = backend_for(tgt).runs_here()
         if cannot_run and (self.eval_data or self.prune or self.device):
             raise UserError(f"target {tgt.alias}: --eval-data/--prune/--device need to run the .pte, and {cannot_run}")
+        if self.recipe().quant_method == "gptq" and self.data is None and self.eval_data is None:
+            raise UserError("--quant-method gptq calibrates on task data: pass --data DATA (its train split is used), "
+                            "e.g. --data fine-foods")
         if self.eval_data is not None:
             from edgeformer.data import parse_spec
 

@@ -51,12 +51,15 @@ class Backend(Protocol):
     def runs_here(self) -> str | None: ...
 
 
-def config_for(backend: Backend, table: str, scheme: str, group_size: int):
+def config_for(backend: Backend, table: str, scheme: str, group_size: int, method: str = "affine"):
     """The torchao config for `scheme` in the backend's `table` ("linear" or "embedding"), or
-    None for fp32; UserError naming the schemes this backend has."""
+    None for fp32; UserError naming the schemes this backend has. `method` ("hqq") chooses
+    4-bit scales on the backends that take it (XNNPACK's tables)."""
     configs = backend.linear_configs if table == "linear" else backend.embedding_configs
     if scheme not in configs:
         option = "--quant" if table == "linear" else "--embedding-quant"
         raise UserError(f"{option} {scheme} is not available on the {backend.name} backend; use one of: {', '.join(configs)}")
     make = configs[scheme]
-    return None if make is None else make(group_size)
+    if make is None:
+        return None
+    return make(group_size) if method == "affine" else make(group_size, method)

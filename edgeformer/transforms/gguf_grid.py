@@ -26,13 +26,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
-from torchao.quantization.quantize_.workflows.intx.intx_unpacked_to_int8_tensor import (
-    IntxUnpackedToInt8Tensor,
-    IntxUnpackedToInt8TensorActivationQuantization,
-)
+from torchao.quantization.quantize_.workflows.intx.intx_unpacked_to_int8_tensor import IntxUnpackedToInt8Tensor
 
 from edgeformer.errors import UserError
 from edgeformer.models.gguf import BLOCK, Blocks, GGUFWeights, unpermute_rope_rows
+from edgeformer.transforms import int4
 
 # Decoder linear -> GGUF tensor name in block N (llama.cpp's names; the same for Qwen2/Qwen3)
 LINEARS = {"q": "attn_q", "k": "attn_k", "v": "attn_v", "o": "attn_output",
@@ -75,7 +73,7 @@ def on_grid_linear(blocks: Blocks, bias: torch.Tensor | None) -> nn.Module:
     rows, cols = blocks.codes.shape
     codes, scale, offset = centred(blocks)
     main = nn.Linear(cols, rows, bias=bias is not None)
-    main.weight = nn.Parameter(_int4_groups(codes, scale), requires_grad=False)
+    main.weight = nn.Parameter(int4.groups(codes, scale), requires_grad=False)
     if bias is not None:
         main.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
     if not offset.any():
@@ -115,15 +113,6 @@ def grid_embedding(blocks: Blocks) -> nn.Embedding:
         torch.zeros(blocks.scale.shape, dtype=torch.int8), torch.int8, (1, BLOCK), torch.float32, None)
     emb.weight = nn.Parameter(w, requires_grad=False)
     return emb
-
-
-def _int4_groups(codes: np.ndarray, scale: np.ndarray) -> IntxUnpackedToInt8Tensor:
-    """torchao's unpacked 4-bit tensor (the form ExecuTorch lowers to XNNPACK's qb4w) with
-    the given codes and scales instead of ones it would choose itself."""
-    return IntxUnpackedToInt8Tensor(
-        torch.from_numpy(codes.astype(np.int8)), torch.from_numpy(np.ascontiguousarray(scale, dtype=np.float32)),
-        torch.zeros(scale.shape, dtype=torch.int8), torch.int4, (1, BLOCK), torch.float32,
-        IntxUnpackedToInt8TensorActivationQuantization.INT8_ASYM_PER_TOKEN)
 
 
 def keep_grid(decoder: nn.Module, weights: GGUFWeights, linear_fallback: str = "fallback",

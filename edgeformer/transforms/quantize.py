@@ -4,7 +4,8 @@ backend expects: the scheme -> torchao config tables live with each backend (tar
 `--quant gguf` keeps a GGUF causal LM's own codes (transforms/gguf_grid.py) and quantizes
 only what is left with int8; `--quant mixed` measures each module's sensitivity and fits the
 size budget with int8 and 4-bit (transforms/mixed.py); every other scheme lets torchao choose
-the quantization. What each module became is left in `model.quantization_record`.
+the quantization, or GPTQ chooses the 4-bit codes on calibration data (transforms/gptq.py).
+What each module became is left in `model.quantization_record`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from torchao.quantization import quantize_
 from torchao.utils import TorchAOBaseTensor, unwrap_tensor_subclass
 
 from edgeformer.errors import UserError
-from edgeformer.recipe import GROUP_SIZES, Recipe
+from edgeformer.recipe import GROUP_SIZES, QUANT_METHODS, Recipe
 from edgeformer.targets.backend import Backend, config_for
 from edgeformer.transforms.gguf_grid import GroupSumCorrected, keep_grid
+from edgeformer.transforms.gptq import gptq_
 from edgeformer.transforms.mixed import Run, quantize_mixed
 
 GGUF_FALLBACK = "int8"  # --quant gguf: the scheme of linears whose blocks cannot stay on their grid
@@ -31,7 +33,8 @@ def quantize_model(model: nn.Module, recipe: Recipe, backend: Backend | None = N
 
     With `recipe.quant == "gguf"`, `gguf` (a `models.gguf.GGUFWeights`) gives the codes; with
     "mixed", `calibrate` (model -> output on calibration inputs) measures sensitivity and
-    `budget_mb` is the size to fit."""
+    `budget_mb` is the size to fit; with "8da4w" and `quant_method` "gptq", GPTQ runs on what
+    `calibrate` feeds each linear."""
     if backend is None:
         from edgeformer.targets.xnnpack import XNNPACK
 
@@ -50,7 +53,11 @@ def quantize_model(model: nn.Module, recipe: Recipe, backend: Backend | None = N
                             f"{', no GGUF file' if gguf is None else ''}); use --quant int8 or 8da4w")
         plan = keep_grid(model, gguf, GGUF_FALLBACK, recipe.embedding_quant)
         recipe = recipe.with_overrides(quant=GGUF_FALLBACK)
-    lin = config_for(backend, "linear", recipe.quant, recipe.group_size)
+    if recipe.quant_method != "affine" and backend.name != "xnnpack":
+        raise UserError(f"--quant-method {recipe.quant_method} chooses XNNPACK's 4-bit scales, and this target lowers "
+                        f"to {backend.name}; drop --quant-method")
+    method = "affine" if recipe.quant_method == "gptq" else recipe.quant_method  # what GPTQ leaves, torchao does
+    lin = config_for(backend, "linear", recipe.quant, recipe.group_size, method)
     emb = config_for(backend, "embedding", recipe.embedding_quant, recipe.group_size)
     keep = {id(m.correction) for m in model.modules() if isinstance(m, GroupSumCorrected)}  # fp32 by design
 
@@ -60,13 +67,21 @@ def quantize_model(model: nn.Module, recipe: Recipe, backend: Backend | None = N
     if lin is not None:
         if recipe.quant == "8da4w":
             _check_group_size(model, nn.Linear, "in_features", recipe, todo(nn.Linear))
+            if recipe.quant_method == "gptq":
+                if calibrate is None:
+                    raise ValueError("--quant-method gptq needs calibration inputs")
+                done = gptq_(model, calibrate, recipe.group_size)
+                plan = {name: "8da4w (gptq)" for name in done}
         quantize_(model, lin, filter_fn=todo(nn.Linear))
     if emb is not None:
         if recipe.embedding_quant == "int4":
             _check_group_size(model, nn.Embedding, "embedding_dim", recipe, todo(nn.Embedding))
         quantize_(model, emb, filter_fn=todo(nn.Embedding))
-    if plan:
+    if recipe.quant == "gguf":
         model.quantization_record = dict(method="GGUF codes and scales kept as shipped", modules=plan)
+    elif recipe.quant == "8da4w":
+        model.quantization_record = dict(method=QUANT_METHODS[recipe.quant_method], scales=recipe.quant_method,
+                                         **(dict(modules=plan) if plan else {}))
     if (lin is not None or emb is not None or plan) and backend.unwrap_subclasses:
         unwrap_tensor_subclass(model)
     return model

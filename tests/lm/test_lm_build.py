@@ -132,6 +132,10 @@ def test_bad_generation_input(fp32_lm, capsys, args, msg):
     (["--kv-cache", "int4"], "--kv-cache 'int4' is not a known scheme; use one of: fp32, int8"),
     (["--eval-data", "fine-foods"], "use janeausten[:BOOK]"),
     (["--eval-data", "janeausten:ulysses"], "janeausten has no book 'ulysses'"),
+    (["--quant", "8da4w", "--quant-method", "gptq"], "--quant-method gptq calibrates on text: pass --data"),
+    (["--quant", "8da4w", "--quant-method", "gptq", "--data", "janeausten", "--eval-data", "janeausten"],
+     "is also --eval-data: the perplexity would be measured on the text GPTQ calibrated on"),
+    (["--data", "janeausten:emma"], "--data is the text --prune distills on (or --quant-method gptq calibrates on)"),
 ])
 def test_bad_build_input(tiny_llama_folder, tmp_path, capsys, args, msg):
     out = tmp_path / "never"
@@ -174,3 +178,14 @@ def test_a_gguf_builds_on_its_own_grid(tiny_gguf, tiny_llama_folder, tmp_path, c
     with pytest.raises(edgeformer.UserError, match=r"--quant gguf keeps a GGUF causal LM's own 4-bit grid, and .* is not a GGUF"):
         edgeformer.build(str(tiny_llama_folder), "host", tmp_path / "no", quant="gguf")
     assert not (tmp_path / "no").exists()
+
+
+def test_gptq_calibrates_a_causal_lm_on_its_text(tiny_llama_folder, text_file, tmp_path):
+    r = edgeformer.build(str(tiny_llama_folder), "host", tmp_path / "g", quant="8da4w", quant_method="gptq",
+                         data=str(text_file), max_context=64, bench_iters=0)
+    q = r.manifest.quantization
+    assert q["scales"] == "gptq" and q["calibration"]["data"] == "words.txt" and q["calibration"]["tokens"] > 0
+    assert q["modules"]["lm_head"] == "8da4w (gptq)" and set(q["summary"]) == {"8da4w (gptq)"}
+    assert r.manifest.numerics["sqnr_db_vs_exported"] > 30
+    outside = set(r.manifest.delegation["non_delegated_ops"])
+    assert not any("linear" in op or "mm" in op for op in outside)

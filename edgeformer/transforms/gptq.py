@@ -6,11 +6,13 @@ written here for the weights ExecuTorch lowers to XNNPACK's qb4w kernels: symmet
 
 1. Observe: run the float model on calibration inputs (task texts, or for a causal LM the
    `--data` text) and sum each linear's input Gram matrix H = Σ xᵀx.
-2. Quantize each linear's columns in order; after each column the rounding error is spread
-   over the columns not yet quantized, weighted by H⁻¹ (the Cholesky form of the inverse),
-   so the layer's output on the calibration inputs moves as little as it can. A group's
-   scale is chosen when the group is reached, from its error-updated weights: the
-   max-magnitude scale shrunk by the factor (of `SHRINK`) with the least squared error.
+2. Quantize each linear's columns in order of falling input energy (H's diagonal, GPTQ's
+   act-order); after each column the rounding error is spread over the columns not yet
+   quantized, weighted by H⁻¹ (the Cholesky form of the inverse), so the layer's output on
+   the calibration inputs moves as little as it can. Group scales are fixed beforehand
+   (XNNPACK's groups are contiguous columns): per group and row, the max-magnitude scale
+   shrunk by the factor (of `SHRINK`) with the least squared rounding error. On SmolLM2
+   (eager, Persuasion) act-order halves the perplexity increase: +10.4% against +20.6%.
 3. The codes and scales become torchao's unpacked 4-bit tensor (`int4.groups`), exactly the
    form `--quant 8da4w` lowers, so the `.pte` costs the same bytes and time.
 
@@ -54,9 +56,12 @@ def observe(model: nn.Module, run: Run, linears: dict[str, nn.Linear]) -> dict[s
     return grams
 
 
-def quantize_weight(w: torch.Tensor, gram: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_weight(w: torch.Tensor, gram: torch.Tensor, group_size: int, act_order: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """GPTQ of one weight [out, in] given its inputs' Gram matrix [in, in]: returns (codes int8
-    [out, in] in [-8, 7], scales fp32 [out, in / group_size])."""
+    [out, in] in [-8, 7], scales fp32 [out, in / group_size]).
+
+    `act_order`: columns are quantized in order of falling input energy (H's diagonal), the
+    scales then fixed beforehand from the original groups (XNNPACK's groups are contiguous)."""
     rows, cols = w.shape
     if cols % group_size or BLOCK % group_size:
         raise ValueError(f"{cols} inputs do not split into groups of {group_size}")
@@ -66,17 +71,24 @@ def quantize_weight(w: torch.Tensor, gram: torch.Tensor, group_size: int) -> tup
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
     h += DAMP * torch.diag(h).mean() * torch.eye(cols, dtype=h.dtype)
+    order = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(cols)
+    scales = torch.zeros(rows, cols // group_size, dtype=torch.float64)
+    if act_order:
+        for g in range(cols // group_size):
+            scales[:, g] = _best_scale(w[:, g * group_size:(g + 1) * group_size])
+    w, h = w[:, order], h[order][:, order]
     hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
     codes = torch.zeros(rows, cols, dtype=torch.int8)
-    scales = torch.zeros(rows, cols // group_size, dtype=torch.float64)
     for b0 in range(0, cols, BLOCK):
         b1 = min(b0 + BLOCK, cols)
         wb, errs, hb = w[:, b0:b1].clone(), torch.zeros(rows, b1 - b0, dtype=w.dtype), hinv[b0:b1, b0:b1]
         for i in range(b1 - b0):
-            if (b0 + i) % group_size == 0:
-                scales[:, (b0 + i) // group_size] = s = _best_scale(wb[:, i:i + group_size])
+            g = int(order[b0 + i]) // group_size
+            if not act_order and (b0 + i) % group_size == 0:
+                scales[:, g] = _best_scale(wb[:, i:i + group_size])
+            s = scales[:, g]
             q = torch.clamp(torch.round(wb[:, i] / s), QMIN, QMAX)
-            codes[:, b0 + i] = q.to(torch.int8)
+            codes[:, order[b0 + i]] = q.to(torch.int8)
             err = (wb[:, i] - q * s) / hb[i, i]
             wb[:, i:] -= err[:, None] * hb[i, i:][None, :]
             errs[:, i] = err

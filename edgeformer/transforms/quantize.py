@@ -47,6 +47,7 @@ def quantize_model(model: nn.Module, recipe: Recipe, backend: Backend | None = N
             unwrap_tensor_subclass(model)
         return model
     plan: dict[str, str] = {}
+    scheme = recipe.quant  # before gguf's override to its fallback
     if recipe.quant == "gguf":
         if gguf is None or backend.name != "xnnpack":
             raise UserError(f"--quant gguf needs a GGUF causal LM on the xnnpack backend (got {backend.name}"
@@ -77,9 +78,9 @@ def quantize_model(model: nn.Module, recipe: Recipe, backend: Backend | None = N
         if recipe.embedding_quant == "int4":
             _check_group_size(model, nn.Embedding, "embedding_dim", recipe, todo(nn.Embedding))
         quantize_(model, emb, filter_fn=todo(nn.Embedding))
-    if recipe.quant == "gguf":
+    if scheme == "gguf":
         model.quantization_record = dict(method="GGUF codes and scales kept as shipped", modules=plan)
-    elif recipe.quant == "8da4w":
+    elif scheme == "8da4w":
         model.quantization_record = dict(method=QUANT_METHODS[recipe.quant_method], scales=recipe.quant_method,
                                          **(dict(modules=plan) if plan else {}))
     if (lin is not None or emb is not None or plan) and backend.unwrap_subclasses:

@@ -161,6 +161,7 @@ def calibration(s: BuildState):
                 b.copy_(saved[n])
     return run
 
+
 def lm_manifest(s: BuildState, numerics: dict):
     from edgeformer import artifact as art
     from edgeformer.models.kv_cache import vector_bytes

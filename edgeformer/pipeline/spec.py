@@ -164,23 +164,20 @@ class BuildSpec:
         if gptq and self.data is None:
             raise UserError("--quant-method gptq calibrates on text: pass --data janeausten:BOOK or a .txt, another text "
                             "than --eval-data")
-        if gptq and self.prune is None:
-            from edgeformer.data.janeausten import load_text
-
-            if self.eval_data is not None and load_text(self.data)[0] == load_text(self.eval_data)[0]:
-                raise UserError(f"--data {self.data} is also --eval-data: the perplexity would be measured on the text "
-                                f"GPTQ calibrated on; calibrate on another (e.g. --data janeausten:emma)")
         if self.prune is not None:
-            from edgeformer.data.janeausten import load_text
             from edgeformer.train.prune_lm import options_from_spec
 
             options_from_spec(self.prune)
             if self.data is None:
                 raise UserError(f"--prune {self.prune} is data-driven: pass --data text to distill on (janeausten:BOOK "
                                 f"or a .txt), another text than --eval-data")
+        if self.data is not None:  # the text --prune distills on or GPTQ calibrates on, never the one scored
+            from edgeformer.data.janeausten import load_text
+
             if self.eval_data is not None and load_text(self.data)[0] == load_text(self.eval_data)[0]:
-                raise UserError(f"--data {self.data} is also --eval-data: the perplexity would be measured on the text the "
-                                f"model was distilled on; distill on another (e.g. --data janeausten:emma)")
+                why = "the model was distilled on; distill" if self.prune is not None else "GPTQ calibrated on; calibrate"
+                raise UserError(f"--data {self.data} is also --eval-data: the perplexity would be measured on the text "
+                                f"{why} on another (e.g. --data janeausten:emma)")
             load_text(self.data)
         if self.lengths not in (None, "auto"):
             raise UserError(f"--lengths {self.lengths} applies to encoders; a causal LM's prompt already runs at its own "

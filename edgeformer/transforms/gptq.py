@@ -30,7 +30,7 @@ from torch import nn
 from edgeformer.transforms.int4 import QMAX, QMIN, groups
 
 DAMP = 0.01  # H's diagonal raised by this share of its mean (GPTQ's percdamp)
-BLOCK = 128  # columns updated together (a multiple of every group size used)
+BLOCK = 256  # columns updated together: a multiple of every group size (recipe.GROUP_SIZES; 128 broke 256)
 SHRINK = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)  # group scales tried, times max|w| / 7.5
 
 Run = Callable[[nn.Module], object]  # runs the model on the calibration inputs
@@ -108,11 +108,10 @@ def _best_scale(group: torch.Tensor) -> torch.Tensor:
     return best
 
 
-def gptq_(model: nn.Module, run: Run, group_size: int, skip: Callable[[str, nn.Module], bool] | None = None) -> list[str]:
-    """Quantize every `nn.Linear` of `model` (but those `skip(name, module)` keeps) to 4-bit
-    groups by GPTQ on what `run(model)` feeds them, in place; returns the names quantized."""
-    linears = {n: m for n, m in model.named_modules()
-               if isinstance(m, nn.Linear) and not (skip and skip(n, m)) and m.in_features % group_size == 0}
+def gptq_(model: nn.Module, run: Run, group_size: int) -> list[str]:
+    """Quantize every `nn.Linear` of `model` to 4-bit groups by GPTQ on what `run(model)`
+    feeds them, in place; returns the names quantized."""
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and m.in_features % group_size == 0}
     grams = observe(model, run, linears)
     for name, m in linears.items():
         codes, scales = quantize_weight(m.weight, grams.pop(name), group_size)

@@ -64,7 +64,8 @@ def build(
                                                 "--max-pte-mb) | gguf (a GGUF LM on its own grid) (default: the target's)."),
     quant_method: str = typer.Option(None, "--quant-method", help="4-bit scales (--quant 8da4w): affine (default) | "
                                                                   "hqq | gptq (calibrated on --data)."),
-    group_size: int = typer.Option(None, "--group-size", help="Group size for 4-bit weights (default 32)."),
+    group_size: int = typer.Option(None, "--group-size",
+                                   help="Group size for 4-bit weights: 32, 64, 128, 256, or 0 for one group per row (default 32)."),
     embedding_quant: str = typer.Option(None, "--embedding-quant", help="fp32 | int8 | int4 for the embedding table."),
     seq_len: int = typer.Option(None, "--seq-len", help="Longest sequence the .pte takes (default: the target's); "
                                                         "causal LMs with a window: the prefill chunk."),

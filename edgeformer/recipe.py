@@ -51,8 +51,16 @@ LENGTHS: dict[str, str] = {
     "static": "every text padded to --seq-len",
 }
 # XNNPACK delegates 4-bit groupwise linears only for group sizes that are multiples of 32
-# (backends/xnnpack/operators/node_visitor.py).
-GROUP_SIZES = (32, 64, 128, 256)
+# (backends/xnnpack/operators/node_visitor.py). 0 is one group per row, all of its inputs
+# (ExecuTorch's export convention): at 128 tokens XNNPACK's 4-bit kernel slows as groups shrink.
+PER_ROW = 0
+GROUP_SIZES = (PER_ROW, 32, 64, 128, 256)
+
+
+def groups_fit(inputs: int, group_size: int) -> bool:
+    """Whether a 4-bit weight of `inputs` columns splits into XNNPACK's groups of `group_size`
+    (PER_ROW: one group of all of them, which XNNPACK takes at multiples of 32)."""
+    return inputs % 32 == 0 if group_size == PER_ROW else inputs % group_size == 0
 # Encoders: texts per call of the `.pte`'s batch method. MiniLM int8 at 2 threads, per text:
 # 70 tokens 1.24x faster than one at a time, 20 tokens 2.2x; 16 and 32 gain no more at 70.
 BATCH = 8
@@ -96,7 +104,8 @@ class Recipe:
         _one_of("--kv-cache", self.kv_cache, KV_CACHES)
         _one_of("--lengths", self.lengths, LENGTHS)
         if self.group_size not in GROUP_SIZES:
-            raise UserError(f"--group-size {self.group_size} is not supported; use one of {', '.join(map(str, GROUP_SIZES))}")
+            raise UserError(f"--group-size {self.group_size} is not supported; use one of {', '.join(map(str, GROUP_SIZES))} "
+                            f"(0: one group per row)")
         if not 1 <= self.seq_len <= 8192:
             raise UserError(f"--seq-len {self.seq_len} is out of range; use 1 to 8192 (the model's own limit also applies)")
         if not 1 <= self.threads <= MAX_THREADS:

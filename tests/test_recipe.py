@@ -7,7 +7,7 @@ from edgeformer.recipe import Recipe
 @pytest.mark.parametrize("kw,msg", [
     (dict(quant="int3"), r"--quant 'int3' is not a known scheme; use one of: fp32, int8, 8da4w"),
     (dict(embedding_quant="int2"), r"--embedding-quant 'int2' is not a known scheme; use one of: fp32, int8, int4"),
-    (dict(group_size=48), r"--group-size 48 is not supported; use one of 32, 64, 128, 256"),
+    (dict(group_size=48), r"--group-size 48 is not supported; use one of 0, 32, 64, 128, 256 \(0: one group per row\)"),
     (dict(seq_len=0), r"--seq-len 0 is out of range"),
     (dict(threads=0), r"--threads 0 is out of range"),
 ])

@@ -14,7 +14,7 @@ import torch
 from torch.export import ExportedProgram
 
 from edgeformer.errors import UserError
-from edgeformer.recipe import Recipe
+from edgeformer.recipe import PER_ROW, Recipe
 from edgeformer.targets.backend import Lowered
 from edgeformer.validate.delegation import summarize_delegation
 
@@ -28,12 +28,12 @@ def _int8(group_size: int, method: str = "affine"):
 
 
 def _8da4w(group_size: int, method: str = "affine"):
-    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, MappingType, PerGroup
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, MappingType
 
     # Symmetric only: asymmetric groups measure 2 dB better in eager on MiniLM, but XNNPACK in
     # ExecuTorch 1.5.1 lowers their zero points wrongly and silently (.pte vs exported program
     # 2 dB on skewed weights; tests/targets/test_xnnpack.py).
-    return Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(group_size),
+    return Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=_groups(group_size),
                                                  weight_mapping_type=MappingType.SYMMETRIC,
                                                  intx_choose_qparams_algorithm=_algorithm(method))
 
@@ -45,10 +45,18 @@ def _emb_int8(group_size: int, method: str = "affine"):
 
 
 def _emb_int4(group_size: int, method: str = "affine"):
-    from torchao.quantization import IntxWeightOnlyConfig, PerGroup
+    from torchao.quantization import IntxWeightOnlyConfig
 
-    return IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(group_size),
+    return IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=_groups(group_size),
                                 intx_choose_qparams_algorithm=_algorithm(method))
+
+
+def _groups(group_size: int):
+    """torchao's granularity of 4-bit weights: groups of `group_size` inputs, or at PER_ROW a
+    row's inputs all in one group (a scale per output row)."""
+    from torchao.quantization import PerAxis, PerGroup
+
+    return PerAxis(0) if group_size == PER_ROW else PerGroup(group_size)
 
 
 def _algorithm(method: str):

@@ -27,10 +27,11 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from edgeformer.recipe import PER_ROW, groups_fit
 from edgeformer.transforms.int4 import QMAX, QMIN, groups
 
 DAMP = 0.01  # H's diagonal raised by this share of its mean (GPTQ's percdamp)
-BLOCK = 256  # columns updated together: a multiple of every group size (recipe.GROUP_SIZES; 128 broke 256)
+BLOCK = 256  # columns updated together: without act-order, a multiple of every group size (128 broke 256)
 SHRINK = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)  # group scales tried, times max|w| / 7.5
 
 Run = Callable[[nn.Module], object]  # runs the model on the calibration inputs
@@ -63,7 +64,7 @@ def quantize_weight(w: torch.Tensor, gram: torch.Tensor, group_size: int, act_or
     `act_order`: columns are quantized in order of falling input energy (H's diagonal), the
     scales then fixed beforehand from the original groups (XNNPACK's groups are contiguous)."""
     rows, cols = w.shape
-    if cols % group_size or BLOCK % group_size:
+    if cols % group_size or (not act_order and BLOCK % group_size):
         raise ValueError(f"{cols} inputs do not split into groups of {group_size}")
     w = w.detach().double().clone()
     h = gram.double().clone()
@@ -110,10 +111,11 @@ def _best_scale(group: torch.Tensor) -> torch.Tensor:
 
 def gptq_(model: nn.Module, run: Run, group_size: int) -> list[str]:
     """Quantize every `nn.Linear` of `model` to 4-bit groups by GPTQ on what `run(model)`
-    feeds them, in place; returns the names quantized."""
-    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and m.in_features % group_size == 0}
+    feeds them, in place (PER_ROW: one group per row); returns the names quantized."""
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and groups_fit(m.in_features, group_size)}
     grams = observe(model, run, linears)
     for name, m in linears.items():
-        codes, scales = quantize_weight(m.weight, grams.pop(name), group_size)
+        g = m.in_features if group_size == PER_ROW else group_size
+        codes, scales = quantize_weight(m.weight, grams.pop(name), g)
         m.weight = nn.Parameter(groups(codes, scales), requires_grad=False)
     return list(linears)

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from edgeformer.errors import UserError
-from edgeformer.recipe import Recipe
+from edgeformer.recipe import PER_ROW, Recipe, groups_fit
 
 METHODS = ("affine", "hqq")  # torchao's IntxChooseQParamsAlgorithm: AFFINE, HQQ_SCALE_ONLY
 PROGRAM_BYTES = 96 * 1024  # the program and delegate headers beside the weights (MiniLM: 83 KiB)
@@ -46,10 +46,11 @@ def weight_bytes(numel: int, rows: int, scheme: str, group_size: int) -> float:
         return 4.0 * numel
     if scheme == "int8":
         return numel + 4.0 * rows
+    scales = rows if group_size == PER_ROW else numel / group_size
     if scheme == "8da4w":
-        return numel / 2 + 2.0 * numel / group_size
+        return numel / 2 + 2.0 * scales
     if scheme == "int4":
-        return numel / 2 + 4.0 * numel / group_size
+        return numel / 2 + 4.0 * scales
     raise ValueError(scheme)
 
 
@@ -194,14 +195,14 @@ def _movable(model: nn.Module, recipe: Recipe) -> tuple[list[Module], dict[str, 
         if isinstance(m, nn.Linear):
             fixed += 4.0 * (own - m.weight.numel())
             n, rows = m.weight.numel(), m.out_features
-            if m.in_features % g:
-                kept[name] = f"{m.in_features} inputs: no group of {g}"
+            if not groups_fit(m.in_features, g):
+                kept[name] = f"{m.in_features} inputs: no group of {g or 'a row (32s)'}"
                 fixed += weight_bytes(n, rows, "int8", g)
             else:
                 modules.append(Module(name, "linear", "int8", weight_bytes(n, rows, "int8", g), weight_bytes(n, rows, "8da4w", g)))
         elif isinstance(m, nn.Embedding) and emb_high != "fp32":
             n, rows = m.weight.numel(), m.num_embeddings
-            if emb_high == "int4" or m.embedding_dim % g:
+            if emb_high == "int4" or not groups_fit(m.embedding_dim, g):
                 fixed += weight_bytes(n, rows, emb_high, g)
             else:
                 modules.append(Module(name, "embedding", emb_high, weight_bytes(n, rows, emb_high, g),

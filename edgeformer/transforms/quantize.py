@@ -17,7 +17,7 @@ from torchao.quantization import quantize_
 from torchao.utils import TorchAOBaseTensor, unwrap_tensor_subclass
 
 from edgeformer.errors import UserError
-from edgeformer.recipe import GROUP_SIZES, QUANT_METHODS, Recipe
+from edgeformer.recipe import GROUP_SIZES, PER_ROW, QUANT_METHODS, Recipe, groups_fit
 from edgeformer.targets.backend import Backend, config_for
 from edgeformer.transforms.gguf_grid import GroupSumCorrected, keep_grid
 from edgeformer.transforms.gptq import gptq_
@@ -39,6 +39,10 @@ def quantize_model(model: nn.Module, recipe: Recipe, backend: Backend | None = N
         from edgeformer.targets.xnnpack import XNNPACK
 
         backend = XNNPACK
+    four_bit = recipe.quant in ("8da4w", "mixed") or recipe.embedding_quant == "int4"
+    if recipe.group_size == PER_ROW and four_bit and backend.name != "xnnpack":
+        raise UserError(f"--group-size 0 (one group per row) is XNNPACK's; the {backend.name} backend takes "
+                        f"{', '.join(map(str, GROUP_SIZES[1:]))}")
     if recipe.quant == "mixed":
         if calibrate is None:
             raise ValueError("--quant mixed needs calibration inputs")
@@ -92,10 +96,13 @@ def _check_group_size(model: nn.Module, kind: type, dim_attr: str, recipe: Recip
     for name, m in model.named_modules():
         if todo(m, name):
             k = getattr(m, dim_attr)
-            if k % recipe.group_size:
-                valid = [g for g in GROUP_SIZES if k % g == 0]
+            if not groups_fit(k, recipe.group_size):
+                valid = [g for g in GROUP_SIZES if groups_fit(k, g)]
                 fix = f"try one of {valid}" if valid else \
-                    f"no group size XNNPACK takes ({', '.join(map(str, GROUP_SIZES))}) divides {k}: use 8-bit for this model"
+                    f"no group size XNNPACK takes ({', '.join(map(str, GROUP_SIZES))}) fits {k}: use 8-bit for this model"
+                if recipe.group_size == PER_ROW:
+                    raise UserError(f"--group-size 0 (one group per row) needs {dim_attr}={k} of {name} to be a multiple "
+                                    f"of 32 (XNNPACK); {fix}")
                 raise UserError(f"--group-size {recipe.group_size} must divide {dim_attr}={k} of {name}; {fix}")
 
 

@@ -22,13 +22,14 @@ def _lower(folder, recipe):
     return ep, lowered, (ids, mask)
 
 
-@pytest.mark.parametrize("quant,emb,outside_gather", [
-    ("fp32", "fp32", "aten_embedding_default"),
-    ("int8", "int8", "quantized_decomposed_embedding_byte_default"),
-    ("8da4w", "int4", "quantized_decomposed_embedding_4bit_default"),
+@pytest.mark.parametrize("quant,emb,group,outside_gather", [
+    ("fp32", "fp32", 32, "aten_embedding_default"),
+    ("int8", "int8", 32, "quantized_decomposed_embedding_byte_default"),
+    ("8da4w", "int4", 32, "quantized_decomposed_embedding_4bit_default"),
+    ("8da4w", "int4", 0, "quantized_decomposed_embedding_4bit_default"),  # one group per row
 ])
-def test_everything_but_gather_and_mask_cast_is_delegated(tiny_bert, quant, emb, outside_gather):
-    _, lowered, _ = _lower(tiny_bert, Recipe(quant=quant, embedding_quant=emb, group_size=32))
+def test_everything_but_gather_and_mask_cast_is_delegated(tiny_bert, quant, emb, group, outside_gather):
+    _, lowered, _ = _lower(tiny_bert, Recipe(quant=quant, embedding_quant=emb, group_size=group))
     d = lowered.delegation
     assert d.backend == "XnnpackBackend"
     assert d.delegated_subgraphs == 1
@@ -36,9 +37,10 @@ def test_everything_but_gather_and_mask_cast_is_delegated(tiny_bert, quant, emb,
     assert d.non_delegated_ops == {outside_gather: 1, "dim_order_ops__to_dim_order_copy_default": 1}
 
 
-@pytest.mark.parametrize("quant,emb,tol", [("fp32", "fp32", 1e-5), ("int8", "int8", 5e-3), ("8da4w", "int4", 5e-3)])
-def test_pte_matches_exported_program(tiny_bert, quant, emb, tol):
-    ep, lowered, inputs = _lower(tiny_bert, Recipe(quant=quant, embedding_quant=emb, group_size=32))
+@pytest.mark.parametrize("quant,emb,group,tol", [("fp32", "fp32", 32, 1e-5), ("int8", "int8", 32, 5e-3), ("8da4w", "int4", 32, 5e-3),
+                                                 ("8da4w", "int4", 0, 5e-3)])
+def test_pte_matches_exported_program(tiny_bert, quant, emb, group, tol):
+    ep, lowered, inputs = _lower(tiny_bert, Recipe(quant=quant, embedding_quant=emb, group_size=group))
     expected = ep.module()(*inputs)
     actual = Program(lowered.pte, threads=1)(*inputs)
     torch.testing.assert_close(actual, expected, atol=tol, rtol=tol)

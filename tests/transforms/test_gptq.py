@@ -65,15 +65,17 @@ def test_observe_sums_each_linears_inputs():
     assert not model[0]._forward_pre_hooks  # hooks removed
 
 
-def test_a_gptq_model_lowers_exactly_and_whole():
+@pytest.mark.parametrize("group", [32, 0])  # 0: one group per row, 96 inputs (not a multiple of BLOCK)
+def test_a_gptq_model_lowers_exactly_and_whole(group):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 96), nn.GELU(), nn.Linear(96, 64)).eval()
     calib = torch.randn(4, 16, 64)
-    done = gptq_(model, lambda m: [m(c) for c in calib], 32)
+    done = gptq_(model, lambda m: [m(c) for c in calib], group)
     assert done == ["0", "2"]
+    assert model[2].weight.scale.shape == ((64, 1) if group == 0 else (64, 3))
     unwrap_tensor_subclass(model)
     ep = torch.export.export(model, (torch.randn(1, 5, 64),), dynamic_shapes=({1: Dim("T", min=1, max=32)},), strict=False)
-    low = lower(ep, Recipe(quant="8da4w"))
+    low = lower(ep, Recipe(quant="8da4w", group_size=group))
     from executorch.runtime import Runtime
 
     method = Runtime.get().load_program(low.pte).load_method("forward")

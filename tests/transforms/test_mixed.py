@@ -175,3 +175,11 @@ def test_mixed_on_a_causal_lm_is_refused_in_one_line(tiny_gguf):
 
     with pytest.raises(UserError, match="--quant mixed measures encoders only so far"):
         BuildSpec(str(tiny_gguf), quant="mixed", out="/tmp/never-written").validate()
+
+
+def test_bytes_per_weight_count_one_scale_per_group_or_row():
+    n, rows = 384 * 1536, 384  # MiniLM's ffn_out: 1536 inputs per row
+    assert mixed.weight_bytes(n, rows, "8da4w", 32) == n / 2 + 2.0 * n / 32  # bf16 group scales
+    assert mixed.weight_bytes(n, rows, "8da4w", 0) == n / 2 + 2.0 * rows  # one group per row
+    assert mixed.weight_bytes(n, rows, "int4", 0) == n / 2 + 4.0 * rows
+    assert mixed.weight_bytes(n, rows, "int8", 0) == n + 4.0 * rows

@@ -293,8 +293,8 @@ def search(
     out: Path = typer.Option(None, "--out", "-o", help="Artifact folder for the chosen candidate (default "
                                                        "out/MODEL-TARGET)."),
     space: list[str] = typer.Option(None, "--space", help="Axes and values, e.g. 'quant=int8,8da4w prune=0,0.25,0.5 "
-                                    "attention=full,window=32' (axes: quant, embedding, prune, attention, seq_len; "
-                                    "causal LMs: quant, embedding, attention, kv_cache)."),
+                                    "attention=full,window=32' (axes: quant, embedding, group, prune, attention, seq_len; "
+                                    "causal LMs: quant, embedding, group, attention, kv_cache)."),
     max_accuracy_drop: float = typer.Option(None, "--max-accuracy-drop", help="Accuracy points a candidate may lose vs "
                                                                               "fp32 (default: the target's)."),
     max_perplexity_increase: float = typer.Option(None, "--max-perplexity-increase",

@@ -6,6 +6,9 @@ with layer ranges (`window=32:layers=0-2`), since `,` separates values here.
 
     quant=int8,8da4w                  the linears' scheme (edgeformer's --quant values)
     embedding=int8,int4               the token table's scheme (--embedding-quant)
+    group=32,0                        4-bit group size (--group-size; 0: one group per row,
+                                      as fast as int8 at an encoder's 128 tokens); candidates
+                                      with nothing at 4-bit take one value, not each
     prune=0,0.25,0.5:layers=1,auto    0 keeps every weight; R removes a share R of the heads
                                       and of the FFN neurons (by Taylor score, then
                                       distillation), R:layers=N also N whole layers; auto is
@@ -29,12 +32,13 @@ import itertools
 from dataclasses import dataclass, replace
 
 from edgeformer.errors import UserError
-from edgeformer.recipe import EMBEDDING_SCHEMES, KV_CACHES, QUANT_SCHEMES, Recipe
+from edgeformer.recipe import EMBEDDING_SCHEMES, GROUP_SIZES, KV_CACHES, QUANT_SCHEMES, Recipe
 from edgeformer.transforms.attention import SPEC_HELP, parse_attention
 
 AXES: dict[str, str] = {
     "quant": "the linears' quantization: " + ", ".join(QUANT_SCHEMES),
     "embedding": "the token table's quantization: " + ", ".join(EMBEDDING_SCHEMES),
+    "group": "4-bit group size: " + ", ".join(map(str, GROUP_SIZES)) + " (0: one group per row)",
     "prune": "0, a share R of heads and FFN neurons to remove in (0, 1) (R:layers=N also removes N whole layers), or auto",
     "attention": SPEC_HELP,
     "seq_len": "the longest input, in tokens",
@@ -51,6 +55,7 @@ class Candidate:
 
     quant: str | None = None
     embedding: str | None = None
+    group: int | None = None
     prune: str = "0"
     attention: str | None = None
     seq_len: int | None = None
@@ -83,12 +88,19 @@ class Candidate:
 
     def build_fields(self) -> dict:
         """The BuildSpec fields this candidate sets (pruning is done before, once per level)."""
-        return dict(quant=self.quant, embedding_quant=self.embedding, attention=self.attention, seq_len=self.seq_len,
-                    kv_cache=self.kv_cache)
+        return dict(quant=self.quant, embedding_quant=self.embedding, group_size=self.group, attention=self.attention,
+                    seq_len=self.seq_len, kv_cache=self.kv_cache)
+
+    @property
+    def four_bit(self) -> bool:
+        """Whether anything is 4-bit (so the group size matters); None is the target's default."""
+        return self.quant in ("8da4w", "mixed") or self.embedding == "int4"
 
     def to_dict(self) -> dict:
         d = dict(quant=self.quant, embedding=self.embedding, prune=self.prune, attention=self.attention,
                  seq_len=self.seq_len)
+        if self.group is not None:  # without a group axis, the keys stay as they were (cached searches)
+            d = dict(d, group=self.group)
         return d if self.kv_cache is None else dict(d, kv_cache=self.kv_cache)  # encoders' keys stay as they were
 
     def describe(self) -> str:
@@ -105,8 +117,9 @@ class Space:
 
     def candidates(self) -> list[Candidate]:
         names = [a for a in AXES if a in self.values]
-        return [Candidate(**dict(zip(names, combo, strict=True)))
-                for combo in itertools.product(*(self.values[a] for a in names))]
+        cands = [Candidate(**dict(zip(names, combo, strict=True))) for combo in itertools.product(*(self.values[a] for a in names))]
+        first = self.values.get("group", (None,))[0]  # nothing at 4-bit: one group value, not one candidate each
+        return list(dict.fromkeys(c if c.four_bit else replace(c, group=first) for c in cands))
 
     def describe(self) -> str:
         return " ".join(f"{a}={','.join(map(str, v))}" for a, v in self.values.items())
@@ -155,6 +168,10 @@ def _check(axis: str, value: str, lm: bool = False):
         if value not in KV_CACHES:
             raise UserError(f"--space kv_cache={value}: unknown; {allowed}")
         return value
+    if axis == "group":
+        if not value.isdigit() or int(value) not in GROUP_SIZES:
+            raise UserError(f"--space group={value}: unknown; {allowed}")
+        return int(value)
     if axis == "embedding":
         if value not in EMBEDDING_SCHEMES:
             raise UserError(f"--space embedding={value}: unknown; {allowed}")
@@ -186,5 +203,5 @@ def _check(axis: str, value: str, lm: bool = False):
 
 
 def _example(axis: str) -> str:
-    return {"quant": "int8,8da4w", "embedding": "int8,int4", "prune": "0,0.25,auto", "attention": "full,window=32",
+    return {"quant": "int8,8da4w", "embedding": "int8,int4", "group": "32,0", "prune": "0,0.25,auto", "attention": "full,window=32",
             "seq_len": "64,128", "kv_cache": "fp32,int8"}[axis]

@@ -29,12 +29,25 @@ def test_the_space_is_the_product_of_its_axes_in_a_fixed_order():
     ("prune=1.5", "prune=1.5"), ("prune=half", "prune=half"), ("prune=0.5:layers=x", "prune=0.5:layers=x"),
     ("attention=sparse", "attention=sparse"),
     ("seq_len=ten", "seq_len=ten"), ("seq_len=0", "seq_len=0"), ("quant=", "give values"),
-    ("quant=int8 quant=fp32", "given twice"), ("embedding=int2", "embedding=int2"),
+    ("quant=int8 quant=fp32", "given twice"), ("embedding=int2", "embedding=int2"), ("group=48", "group=48"),
+    ("group=row", r"group=row: unknown; group takes 4-bit group size: 0, 32, 64, 128, 256 \(0: one group per row\)"),
 ])
 def test_a_bad_space_is_refused_naming_the_axis_or_value(spec, named):
     with pytest.raises(UserError, match=named) as e:
         parse_space(spec)
     assert "\n" not in str(e.value)
+
+
+def test_the_group_axis_multiplies_only_what_has_4_bit_weights():
+    cands = parse_space("quant=int8,8da4w embedding=int8,int4 group=32,0 prune=0").candidates()
+    got = [c.describe() for c in cands]
+    assert got == ["quant=int8 embedding=int8 prune=0 group=32", "quant=int8 embedding=int4 prune=0 group=32",
+                   "quant=int8 embedding=int4 prune=0 group=0", "quant=8da4w embedding=int8 prune=0 group=32",
+                   "quant=8da4w embedding=int8 prune=0 group=0", "quant=8da4w embedding=int4 prune=0 group=32",
+                   "quant=8da4w embedding=int4 prune=0 group=0"]
+    assert cands[-1].build_fields()["group_size"] == 0
+    no_axis = parse_space("quant=8da4w prune=0").candidates()[0]
+    assert "group" not in no_axis.to_dict() and no_axis.build_fields()["group_size"] is None  # cached keys unchanged
 
 
 def test_the_gate_bounds_the_drop_and_pays_for_uncertainty():

@@ -196,7 +196,8 @@ def _movable(model: nn.Module, recipe: Recipe) -> tuple[list[Module], dict[str, 
             fixed += 4.0 * (own - m.weight.numel())
             n, rows = m.weight.numel(), m.out_features
             if not groups_fit(m.in_features, g):
-                kept[name] = f"{m.in_features} inputs: no group of {g or 'a row (32s)'}"
+                why = "not a multiple of 32 (one group per row)" if g == PER_ROW else f"no group of {g}"
+                kept[name] = f"{m.in_features} inputs: {why}"
                 fixed += weight_bytes(n, rows, "int8", g)
             else:
                 modules.append(Module(name, "linear", "int8", weight_bytes(n, rows, "int8", g), weight_bytes(n, rows, "8da4w", g)))

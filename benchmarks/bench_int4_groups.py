@@ -18,10 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
-from common import RESULTS, THREADS, cli_build, cpu_line, measure_rounds, round_ratio, run_json, write_results
+from common import RESULTS, THREADS, cli_build, cpu_line, measure_rounds, round_ratio, write_results
 
 DATA = "fine-foods"
 
@@ -59,7 +60,9 @@ def main() -> None:
                           cmd=["-m", "edgeformer.validate.latency", str(path), "--iters", str(a.iters), "--threads", str(THREADS)])
     fp32 = None
     if a.eval_data:  # the fp32 model's accuracy on the same examples, eager
-        fp32 = run_json([sys.executable, "-m", "edgeformer.cli", "eval", a.model, "--data", a.eval_data, "--json"])["accuracy"]
+        out = subprocess.run([sys.executable, "-m", "edgeformer.cli", "eval", a.model, "--data", a.eval_data, "--json"],
+                             check=True, capture_output=True, text=True).stdout
+        fp32 = json.loads(out)["accuracy"]  # one JSON object, indented
     samples = measure_rounds({k: dict(cmd=v["cmd"]) for k, v in rows.items()}, a.rounds) if a.rounds else {}
     lines = [f"{a.model}, calibrated on {DATA}, batch 1, seq 128, {THREADS} threads; median of {a.rounds} rounds x "
              f"{a.iters} runs, each contender in its own process; speed is the median per-round ratio to int8. "

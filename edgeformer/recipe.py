@@ -61,6 +61,8 @@ def groups_fit(inputs: int, group_size: int) -> bool:
     """Whether a 4-bit weight of `inputs` columns splits into XNNPACK's groups of `group_size`
     (PER_ROW: one group of all of them, which XNNPACK takes at multiples of 32)."""
     return inputs % 32 == 0 if group_size == PER_ROW else inputs % group_size == 0
+
+
 # Encoders: texts per call of the `.pte`'s batch method. MiniLM int8 at 2 threads, per text:
 # 70 tokens 1.24x faster than one at a time, 20 tokens 2.2x; 16 and 32 gain no more at 70.
 BATCH = 8

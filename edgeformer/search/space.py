@@ -93,7 +93,8 @@ class Candidate:
 
     @property
     def four_bit(self) -> bool:
-        """Whether anything is 4-bit (so the group size matters); None is the target's default."""
+        """Whether anything is 4-bit, so the group size matters (a field left to the target's
+        default counts as not 4-bit: the targets default to int8)."""
         return self.quant in ("8da4w", "mixed") or self.embedding == "int4"
 
     def to_dict(self) -> dict:

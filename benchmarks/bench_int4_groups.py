@@ -4,10 +4,11 @@ what GPTQ wins back in quality (batch 1, seq 128, 2 threads).
 At prefill-sized inputs the qb4w GEMM slows down as its groups shrink: 8da4w at --group-size 32
 ran 0.78x int8's speed on MiniLM (bench_mixed.py). Larger groups cost quality, which GPTQ
 (`--quant-method gptq`, calibrated on `--data`) recovers. Contenders: int8, then 8da4w at each
-group size (0: one group per row, all its inputs) with affine (min/max) and gptq scales, all with the token table at int4 (the 14 MiB
-size of issue 15). Each is built once (reused from --work), timed in its own fresh process,
-interleaved in rounds; speed is the median per-round ratio to int8. With a fine-tuned classifier
-and `--eval-data`, the builds also measure test accuracy.
+group size (0: one group per row, all its inputs) with affine (min/max) and gptq scales, all
+with the token table at int4 (the 14 MiB size of issue 15). Each is built once (reused from
+--work), timed in its own fresh process, interleaved in rounds; speed is the median per-round
+ratio to int8. With a fine-tuned classifier and `--eval-data`, the builds also measure test
+accuracy, and the fp32 model's on the same examples.
 
     python benchmarks/bench_int4_groups.py minilm [--groups 32,128,0] [--work out/int4-groups] [--rounds 5]
     python benchmarks/bench_int4_groups.py out/minilm-foods --eval-data fine-foods:test
@@ -18,8 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 from common import RESULTS, THREADS, cli_build, cpu_line, measure_rounds, round_ratio, write_results
@@ -57,12 +56,9 @@ def main() -> None:
         m = json.loads((path / "manifest.json").read_text())
         acc = m.get("accuracy") or {}
         rows[name] = dict(mb=m["pte"]["bytes"] / 2**20, sqnr_db=m["numerics"]["sqnr_db"], accuracy=acc.get("accuracy"),
+                          drop=acc.get("accuracy_drop_points"), reference=acc.get("reference_accuracy"),
                           cmd=["-m", "edgeformer.validate.latency", str(path), "--iters", str(a.iters), "--threads", str(THREADS)])
-    fp32 = None
-    if a.eval_data:  # the fp32 model's accuracy on the same examples, eager
-        out = subprocess.run([sys.executable, "-m", "edgeformer.cli", "eval", a.model, "--data", a.eval_data, "--json"],
-                             check=True, capture_output=True, text=True).stdout
-        fp32 = json.loads(out)["accuracy"]  # one JSON object, indented
+    fp32 = next(iter(rows.values()))["reference"]  # each build evaluates the fp32 model beside its .pte
     samples = measure_rounds({k: dict(cmd=v["cmd"]) for k, v in rows.items()}, a.rounds) if a.rounds else {}
     lines = [f"{a.model}, calibrated on {DATA}, batch 1, seq 128, {THREADS} threads; median of {a.rounds} rounds x "
              f"{a.iters} runs, each contender in its own process; speed is the median per-round ratio to int8. "
@@ -72,7 +68,7 @@ def main() -> None:
              "|---|---:|---:|---:|---:|---:|---:|"]
     for name, r in rows.items():
         acc = f"{r['accuracy']:.3f}" if r["accuracy"] is not None else "-"
-        acc += f" | {100 * (fp32 - r['accuracy']):+.1f}" if fp32 is not None and r["accuracy"] is not None else " | -"
+        acc += f" | {r['drop']:+.1f}" if r["drop"] is not None else " | -"
         speed = (f"{statistics.median(samples[name]):.2f} | {round_ratio(samples, 'int8', name):.2f}x"
                  if samples else "- | -")
         lines.append(f"| {name} | {r['mb']:.2f} | {r['sqnr_db']:.1f} | {acc} | {speed} |")

@@ -63,6 +63,12 @@ def groups_fit(inputs: int, group_size: int) -> bool:
     return inputs % 32 == 0 if group_size == PER_ROW else inputs % group_size == 0
 
 
+def stores_4bit(quant: str | None, embedding_quant: str | None) -> bool:
+    """Whether these schemes put anything at 4 bits, so the group size matters (`gguf` keeps
+    the file's own groups; None, a target's default, is never 4-bit)."""
+    return quant in ("8da4w", "mixed") or embedding_quant == "int4"
+
+
 # Encoders: texts per call of the `.pte`'s batch method. MiniLM int8 at 2 threads, per text:
 # 70 tokens 1.24x faster than one at a time, 20 tokens 2.2x; 16 and 32 gain no more at 70.
 BATCH = 8

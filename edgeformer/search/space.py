@@ -32,7 +32,7 @@ import itertools
 from dataclasses import dataclass, replace
 
 from edgeformer.errors import UserError
-from edgeformer.recipe import EMBEDDING_SCHEMES, GROUP_SIZES, KV_CACHES, QUANT_SCHEMES, Recipe
+from edgeformer.recipe import EMBEDDING_SCHEMES, GROUP_SIZES, KV_CACHES, QUANT_SCHEMES, Recipe, stores_4bit
 from edgeformer.transforms.attention import SPEC_HELP, parse_attention
 
 AXES: dict[str, str] = {
@@ -93,9 +93,8 @@ class Candidate:
 
     @property
     def four_bit(self) -> bool:
-        """Whether anything is 4-bit, so the group size matters (a field left to the target's
-        default counts as not 4-bit: the targets default to int8)."""
-        return self.quant in ("8da4w", "mixed") or self.embedding == "int4"
+        """Whether anything is 4-bit, so the group size matters (the targets default to int8)."""
+        return stores_4bit(self.quant, self.embedding)
 
     def to_dict(self) -> dict:
         d = dict(quant=self.quant, embedding=self.embedding, prune=self.prune, attention=self.attention,

@@ -17,7 +17,7 @@ from torchao.quantization import quantize_
 from torchao.utils import TorchAOBaseTensor, unwrap_tensor_subclass
 
 from edgeformer.errors import UserError
-from edgeformer.recipe import GROUP_SIZES, PER_ROW, QUANT_METHODS, Recipe, groups_fit
+from edgeformer.recipe import GROUP_SIZES, PER_ROW, QUANT_METHODS, Recipe, groups_fit, stores_4bit
 from edgeformer.targets.backend import Backend, config_for
 from edgeformer.transforms.gguf_grid import GroupSumCorrected, keep_grid
 from edgeformer.transforms.gptq import gptq_
@@ -39,8 +39,7 @@ def quantize_model(model: nn.Module, recipe: Recipe, backend: Backend | None = N
         from edgeformer.targets.xnnpack import XNNPACK
 
         backend = XNNPACK
-    four_bit = recipe.quant in ("8da4w", "mixed") or recipe.embedding_quant == "int4"
-    if recipe.group_size == PER_ROW and four_bit and backend.name != "xnnpack":
+    if recipe.group_size == PER_ROW and stores_4bit(recipe.quant, recipe.embedding_quant) and backend.name != "xnnpack":
         raise UserError(f"--group-size 0 (one group per row) is XNNPACK's; the {backend.name} backend takes "
                         f"{', '.join(map(str, GROUP_SIZES[1:]))}")
     if recipe.quant == "mixed":

@@ -15,6 +15,8 @@ ratios are medians of per-round ratios, measured side by side.
 
     python benchmarks/bench_lengths.py out/minilm-foods     # a fine-tuned classifier
     python benchmarks/bench_lengths.py minilm               # the bundled embedder
+    python tools/random_modernbert.py out/modernbert-base-random   # ModernBERT-base's shape, random weights
+    python benchmarks/bench_lengths.py out/modernbert-base-random --stem lengths-modernbert
 """
 
 from __future__ import annotations
@@ -117,6 +119,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--work", type=Path, help="Where the builds go (reused across runs); default a temporary folder.")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--stem", default="lengths", help="Result files are OUT/STEM.md and .json.")
     ap.add_argument("--worker", choices=["ort", "edgeformer"], help=argparse.SUPPRESS)
     ap.add_argument("--path", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -165,7 +168,7 @@ def main() -> None:
         lines.append(f"| {name} | {r['p50']:.2f} | {round_ratio(samples, 'ort-int8', name):.2f}x | "
                      f"{round_ratio(samples, 'edgeformer-static', name):.2f}x |")
     data = {k: dict(p50=v["p50"], samples_ms=samples[k]) for k, v in rows.items()}
-    write_results(a.out, "lengths", "\n".join(lines) + "\n", dict(model=a.model, reviews=a.reviews, lengths=lengths, rows=data))
+    write_results(a.out, a.stem, "\n".join(lines) + "\n", dict(model=a.model, reviews=a.reviews, lengths=lengths, rows=data))
 
 
 if __name__ == "__main__":

@@ -50,6 +50,11 @@ def make_tiny(path: Path, arch: str = "bert", task: str = "embedder", seed: int 
     elif arch == "albert":  # 4 layers from 2 shared groups (0, 0, 1, 1), embedded at 16
         cfg = tf.AlbertConfig(embedding_size=16, hidden_size=32, num_hidden_layers=4, num_hidden_groups=2,
                               num_attention_heads=4, intermediate_size=64, pad_token_id=0, **common)
+    elif arch == "modernbert":  # global, local (window 8: 4 tokens each side), global; two RoPE bases
+        cfg = tf.ModernBertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=48,
+                                  global_attn_every_n_layers=2, local_attention=8, global_rope_theta=160000.0,
+                                  local_rope_theta=10000.0, pad_token_id=0, bos_token_id=2, eos_token_id=3,
+                                  cls_token_id=2, sep_token_id=3, **common)
     else:
         cls = tf.RobertaConfig if arch == "roberta" else tf.BertConfig
         cfg = cls(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
@@ -65,7 +70,8 @@ def make_tiny(path: Path, arch: str = "bert", task: str = "embedder", seed: int 
         for m in model.modules():
             if isinstance(m, torch.nn.LayerNorm):
                 m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
+                if m.bias is not None:  # (ModernBERT's have none)
+                    m.bias.normal_(0, 0.1)
     model.eval().save_pretrained(path, safe_serialization=True)
     write_tokenizer(path, pad_token="<pad>" if arch == "roberta" else "[PAD]")
     return path

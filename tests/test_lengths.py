@@ -69,11 +69,33 @@ def test_window_and_hard_attention_stay_static(tiny_bert_cls, tmp_path):
                          bench_iters=0)
     assert not r.manifest.any_length and r.manifest.inputs[0] == dict(name="input_ids", dtype="int64", shape=[1, 16])
     assert Predictor(load_artifact(r.path)).text.encode("great tea").input_ids.shape == (1, 16)  # padded
-    with pytest.raises(UserError, match=r"--lengths dynamic: --attention window=8 runs static-shaped .* use --lengths static"):
+    with pytest.raises(UserError, match=r"--lengths dynamic: a window of 8 runs blocks picked by length past 12 tokens, and "
+                                        r"--seq-len is 16 \(any length works up to 12\); use --lengths static"):
         edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "x", seq_len=16, attention="window=8", lengths="dynamic")
+    with pytest.raises(UserError, match=r"--lengths dynamic: --attention hard=top4 runs static-shaped"):
+        edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "x", seq_len=16, attention="hard=top4:layers=1", lengths="dynamic")
     with pytest.raises(UserError, match=r"--lengths 'any' is not a known scheme; use one of: auto, dynamic, static"):
         edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "x", seq_len=16, lengths="any")
     assert not (tmp_path / "x").exists()
+
+
+def test_a_window_that_scores_under_a_band_takes_any_length(tiny_bert_cls, tmp_path):
+    """Up to 3 * (window // 2) tokens the window kernel scores n×n under a band computed in the
+    graph, so the .pte takes any length and stays exact; past that it would pick blocks by length."""
+    r = edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "w", quant="fp32", embedding_quant="fp32", seq_len=16,
+                         attention="window=12", bench_iters=0)
+    m = r.manifest
+    assert m.any_length and m.model["attention"]["layers"] == ["window 12+1g"] * 2
+    assert m.delegation["delegated_subgraphs"] == 1
+    program, exported = Program(r.path / "model.pte", 2), r.exported.module()
+    full = load_model(str(tiny_bert_cls)).encoder
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 7, 8, 16):
+        ids = torch.randint(5, m.tokenizer["vocab_size"], (1, n), generator=g)
+        mask = torch.ones(1, n, dtype=torch.long)
+        torch.testing.assert_close(program(ids, mask), exported(ids, mask), atol=1e-5, rtol=1e-5)
+    ids = torch.randint(5, m.tokenizer["vocab_size"], (1, 16), generator=g)
+    assert not torch.allclose(exported(ids, torch.ones_like(ids)), full(ids, torch.ones_like(ids)), atol=1e-4)  # the band bites
 
 
 def test_seq_len_must_leave_room_for_text(tiny_bert, tmp_path):

@@ -30,6 +30,10 @@ NEG = torch.finfo(torch.float32).min  # additive mask value of a padded key
 RAMP = 1e6  # slope of the max/threshold indicator: scores closer than 1e-6 count as ties
 KNOCKOUT = 1e9  # subtracted from scores already counted (finite, so NEG - KNOCKOUT stays finite)
 
+# Rotary positions for one layer: cos [S, D], sin [S, D], and R with F.linear(x, R) ==
+# rotate_half(x), so x·cos + (x Rᵀ)·sin rotates without slicing a dynamic-length tensor.
+Rope = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
 
 class Attention(nn.Module):
     """Multi-head self-attention with a fused QKV projection.
@@ -82,8 +86,9 @@ class Attention(nn.Module):
             parts.append(f"top_k={self.top_k}")
         return ", ".join(parts)
 
-    def forward(self, x: torch.Tensor, mask_add: torch.Tensor) -> torch.Tensor:
-        """x [B, S, hidden], mask_add [B, 1, 1, S] (0 for a token, NEG for padding)."""
+    def forward(self, x: torch.Tensor, mask_add: torch.Tensor, rope: Rope | None = None) -> torch.Tensor:
+        """x [B, S, hidden], mask_add [B, 1, 1, S] (0 for a token, NEG for padding); `rope`
+        rotates queries and keys by position (ModernBERT), after the scale folded into q."""
         # 3-D bmm and static slices only: 4-D matmul decomposes into expand_copy and
         # indexing into select_copy, neither of which XNNPACK 1.5.1 delegates.
         # A dynamic sequence length S appears in reshapes only as the one inferred (-1) dim:
@@ -96,6 +101,9 @@ class Attention(nn.Module):
         else:  # split by `split_qkv` for a dynamic length
             q, k, v = self.q(x), self.k(x), self.v(x)
         q, k, v = (t.reshape(b, -1, h, d).permute(0, 2, 1, 3).contiguous().view(b * h, -1, d) for t in (q, k, v))
+        if rope is not None:
+            cos, sin, rot = rope
+            q, k = (t * cos + F.linear(t, rot) * sin for t in (q, k))
         if self.kind == "sdpa":
             ctx = F.scaled_dot_product_attention(q.reshape(b, h, s, d), k.reshape(b, h, s, d), v.reshape(b, h, s, d),
                                                  attn_mask=mask_add, scale=1.0).reshape(b * h, s, d)
@@ -118,20 +126,20 @@ class Attention(nn.Module):
             setattr(self, name, lin)
         del self.qkv
 
-    def _full(self, q, k, v, mask_add, b):
-        """[B*H, S, D] -> [B*H, S, D]; every query scores every key."""
+    def _full(self, q, k, v, mask_add, b, band=None):
+        """[B*H, S, D] -> [B*H, S, D]; every query scores every key (those `band` [1, S, S] allows)."""
         bh = q.shape[0]
         scores = torch.bmm(q, k.permute(0, 2, 1))  # [B*H, S, S]
-        # 3-D where the mask is one row per sequence ([B, 1, 1, S]; the window kernel's dense band
-        # is [.., S, S]): no reshape with two sequence-long dims. At B > 1 the row is repeated per
-        # head by a broadcast add ([B, H, 1, S] -> [B*H, 1, S]; expand_copy is not delegated).
-        if not self.top_k and mask_add.shape[-2] == 1:
+        # 3-D adds of the mask row per sequence ([B, 1, 1, S]) and the window's band ([1, S, S]):
+        # no reshape with two sequence-long dims, so S can stay dynamic. At B > 1 the row is
+        # repeated per head by a broadcast add ([B, H, 1, S] -> [B*H, 1, S]; expand_copy is not delegated).
+        if not self.top_k:
             rows = mask_add if b == 1 else mask_add + self.head_rows
-            return torch.bmm((scores + rows.reshape(bh if b > 1 else 1, 1, -1)).softmax(dim=-1), v)
+            scores = scores + rows.reshape(bh if b > 1 else 1, 1, -1)
+            return torch.bmm((scores if band is None else scores + band).softmax(dim=-1), v)
         s = q.shape[1]
-        scores = scores.reshape(b, bh // b, s, -1) + mask_add
-        if self.top_k:
-            scores = keep_top_k(scores, self.top_k)
+        scores = scores.reshape(b, bh // b, s, -1) + (mask_add if band is None else mask_add + band)
+        scores = keep_top_k(scores, self.top_k)
         return torch.bmm(scores.softmax(dim=-1).reshape(bh, s, -1), v)
 
     def _windowed(self, q, k, v, mask_add, b):
@@ -139,7 +147,7 @@ class Attention(nn.Module):
         bh, s, d = q.shape
         w, g = self.window // 2, self.global_tokens  # blocks of w = r queries
         if s <= 3 * w:  # short: n×n scores under a band mask cost no more than 3w-wide blocks
-            return self._full(q, k, v, mask_add + self._dense_band(s), b)
+            return self._full(q, k, v, mask_add, b, band=self._dense_band(s))
         nb = -(-s // w)  # blocks
         tail = nb * w - s
         # Keys and values padded by one block before and after (and up to a whole block at the
@@ -176,16 +184,17 @@ class Attention(nn.Module):
         return ctx
 
     def _dense_band(self, s: int) -> torch.Tensor:
-        """[s, s] additive mask: 0 where |i - j| <= window // 2 or either token is global, else NEG.
+        """[1, s, s] additive mask: 0 where |i - j| <= window // 2 or either token is global, else NEG.
 
         Computed from two small constant vectors with delegated ops (sub, abs, clamp, mul), so
-        the `.pte` carries no n×n constant.
+        the `.pte` carries no n×n constant; each reshape has one inferred (-1) size, so `s`
+        may be dynamic (up to 3 * (window // 2), the most this path serves).
         """
         p = self.positions[:s]
-        far = ((p.reshape(s, 1) - p.reshape(1, s)).abs() - self.window // 2).clamp(0.0, 1.0)
+        far = ((p.reshape(1, -1, 1) - p.reshape(1, 1, -1)).abs() - self.window // 2).clamp(0.0, 1.0)
         if self.global_tokens:
             loc = self.local[:s]
-            far = far * loc.reshape(s, 1) * loc.reshape(1, s)
+            far = far * loc.reshape(1, -1, 1) * loc.reshape(1, 1, -1)
         return far * NEG
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from edgeformer.errors import UserError
+from edgeformer.models import modernbert
 from edgeformer.models.encoder import (
     Encoder,
     EncoderShape,
@@ -53,23 +54,33 @@ def read_config(path: Path) -> dict:
         raise UserError(f"{cfg_file} is not valid JSON ({e.__class__.__name__}); re-save the model with save_pretrained") from None
 
 
+# Families whose layers are not BERT's post-norm layout: each module maps its own weights
+# (`to_encoder(model, task)`) and says why pruning cannot cut it (`NO_PRUNING`).
+OWN_LAYOUT = {"modernbert": modernbert}
+SUPPORTED = sorted({*FAMILIES, *OWN_LAYOUT})
+
 # Encoder families people bring that are refused, and why (one line each).
 NOT_YET = {
     "deberta-v2": " (DeBERTa-v2/v3's relative-position buckets and c2p/p2c gathers run outside XNNPACK on every "
                   "call; the fixed-length rewrite that lowers them whole is measured in tools/deberta_study, not built in)",
-    "modernbert": " (ModernBERT's RoPE, GeGLU and pre-norm layers are not mapped onto the Encoder yet)",
 }
+
+
+def no_pruning(model_type: str) -> str | None:
+    """Why `prune` cannot cut this family, or None when it can."""
+    own = OWN_LAYOUT.get(model_type)
+    return own.NO_PRUNING if own is not None else FAMILIES[model_type].no_pruning
 
 
 def load_hf_folder(path: Path) -> HFModel:
     """Load a Hugging Face encoder folder (safetensors only; never unpickles)."""
     cfg = read_config(path)
     model_type = cfg.get("model_type")
-    if model_type not in FAMILIES:
+    if model_type not in SUPPORTED:
         why = NOT_YET.get(model_type, "")
         raise UserError(
             f"architecture {model_type!r} in {path}/config.json is not supported{why}; "
-            f"supported: {', '.join(sorted(FAMILIES))}"
+            f"supported: {', '.join(SUPPORTED)}"
         )
     if not (path / "model.safetensors").is_file():
         found = [f for f in WEIGHT_FILES if (path / f).is_file()]
@@ -134,6 +145,8 @@ def _copy_ln(dst: nn.LayerNorm, src: nn.LayerNorm) -> None:
 
 def to_encoder(hf: HFModel) -> Encoder:
     """Build an `Encoder` with the reference model's weights (sizes read per layer)."""
+    if hf.model_type in OWN_LAYOUT:
+        return OWN_LAYOUT[hf.model_type].to_encoder(hf.reference, hf.task)
     fam = FAMILIES[hf.model_type]
     model = hf.reference
     base = model.base_model

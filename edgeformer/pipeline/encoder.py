@@ -42,7 +42,7 @@ def load(s: BuildState) -> None:
     s.loaded = load_model(s.source)
     n = s.recipe.seq_len
     check_seq_len(s.loaded, n, s.spec.attention_plan().copy_positions)
-    dynamic = s.extra["dynamic"] = s.spec.dynamic_lengths()
+    dynamic = s.extra["dynamic"] = s.spec.dynamic_lengths() and not own_windows_static(s, n)
     s.extra["text"] = text = TextEncoder(s.loaded.hf.tokenizer_file, n, s.loaded.pad_id, pad=not dynamic)
     if n <= text.specials:
         raise UserError(f"--seq-len {n} leaves no room for text: the tokenizer adds {text.specials} special tokens; "
@@ -62,6 +62,18 @@ def load(s: BuildState) -> None:
     if s.spec.eval_data is not None:
         load_data(s.spec.eval_data)  # a bad spec fails now, not after minutes of lowering
     s.module = s.loaded.encoder
+
+
+def own_windows_static(s: BuildState, n: int) -> bool:
+    """Whether the model's own sliding-window layers (ModernBERT's local layers) make an
+    `n`-token export static; refused when --lengths dynamic asked for any length."""
+    from edgeformer.pipeline.spec import window_static_because
+
+    windows = sorted({ly.attn.window for ly in s.loaded.encoder.layers if ly.attn.window})
+    why = next(filter(None, (window_static_because(w, n) for w in windows)), None)
+    if why and s.recipe.lengths == "dynamic":
+        raise UserError(f"--lengths dynamic: this model's local layers have {why}; use --lengths static or a shorter --seq-len")
+    return why is not None
 
 
 def attention(s: BuildState) -> None:

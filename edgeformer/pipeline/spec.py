@@ -214,7 +214,7 @@ class BuildSpec:
         self._check_encoder_only_options()
         plan.check_encoder()
         if self.lengths == "dynamic":
-            why = static_because(tgt.backend, plan)
+            why = static_because(tgt.backend, plan, self.recipe().seq_len)
             if why:
                 raise UserError(f"--lengths dynamic: {why}; use --lengths static (or auto, which picks static here)")
         if self.batch not in (None, 1) and tgt.backend != "xnnpack":
@@ -248,7 +248,7 @@ class BuildSpec:
         """Whether an encoder's `.pte` takes any length up to --seq-len (the recipe's `lengths`, resolved)."""
         lengths = self.recipe().lengths
         return lengths == "dynamic" or (lengths == "auto" and not static_because(self.target_info().backend,
-                                                                                 self.attention_plan()))
+                                                                                 self.attention_plan(), self.recipe().seq_len))
 
     def batch_size(self) -> int:
         """Texts per call of an encoder's batch method; 1 when it has none (not XNNPACK, or --batch 1)."""
@@ -295,13 +295,25 @@ class BuildSpec:
         return cls.from_dict(m.spec, **overrides)
 
 
-def static_because(backend: str, plan: AttentionPlan) -> str | None:
-    """Why an encoder on `backend` with `plan` must be static-shaped, or None when it can take
-    any length. XNNPACK reshapes take no symbolic size (the full kernel keeps S as the one
-    inferred dim); the window kernel picks its blocking by length in Python, and hard
+def static_because(backend: str, plan: AttentionPlan, seq_len: int) -> str | None:
+    """Why an encoder on `backend` with `plan` must be static-shaped at `seq_len`, or None when
+    it can take any length. XNNPACK reshapes take no symbolic size (the full kernel keeps S as
+    the one inferred dim); the window kernel takes any length while it scores n×n under a band
+    (up to 3 * (window // 2) tokens) and picks a blocking by length in Python past that; hard
     attention's max reductions need a 4-D view with two sequence-long dims."""
     if backend != "xnnpack":
         return f"the {backend} backend is lowered static-shaped here"
-    if plan.kind != "full" or plan.window or plan.top_k:
-        return f"--attention {plan.describe()} runs static-shaped (only full attention takes a dynamic length)"
+    if plan.kind != "full" or plan.top_k:
+        return f"--attention {plan.describe()} runs static-shaped (hard and sdpa attention take one length)"
+    if plan.window:
+        return window_static_because(plan.window, seq_len)
+    return None
+
+
+def window_static_because(window: int, seq_len: int) -> str | None:
+    """Why a window of `window` makes a `seq_len` export static, or None."""
+    most = 3 * (window // 2)
+    if seq_len > most:
+        return (f"a window of {window} runs blocks picked by length past {most} tokens, and --seq-len is {seq_len} "
+                f"(any length works up to {most})")
     return None

@@ -29,8 +29,7 @@ from edgeformer.artifact import commit, staging
 from edgeformer.data import training_splits
 from edgeformer.errors import UserError
 from edgeformer.models import folder_sha256, load_model
-from edgeformer.models.families import FAMILIES
-from edgeformer.models.hf import to_encoder
+from edgeformer.models.hf import no_pruning, to_encoder
 from edgeformer.train import loop, search
 from edgeformer.train.finetune import predict_eager
 from edgeformer.train.loop import TrainData, TrainOptions, make_tokenizer
@@ -140,7 +139,7 @@ def prune(
         torch.set_num_threads(o.threads)
     torch.manual_seed(seed)
     loaded = load_model(model)
-    refusal = FAMILIES[loaded.hf.model_type].no_pruning
+    refusal = no_pruning(loaded.hf.model_type)
     if refusal:
         raise UserError(f"cannot prune {model!r} ({loaded.hf.model_type}): {refusal}")
     if loaded.hf.task != "classifier":

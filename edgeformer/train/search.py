@@ -76,9 +76,9 @@ class Evaluator:
                 x, mask, mask_add = enc.embed(b.ids, b.mask)
                 xs.append(x)
                 self.masks.append((mask, mask_add))
-            for layer in enc.layers:
+            for i in range(len(enc.layers)):
                 self.inputs.append(xs)
-                xs = [layer(x, m[1]) for x, m in zip(xs, self.masks, strict=True)]
+                xs = [enc.run_layer(i, x, m[1]) for x, m in zip(xs, self.masks, strict=True)]
             self.inputs.append(xs)
 
     @torch.no_grad()
@@ -94,7 +94,7 @@ class Evaluator:
             for j in range(layer, len(self.enc.layers)):
                 if j == layer and skip:
                     continue
-                xs = [self.enc.layers[j](x, m[1]) for x, m in zip(xs, self.masks, strict=True)]
+                xs = [self.enc.run_layer(j, x, m[1]) for x, m in zip(xs, self.masks, strict=True)]
             return self._finish(xs)
         finally:
             ly.attn.out.weight.copy_(saved[0])

@@ -17,7 +17,7 @@ def _inputs(vocab: int, seq: int = 12, pad_from: int = 9):
     return ids, mask
 
 
-@pytest.mark.parametrize("arch", ["bert", "roberta", "distilbert", "electra", "albert"])
+@pytest.mark.parametrize("arch", ["bert", "roberta", "distilbert", "electra", "albert", "modernbert"])
 @pytest.mark.parametrize("task", ["embedder", "classifier"])
 def test_encoder_matches_hugging_face(tmp_path, arch, task):
     loaded = load_model(str(make_tiny(tmp_path, arch, task)))

@@ -32,7 +32,7 @@ def test_unsupported_architecture_is_named(tmp_path, tiny_bert):
     cfg = json.loads((d / "config.json").read_text())
     cfg["model_type"] = "gpt2"
     (d / "config.json").write_text(json.dumps(cfg))
-    supported = "albert, bert, camembert, distilbert, electra, roberta"
+    supported = "albert, bert, camembert, distilbert, electra, modernbert, roberta"
     with pytest.raises(UserError, match=rf"architecture 'gpt2' .* not supported; supported: {supported}"):
         load_model(str(d))
     cfg["model_type"] = "deberta-v2"  # refused with what blocks it

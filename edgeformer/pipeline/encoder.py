@@ -240,6 +240,12 @@ def padded(sample: tuple, n: int, pad_id: int) -> tuple:
 
 def check_seq_len(loaded, seq_len: int, copy_positions: bool) -> None:
     limit = loaded.encoder.shape.max_positions
+    if loaded.encoder.pos is None:  # rotary positions: no table to tile
+        if copy_positions:
+            raise UserError(f"--attention positions=copy tiles a learned position table, and this model "
+                            f"({loaded.hf.model_type}) has rotary positions, up to {limit}; drop positions=copy")
+        if seq_len > limit:
+            raise UserError(f"--seq-len {seq_len} exceeds the model's {limit} positions; use --seq-len {limit} or less")
     if seq_len > limit and not copy_positions:
         raise UserError(f"--seq-len {seq_len} exceeds the model's {limit} positions; use --seq-len {limit} or less, "
                         f"or tile the position table with --attention positions=copy (best with a window)")

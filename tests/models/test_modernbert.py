@@ -115,4 +115,9 @@ def test_what_is_not_mapped_is_refused_by_name(tiny_cls, tmp_path, data_csv):
     (path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(UserError, match=r"rope_parameters\['full_attention'\].rope_type='linear' is not supported"):
         edgeformer.build(str(path), "host", tmp_path / "x", seq_len=12, bench_iters=0)
+    with pytest.raises(UserError, match=r"positions=copy tiles a learned position table, and this model \(modernbert\) has "
+                                        r"rotary positions, up to 40; drop positions=copy"):
+        edgeformer.build(str(tiny_cls), "host", tmp_path / "x", seq_len=12, attention="positions=copy", bench_iters=0)
+    with pytest.raises(UserError, match=r"--seq-len 48 exceeds the model's 40 positions; use --seq-len 40 or less$"):
+        edgeformer.build(str(tiny_cls), "host", tmp_path / "x", seq_len=48, bench_iters=0)
     assert not (tmp_path / "p").exists() and not (tmp_path / "x").exists()

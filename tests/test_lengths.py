@@ -72,7 +72,8 @@ def test_window_and_hard_attention_stay_static(tiny_bert_cls, tmp_path):
     with pytest.raises(UserError, match=r"--lengths dynamic: a window of 8 runs blocks picked by length past 12 tokens, and "
                                         r"--seq-len is 16 \(any length works up to 12\); use --lengths static"):
         edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "x", seq_len=16, attention="window=8", lengths="dynamic")
-    with pytest.raises(UserError, match=r"--lengths dynamic: --attention hard=top4:layers=1 runs static-shaped \(hard and sdpa attention take one length\)"):
+    with pytest.raises(UserError, match=r"--lengths dynamic: --attention hard=top4:layers=1 runs static-shaped "
+                                        r"\(hard and sdpa attention take one length\)"):
         edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "x", seq_len=16, attention="hard=top4:layers=1", lengths="dynamic")
     with pytest.raises(UserError, match=r"--lengths 'any' is not a known scheme; use one of: auto, dynamic, static"):
         edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "x", seq_len=16, lengths="any")

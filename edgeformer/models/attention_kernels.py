@@ -198,6 +198,17 @@ class Attention(nn.Module):
         return far * NEG
 
 
+def constants_to(model: nn.Module, device: torch.device | str) -> None:
+    """Move every Attention's plain-tensor constants (the head-row zeros, the window's band and
+    positions) to `device`: `Module.to` moves parameters and buffers only, and these are plain
+    attributes so that export keeps only the ones a length uses (see `Attention.set_window`)."""
+    for m in model.modules():
+        if isinstance(m, Attention):
+            for name in ("head_rows", "band", "positions", "local"):
+                if hasattr(m, name):
+                    setattr(m, name, getattr(m, name).to(device))
+
+
 def _pad_rows(x: torch.Tensor, before: int, after: int) -> torch.Tensor:
     """Zero rows before/after dim 1 of a [N, S, D] tensor (a no-op when both are 0)."""
     return F.pad(x, (0, 0, before, after)) if before or after else x

@@ -42,10 +42,13 @@ def load(s: BuildState) -> None:
 
 
 def quantize(s: BuildState) -> None:
+    from edgeformer.models.attention_kernels import constants_to
     from edgeformer.transforms.quantize import quantize_model
 
     device = s.backend.device
-    s.module = quantize_model(copy.deepcopy(s.module).eval().to(device), s.recipe, s.backend)
+    module = copy.deepcopy(s.module).eval().to(device)
+    constants_to(module, device)  # ModernBERT's local layers hold their band as plain tensors
+    s.module = quantize_model(module, s.recipe, s.backend)
     s.example = tuple(x.to(device) for x in s.example)
 
 

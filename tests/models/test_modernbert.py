@@ -121,3 +121,16 @@ def test_what_is_not_mapped_is_refused_by_name(tiny_cls, tmp_path, data_csv):
     with pytest.raises(UserError, match=r"--seq-len 48 exceeds the model's 40 positions; use --seq-len 40 or less$"):
         edgeformer.build(str(tiny_cls), "host", tmp_path / "x", seq_len=48, bench_iters=0)
     assert not (tmp_path / "p").exists() and not (tmp_path / "x").exists()
+
+
+def test_every_constant_follows_the_model_to_a_device(tmp_path):
+    """The server target moves the model to its GPU: parameters, buffers (RoPE) and the
+    window's plain-tensor constants all go (checked on the meta device, which every machine has)."""
+    from edgeformer.models.attention_kernels import constants_to
+
+    enc = load_model(str(make_tiny(tmp_path, "modernbert", "classifier"))).encoder.to("meta")
+    assert enc.layers[1].attn.band.device.type == "cpu"  # what Module.to leaves behind
+    constants_to(enc, "meta")
+    plain = [getattr(m, n) for m in enc.modules() for n in ("head_rows", "band", "positions", "local") if hasattr(m, n)]
+    assert len(plain) == 3 + 3 + 1  # head_rows in each layer; band, positions, local in the local layer; the RoPE positions
+    assert all(t.device.type == "meta" for t in [*plain, *enc.parameters(), *enc.buffers()])

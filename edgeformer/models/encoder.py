@@ -219,7 +219,8 @@ class Encoder(nn.Module):
 
     def run_layer(self, i: int, x: torch.Tensor, mask_add: torch.Tensor) -> torch.Tensor:
         """Layer i alone on hidden states x (what forward does at that depth)."""
-        return self.layers[i](x, mask_add, self.rotary(x.shape[1])[i])
+        rope = None if self.rope is None else self.rope(x.shape[1], self.shape.rope_theta[i])
+        return self.layers[i](x, mask_add, rope)
 
     def distinct_layers(self) -> list[Layer]:
         """Each layer module once, in order of first use (a shared layer appears at many positions)."""
@@ -273,8 +274,25 @@ class RotaryTables(nn.Module):
         return ang.cos(), ang.sin(), self.rot
 
 
+def copy_params(dst: nn.Module, src: nn.Module) -> None:
+    """A Hugging Face Linear's or LayerNorm's weight and bias into ours (zeros where the source
+    has no bias, as ModernBERT's; a LayerNorm's eps too)."""
+    with torch.no_grad():
+        dst.weight.copy_(src.weight)
+        dst.bias.copy_(src.bias if src.bias is not None else torch.zeros_like(dst.bias))
+    if isinstance(src, nn.LayerNorm):
+        dst.eps = src.eps
+
+
+def clone_linear(src: nn.Linear) -> nn.Linear:
+    """A plain Linear with `src`'s weights (a head module lifted out of the reference model)."""
+    dst = nn.Linear(src.in_features, src.out_features)
+    copy_params(dst, src)
+    return dst
+
+
 class Head(nn.Sequential):
-    """A classification head on the first token: [Linear, activation]* then Linear."""
+    """A classification head on the pooled token(s): [Linear, activation (, LayerNorm)]* then Linear."""
 
 
 class Activation(nn.Module):

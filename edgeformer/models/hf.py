@@ -21,6 +21,8 @@ from edgeformer.models.encoder import (
     Encoder,
     EncoderShape,
     Head,
+    clone_linear,
+    copy_params,
     fold_attention_scale,
 )
 from edgeformer.models.families import FAMILIES
@@ -130,19 +132,6 @@ def _load_pruned(path: Path, auto, model_type: str, cfg: dict) -> nn.Module:
     return model.float()
 
 
-def _copy_linear(dst: nn.Linear, src: nn.Linear) -> None:
-    with torch.no_grad():
-        dst.weight.copy_(src.weight)
-        dst.bias.copy_(src.bias)
-
-
-def _copy_ln(dst: nn.LayerNorm, src: nn.LayerNorm) -> None:
-    with torch.no_grad():
-        dst.weight.copy_(src.weight)
-        dst.bias.copy_(src.bias)
-    dst.eps = src.eps
-
-
 def to_encoder(hf: HFModel) -> Encoder:
     """Build an `Encoder` with the reference model's weights (sizes read per layer)."""
     if hf.model_type in OWN_LAYOUT:
@@ -172,14 +161,14 @@ def to_encoder(hf: HFModel) -> Encoder:
     head = None
     if hf.task == "classifier":
         mods = fam.head(model)
-        head = Head(*[_clone_linear(m) if isinstance(m, nn.Linear) else m for m in mods])
+        head = Head(*[clone_linear(m) if isinstance(m, nn.Linear) else m for m in mods])
     enc = Encoder(shape, head=head)
     with torch.no_grad():
         enc.word.weight.copy_(word.weight)
         enc.pos.copy_(pos)
-    _copy_ln(enc.ln_emb, ln_emb)
+    copy_params(enc.ln_emb, ln_emb)
     if project is not None:
-        _copy_linear(enc.project, project)
+        copy_params(enc.project, project)
     done: set[int] = set()
     for dst, src in zip(enc.layers, layers, strict=True):
         if id(dst) in done:  # a shared layer: copied (and its attention scale folded) once
@@ -189,18 +178,12 @@ def to_encoder(hf: HFModel) -> Encoder:
             dst.attn.qkv.weight.copy_(torch.cat([src["q"].weight, src["k"].weight, src["v"].weight]))
             dst.attn.qkv.bias.copy_(torch.cat([src["q"].bias, src["k"].bias, src["v"].bias]))
         fold_attention_scale(dst.attn)
-        _copy_linear(dst.attn.out, src["o"])
-        _copy_ln(dst.ln1, src["ln1"])
-        _copy_linear(dst.ffn_in, src["ffn_in"])
-        _copy_linear(dst.ffn_out, src["ffn_out"])
-        _copy_ln(dst.ln2, src["ln2"])
+        copy_params(dst.attn.out, src["o"])
+        copy_params(dst.ln1, src["ln1"])
+        copy_params(dst.ffn_in, src["ffn_in"])
+        copy_params(dst.ffn_out, src["ffn_out"])
+        copy_params(dst.ln2, src["ln2"])
     return enc.eval()
-
-
-def _clone_linear(src: nn.Linear) -> nn.Linear:
-    dst = nn.Linear(src.in_features, src.out_features)
-    _copy_linear(dst, src)
-    return dst
 
 
 @torch.no_grad()

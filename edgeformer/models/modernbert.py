@@ -20,7 +20,16 @@ import torch
 from torch import nn
 
 from edgeformer.errors import UserError
-from edgeformer.models.encoder import Activation, Encoder, EncoderShape, Head, LayerNorm, fold_attention_scale
+from edgeformer.models.encoder import (
+    Activation,
+    Encoder,
+    EncoderShape,
+    Head,
+    LayerNorm,
+    clone_linear,
+    copy_params,
+    fold_attention_scale,
+)
 
 # Why `prune` cannot cut ModernBERT yet.
 NO_PRUNING = ("ModernBERT's fused Wqkv and gated Wi are not cut by the head and neuron pruner yet; "
@@ -62,47 +71,29 @@ def to_encoder(model: nn.Module, task: str) -> Encoder:
     head = None
     if task == "classifier":
         norm = LayerNorm(c.hidden_size, eps=c.norm_eps)
-        _copy(norm, model.head.norm)
-        head = Head(_linear(model.head.dense), Activation(c.classifier_activation), norm, _linear(model.classifier))
+        copy_params(norm, model.head.norm)
+        head = Head(clone_linear(model.head.dense), Activation(c.classifier_activation), norm, clone_linear(model.classifier))
     enc = Encoder(shape, head=head, pooling="mean" if c.classifier_pooling == "mean" else "first")
     with torch.no_grad():
         enc.word.weight.copy_(base.embeddings.tok_embeddings.weight)
-    _copy(enc.ln_emb, base.embeddings.norm)
-    _copy(enc.ln_final, base.final_norm)
+    copy_params(enc.ln_emb, base.embeddings.norm)
+    copy_params(enc.ln_final, base.final_norm)
     for i, (dst, src) in enumerate(zip(enc.layers, layers, strict=True)):
-        _copy(dst.attn.qkv, src.attn.Wqkv)  # Wqkv's rows are q, k, v, heads in order: the fused layout
+        copy_params(dst.attn.qkv, src.attn.Wqkv)  # Wqkv's rows are q, k, v, heads in order: the fused layout
         fold_attention_scale(dst.attn)
-        _copy(dst.attn.out, src.attn.Wo)
+        copy_params(dst.attn.out, src.attn.Wo)
         if i > 0:
-            _copy(dst.ln1, src.attn_norm)
-        _copy(dst.ln2, src.mlp_norm)
+            copy_params(dst.ln1, src.attn_norm)
+        copy_params(dst.ln2, src.mlp_norm)
         f = dst.ffn_in.out_features
         with torch.no_grad():
-            w, b = src.mlp.Wi.weight, _bias(src.mlp.Wi)
+            w, b = src.mlp.Wi.weight, src.mlp.Wi.bias
+            b = b if b is not None else torch.zeros(2 * f)
             dst.ffn_in.weight.copy_(w[:f])
             dst.ffn_gate.weight.copy_(w[f:])
             dst.ffn_in.bias.copy_(b[:f])
             dst.ffn_gate.bias.copy_(b[f:])
-        _copy(dst.ffn_out, src.mlp.Wo)
+        copy_params(dst.ffn_out, src.mlp.Wo)
         if c.layer_types[i] == "sliding_attention":
             dst.attn.set_window(2 * c.sliding_window)
     return enc.eval()
-
-
-def _bias(m: nn.Module) -> torch.Tensor:
-    return m.bias if m.bias is not None else torch.zeros(m.weight.shape[0])
-
-
-def _copy(dst: nn.Module, src: nn.Module) -> None:
-    """Weight and bias of a Linear or LayerNorm (zeros where the source has no bias)."""
-    with torch.no_grad():
-        dst.weight.copy_(src.weight)
-        dst.bias.copy_(_bias(src))
-    if isinstance(src, nn.LayerNorm):
-        dst.eps = src.eps
-
-
-def _linear(src: nn.Linear) -> nn.Linear:
-    dst = nn.Linear(src.in_features, src.out_features)
-    _copy(dst, src)
-    return dst

@@ -62,7 +62,14 @@ def quantize(s: BuildState) -> None:
 
         gguf = GGUFWeights(s.loaded.source["path"])
     calibrate = calibration(s) if s.recipe.quant_method == "gptq" else None
+    head = None
+    if int8_head(s, gguf):  # its input is quantized per token with one scale: flatten it first
+        from edgeformer.transforms.smooth import CALIBRATION_PROMPT, smooth_head
+
+        head = smooth_head(s.module, s.extra["tok"].encode(CALIBRATION_PROMPT).ids)
     s.module = quantize_model(s.module, s.recipe, s.backend, gguf, calibrate=calibrate)
+    if head is not None:
+        s.module.quantization_record = {**getattr(s.module, "quantization_record", {}), "head_smoothing": head}
     s.module.full_logits = s.reference.full_logits = False  # prefill need not project every position
     if calibrate is not None:
         s.module.quantization_record["calibration"] = s.extra["calibration"]
@@ -127,6 +134,16 @@ STAGES = [
 
 
 # ---- helpers of the stages above ----
+
+def int8_head(s: BuildState, gguf) -> bool:
+    """Whether the output head becomes an int8 linear with int8 dynamic activations (XNNPACK's
+    int8 scheme; gguf's fallback for a head not stored in 4-bit blocks)."""
+    from edgeformer.transforms.gguf_grid import head_on_grid
+
+    if s.backend.name != "xnnpack":
+        return False
+    return s.recipe.quant == "int8" or (s.recipe.quant == "gguf" and gguf is not None and not head_on_grid(gguf))
+
 
 CALIBRATION_CHUNKS, CALIBRATION_TOKENS = 32, 256  # GPTQ's inputs: 8192 tokens of --data
 

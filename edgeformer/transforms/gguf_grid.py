@@ -141,9 +141,19 @@ def keep_grid(decoder: nn.Module, weights: GGUFWeights, linear_fallback: str = "
         plan["embed"] = EMBED_ON_GRID
     else:
         plan["embed"] = f"{weights.kind('token_embd.weight')} -> {embedding_fallback}"
-    head = "output.weight" if "output.weight" in weights.names() else "token_embd.weight"
+    head = head_tensor(weights)
     plan["lm_head"] = _replace_linear(decoder, "lm_head", weights.blocks(head), weights.kind(head), linear_fallback)
     return plan
+
+
+def head_tensor(weights: GGUFWeights) -> str:
+    """The GGUF tensor the output head is read from (a tied head: the token table)."""
+    return "output.weight" if "output.weight" in weights.names() else "token_embd.weight"
+
+
+def head_on_grid(weights: GGUFWeights) -> bool:
+    """Whether `keep_grid` keeps the head on its 4-bit grid (else it is requantized by the fallback)."""
+    return weights.kind(head_tensor(weights)) in ON_GRID
 
 
 def _replace_linear(parent: nn.Module, attr: str, blocks: Blocks | None, kind: str, fallback: str) -> str:

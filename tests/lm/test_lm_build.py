@@ -169,6 +169,7 @@ def test_a_gguf_builds_on_its_own_grid(tiny_gguf, tiny_llama_folder, tmp_path, c
     q = m.quantization
     assert q["scheme"] == "gguf" and q["modules"]["layers.0.down"] == "Q4_1 -> 4-bit groups + group-sum correction (exact)"
     assert q["summary"]["Q8_0 -> int8 groups of 32 (exact)"] == 1 and q["modules"]["lm_head"] == "Q8_0 -> int8"
+    assert q["head_smoothing"]["alpha"] == 0.5 and q["head_smoothing"]["calibration_tokens"] > 8  # the int8 head's input
     outside = set(m.delegation["non_delegated_ops"])
     assert not any("linear" in op or "mm" in op or "mean" in op for op in outside)  # corrections run in XNNPACK too
     assert m.numerics["sqnr_db_vs_exported"] > 30 and m.numerics["sqnr_db"] > 25  # vs the dequantized GGUF in fp32
@@ -186,6 +187,7 @@ def test_gptq_calibrates_a_causal_lm_on_its_text(tiny_llama_folder, text_file, t
     q = r.manifest.quantization
     assert q["scales"] == "gptq" and q["calibration"]["data"] == "words.txt" and q["calibration"]["tokens"] > 0
     assert q["modules"]["lm_head"] == "8da4w (gptq)" and set(q["summary"]) == {"8da4w (gptq)"}
+    assert "head_smoothing" not in q  # a 4-bit head: GPTQ chose its codes on the unsmoothed input
     assert r.manifest.numerics["sqnr_db_vs_exported"] > 30
     outside = set(r.manifest.delegation["non_delegated_ops"])
     assert not any("linear" in op or "mm" in op for op in outside)

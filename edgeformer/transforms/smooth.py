@@ -1,0 +1,87 @@
+"""A causal LM's output head made easy for int8 dynamic activations (SmoothQuant, Xiao et al. 2023).
+
+XNNPACK's int8 linears quantize their input per token with one scale. The final hidden
+state of a small LM has a few channels tens of times larger than the rest (SmolLM2-135M:
+52 against a median of 4.3), so that one scale leaves the other channels a handful of
+levels: on SmolLM2's GGUF build the int8 head alone added +0.77% perplexity, +0.56% of it
+from the activations (Jane Austen, 2048 tokens; benchmarks/results/head-smoothing.md).
+
+Per channel j, s_j = amax(x_j)^α / amax(W[:, j])^(1 − α): the final RMSNorm's weight is
+divided by s and the head's columns multiplied by it. In fp32 the model is unchanged
+(exactly a reparametrisation); the head's input is flatter and its weight a little less
+so, which int8 per-channel weights absorb. The activation maxima come from text the fp32
+model writes itself after a fixed prompt (no data needed; neither the evaluation text nor
+the prompt the build's numerics are measured on).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ALPHA = 0.5  # SmoothQuant's default; on SmolLM2 it beat 0.3 (benchmarks/bench_head_smoothing.py)
+CALIBRATION_TOKENS = 200  # greedy tokens the fp32 model writes after the prompt
+# not the numerics prompt (lm/numerics.py): the build's SQNR is measured on that one
+CALIBRATION_PROMPT = "Here is a short story about one ordinary day in a small town by the sea."
+
+
+def self_generated(decoder: nn.Module, prompt: list[int], new: int = CALIBRATION_TOKENS) -> list[int]:
+    """The prompt (what fits one call) and `new` greedy tokens the decoder writes after it, as
+    many as its cache holds (the cache is left empty)."""
+    full, decoder.full_logits = decoder.full_logits, False
+    shape = decoder.shape
+    ids = list(prompt[:shape.max_tokens_per_call])  # one call (at most the whole of a full cache)
+    if shape.window is None or shape.mixed:  # a full cache: the prompt and its continuation must fit
+        new = max(0, min(new, shape.max_context - len(ids)))
+    try:
+        with torch.no_grad():
+            decoder.reset()
+            logits = decoder(torch.tensor([ids]), torch.tensor([0]))
+            for _ in range(new):
+                ids.append(int(logits[0, -1].argmax()))
+                logits = decoder(torch.tensor([ids[-1:]]), torch.tensor([len(ids) - 1]))
+    finally:
+        decoder.reset()
+        decoder.full_logits = full
+    return ids
+
+
+def head_input_amax(decoder: nn.Module, ids: list[int]) -> torch.Tensor:
+    """Each channel's largest |value| entering the head over `ids`, fed from position 0 in
+    chunks the decoder takes."""
+    amax = torch.zeros(decoder.lm_head.in_features)
+
+    def seen(module, args):
+        amax.copy_(torch.maximum(amax, args[0].detach().abs().reshape(-1, amax.numel()).amax(0)))
+
+    hook = decoder.lm_head.register_forward_pre_hook(seen)
+    full, decoder.full_logits = decoder.full_logits, True
+    step = decoder.shape.max_tokens_per_call
+    try:
+        with torch.no_grad():
+            decoder.reset()
+            for p in range(0, len(ids), step):
+                decoder(torch.tensor([ids[p:p + step]]), torch.tensor([p]))
+    finally:
+        hook.remove()
+        decoder.reset()
+        decoder.full_logits = full
+    return amax
+
+
+def smooth_head(decoder: nn.Module, prompt: list[int], alpha: float = ALPHA) -> dict:
+    """Move the head input's outliers into the head's weight columns, in place (the head gets
+    its own weight: a head tied to the embedding table is untied); `prompt`: the ids of
+    CALIBRATION_PROMPT, which the model continues. Returns the record."""
+    ids = self_generated(decoder, prompt)
+    amax = head_input_amax(decoder, ids).clamp(min=1e-5)
+    w = decoder.lm_head.weight.detach()
+    s = amax**alpha / w.abs().amax(0).clamp(min=1e-5) ** (1 - alpha)
+    s = s / s.mean()
+    with torch.no_grad():
+        decoder.lm_head.weight = nn.Parameter(w * s[None, :], requires_grad=False)
+        decoder.norm.weight.div_(s)
+    flat = amax / s
+    return dict(method="SmoothQuant on the head's input", alpha=alpha, calibration_tokens=len(ids),
+                calibration=f"greedy text the fp32 model wrote after {CALIBRATION_PROMPT!r}",
+                input_peak_to_median=[round(float(amax.max() / amax.median()), 1), round(float(flat.max() / flat.median()), 1)])

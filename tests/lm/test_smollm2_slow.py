@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def smol(tmp_path_factory):
     return edgeformer.build("smollm2-135m", "host", tmp_path_factory.mktemp("smol") / "a", eval_data="janeausten",
-                            bench_iters=32)
+                            bench_iters=8)  # the speed itself is benchmarks/' business
 
 
 def test_int8_build_meets_every_budget_and_keeps_perplexity(smol):

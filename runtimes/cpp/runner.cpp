@@ -16,7 +16,9 @@
 // each call padded to its longest text (only that method loaded); texts per second are printed,
 // results in input order. Causal LMs (manifest.generation): --inputs {"prompt_ids": [...]}
 // (or --prompt-tokens seeded ids, default 128) is prefilled in chunks, then up to --max-new-tokens greedy tokens are
-// decoded; it prints the ids, the first next-token logits, prefill and decode rates.
+// decoded; it prints the ids, the first next-token logits, prefill and decode rates. Or the prompt as
+// --text PROMPT, tokenized here with the artifact's byte-level BPE (bpe.h: GPT-2's scheme, SmolLM2's), and the
+// generated text printed too; --tokenize-only prints the ids of each --text / --texts line.
 //
 // Exit codes: 0 ok, 2 bad arguments or artifact, 3 the runtime failed to load or run it.
 #include <executorch/extension/module/module.h>
@@ -35,6 +37,7 @@
 #include <string>
 #include <vector>
 
+#include "bpe.h"
 #include "json.h"
 #include "sha256.h"
 #include "wordpiece.h"
@@ -246,13 +249,16 @@ std::vector<std::string> read_lines(const std::string& path) {
   return out;
 }
 
-wordpiece::Tokenizer load_tokenizer(const std::string& dir, const json::Value& mf) {
+// The artifact's tokenizer.json as `Tok` (wordpiece.h or bpe.h); what it does not read is a
+// UserError naming it, then `fix`.
+template <class Tok>
+Tok load_tokenizer(const std::string& dir, const json::Value& mf, const std::string& fix = "") {
   std::string path = dir + "/" + mf["tokenizer"]["file"].as_str();
   json::Value tj = read_json(path, "copy the whole artifact folder");
   try {
-    return wordpiece::Tokenizer(tj);
+    return Tok(tj);
   } catch (const std::invalid_argument& e) {
-    throw UserError{path + ": " + e.what()};
+    throw UserError{path + ": " + e.what() + fix};
   }
 }
 
@@ -466,8 +472,9 @@ std::string run_encoder(Module& m, const json::Value& mf, const json::Value& inp
   return j.str();
 }
 
-// Causal LM: chunked prefill, then greedy decode; `warmup` whole generations first.
-std::string run_lm(Module& m, const json::Value& mf, const json::Value& inputs, const Options& o) {
+// Causal LM: chunked prefill, then greedy decode; `warmup` whole generations first. With `tok`
+// (the prompt came as --text) the generated text is printed too.
+std::string run_lm(Module& m, const json::Value& mf, const json::Value& inputs, const Options& o, const bpe::Tokenizer* tok) {
   const auto& gen = mf["generation"];
   int64_t per_call = gen["max_tokens_per_call"].as_int();
   int64_t context = gen["max_context"].as_int();
@@ -529,6 +536,7 @@ std::string run_lm(Module& m, const json::Value& mf, const json::Value& inputs, 
     << ", \"decode_tok_s\": " << (decode_ms.empty() ? 0.0 : decode_ms.size() / (decode_total / 1e3))
     << ", \"latency_ms_p50\": " << percentile(decode_ms, 50) << ", \"latency_ms_p90\": " << percentile(decode_ms, 90)
     << ", \"warmup\": " << warmup;
+  if (tok) j << ", \"text\": " << json::quote(tok->decode(generated));
   if (o.outputs) j << ", \"first_logits\": " << floats_json(first_logits.data(), first_logits.size());
   return j.str();
 }
@@ -554,14 +562,39 @@ int main_impl(int argc, char** argv) {
     auto more = read_lines(o.texts_file);
     texts.insert(texts.end(), more.begin(), more.end());
   }
-  if (!texts.empty() && mf.has("generation"))
-    throw UserError{"--text/--texts are for encoders; a causal LM takes --inputs {\"prompt_ids\": [...]} (edgeformer run "
-                    "tokenizes prompts)"};
   if (o.tokenize_only && texts.empty()) throw UserError{"--tokenize-only needs --text or --texts"};
+  std::unique_ptr<bpe::Tokenizer> lm_tok;  // a causal LM's prompt as text: byte-level BPE (bpe.h)
+  if (mf.has("generation") && !texts.empty()) {
+    if (o.batch) throw UserError{"--batch is for encoders; a causal LM takes one prompt"};
+    lm_tok = std::make_unique<bpe::Tokenizer>(
+        load_tokenizer<bpe::Tokenizer>(dir, mf, "; pass --inputs {\"prompt_ids\": [...]} (edgeformer run tokenizes it)"));
+    if (o.tokenize_only) {
+      std::ostringstream j;
+      j << "\"kind\": \"tokens\", \"results\": [";
+      for (size_t k = 0; k < texts.size(); ++k) j << (k ? ", " : "") << "{\"ids\": " << ints_json(lm_tok->encode(texts[k])) << "}";
+      printf("{\"runner\": \"edgeformer-runner\", \"runner_version\": %s, %s]}\n", json::quote(EDGEFORMER_RUNNER_VERSION).c_str(),
+             j.str().c_str());
+      return 0;
+    }
+    if (texts.size() != 1 || !o.inputs.empty())
+      throw UserError{"a causal LM takes one prompt: --text PROMPT, or --inputs {\"prompt_ids\": [...]}"};
+    inputs = json::Value{};
+    inputs.kind = json::Value::Kind::Object;
+    json::Value ids;
+    ids.kind = json::Value::Kind::Array;
+    for (int64_t id : lm_tok->encode(texts[0])) {
+      json::Value v;
+      v.kind = json::Value::Kind::Number;
+      v.num = static_cast<double>(id);
+      ids.arr.push_back(v);
+    }
+    inputs.obj["prompt_ids"] = ids;
+    texts.clear();
+  }
   if (o.batch && texts.empty()) throw UserError{"--batch runs texts: give --text or --texts"};
   if (!texts.empty() && !o.inputs.empty()) throw UserError{"give --inputs (token ids) or --text/--texts, not both"};
   std::unique_ptr<wordpiece::Tokenizer> tok;
-  if (!texts.empty()) tok = std::make_unique<wordpiece::Tokenizer>(load_tokenizer(dir, mf));
+  if (!texts.empty()) tok = std::make_unique<wordpiece::Tokenizer>(load_tokenizer<wordpiece::Tokenizer>(dir, mf));
   if (o.tokenize_only) {
     printf("{\"runner\": \"edgeformer-runner\", \"runner_version\": %s, %s}\n", json::quote(EDGEFORMER_RUNNER_VERSION).c_str(),
            tokenize_only(mf, *tok, texts).c_str());
@@ -581,7 +614,7 @@ int main_impl(int argc, char** argv) {
     throw RuntimeFailure{"the ExecuTorch runtime could not load " + pte + " (error " + error_name(e) +
                          "); an operator it needs may be missing from this runner (see the log above)"};
   double load_ms = ms_since(t_load);
-  std::string body = mf.has("generation") ? run_lm(m, mf, inputs, o)
+  std::string body = mf.has("generation") ? run_lm(m, mf, inputs, o, lm_tok.get())
                      : tok ? (o.batch ? run_texts_batched(m, mf, *tok, texts, o) : run_texts(m, mf, *tok, texts, o))
                            : run_encoder(m, mf, inputs, o);
   double peak = status_mb("VmHWM");

@@ -112,7 +112,9 @@ def run(a):
     if a.inputs:
         with open(a.inputs) as f:
             inputs = json.load(f)
-    texts = list(a.text) + (read_lines(a.texts) if a.texts else [])
+    # argv holds undecodable bytes as surrogates: read them as U+FFFD, as --texts and the runner do
+    texts = [t.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for t in a.text]
+    texts += read_lines(a.texts) if a.texts else []
     if a.tokenize_only and not texts:
         raise Fail("--tokenize-only needs --text or --texts", 2)
     if a.batch and not texts:
@@ -121,8 +123,17 @@ def run(a):
         raise Fail("--batch: this artifact's .pte has no batch method; rebuild it with edgeformer build --batch 8", 2)
     if texts and a.inputs:
         raise Fail("give --inputs (token ids) or --text/--texts, not both", 2)
+    prompt_tok = None  # a causal LM's prompt as text (the runner's bpe.h)
     if texts and mf.get("generation"):
-        raise Fail('--text/--texts are for encoders; a causal LM takes --inputs {"prompt_ids": [...]}', 2)
+        if a.batch:
+            raise Fail("--batch is for encoders; a causal LM takes one prompt", 2)
+        prompt_tok = Tokens(a.artifact, mf, lm=True)
+        if a.tokenize_only:
+            return dict(runner="edgeformer-worker (python)", runner_version=f"executorch {executorch_version()}", kind="tokens",
+                        results=[dict(ids=prompt_tok.tok.encode(t).ids) for t in texts])
+        if len(texts) != 1:
+            raise Fail('a causal LM takes one prompt: --text PROMPT, or --inputs {"prompt_ids": [...]}', 2)
+        inputs, texts = dict(prompt_ids=prompt_tok.tok.encode(texts[0]).ids), []
     tok = Tokens(a.artifact, mf) if texts else None
     if a.tokenize_only:
         return dict(runner="edgeformer-worker (python)", runner_version=f"executorch {executorch_version()}", kind="tokens",
@@ -145,6 +156,8 @@ def run(a):
     load_ms = (time.perf_counter() - t0) * 1e3
     if mf.get("generation"):
         body = lm(method, mf, inputs, a, torch)
+        if prompt_tok is not None:
+            body["text"] = prompt_tok.tok.decode(body["generated_ids"], skip_special_tokens=True)
     else:
         body = (on_texts_batched(method, mf, tok, texts, a, torch) if a.batch
                 else on_texts(method, mf, tok, texts, a, torch) if texts else encoder(method, mf, inputs, a, torch))
@@ -217,7 +230,7 @@ class Tokens:
     """The artifact's tokenizer.json through `tokenizers`, cut to the longest input: the words
     counted, then wrapped in the special tokens (as edgeformer.tokenize.TextEncoder)."""
 
-    def __init__(self, artifact, mf):
+    def __init__(self, artifact, mf, lm=False):
         try:
             from tokenizers import Tokenizer
         except ImportError:
@@ -225,6 +238,8 @@ class Tokens:
         self.tok = Tokenizer.from_file(os.path.join(artifact, mf["tokenizer"]["file"]))
         self.tok.no_padding()
         self.tok.no_truncation()
+        if lm:  # a prompt: no length of its own to cut to
+            return
         self.max_len = mf["inputs"][0]["shape"][1]
         self.specials = self.tok.num_special_tokens_to_add(False)
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 ALPHA = 0.5  # SmoothQuant's default
+MIN_AMAX_OF_MEDIAN = 0.1
 CALIBRATION_TOKENS = 200  # greedy tokens the fp32 model writes after the prompt
 # not the numerics prompt (lm/numerics.py): the build's SQNR is measured on that one
 CALIBRATION_PROMPT = "Here is a short story about one ordinary day in a small town by the sea."
@@ -74,7 +75,10 @@ def smooth_head(decoder: nn.Module, prompt: list[int], alpha: float = ALPHA) -> 
     its own weight: a head tied to the embedding table is untied); `prompt`: the ids of
     CALIBRATION_PROMPT, which the model continues. Returns the record."""
     ids = self_generated(decoder, prompt)
-    amax = head_input_amax(decoder, ids).clamp(min=1e-5)
+    amax = head_input_amax(decoder, ids)
+    # a channel the calibration text hardly used is not blown up (its input divided by a tiny
+    # s) in case other text does use it: its maximum is taken as at least a tenth of the median
+    amax = amax.clamp(min=max(MIN_AMAX_OF_MEDIAN * float(amax.median()), 1e-5))
     w = decoder.lm_head.weight.detach()
     s = amax**alpha / w.abs().amax(0).clamp(min=1e-5) ** (1 - alpha)
     s = s / s.mean()

@@ -69,3 +69,13 @@ def test_calibration_stays_inside_a_full_cache(tiny):
     assert len(ids) == tiny.shape.max_context == 64  # 58 prompt tokens, 6 written
     amax = head_input_amax(tiny, ids)
     assert amax.shape == (tiny.lm_head.in_features,) and bool((amax > 0).all())
+
+
+def test_a_channel_the_calibration_hardly_uses_is_not_blown_up(tiny):
+    dec = copy.deepcopy(tiny)
+    with torch.no_grad():
+        dec.norm.weight[7] = 1e-6  # all but silent on any text
+    before = dec.norm.weight.detach().clone()
+    smooth_head(dec, PROMPT)
+    s = before / dec.norm.weight.detach()  # what each channel's input was divided by
+    assert s[7] > 0.1 * s.median(), (s[7], s.median())  # unclamped: ~1e-3 of the median

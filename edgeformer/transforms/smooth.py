@@ -26,14 +26,21 @@ CALIBRATION_TOKENS = 200  # greedy tokens the fp32 model writes after the prompt
 CALIBRATION_PROMPT = "Here is a short story about one ordinary day in a small town by the sea."
 
 
-def self_generated(decoder: nn.Module, prompt: list[int], new: int = CALIBRATION_TOKENS) -> list[int]:
-    """The prompt (what fits one call) and `new` greedy tokens the decoder writes after it, as
-    many as its cache holds (the cache is left empty)."""
-    full, decoder.full_logits = decoder.full_logits, False
+def calibrate(decoder: nn.Module, prompt: list[int], new: int = CALIBRATION_TOKENS) -> tuple[list[int], torch.Tensor]:
+    """(ids, amax): the prompt (what fits one call) and up to `new` greedy tokens the decoder
+    writes after it (as many as a full cache holds), and each channel's largest |value|
+    entering the head over all of them, seen as they are fed. The cache is left empty."""
     shape = decoder.shape
     ids = list(prompt[:shape.max_tokens_per_call])  # one call (at most the whole of a full cache)
     if shape.window is None or shape.mixed:  # a full cache: the prompt and its continuation must fit
         new = max(0, min(new, shape.max_context - len(ids)))
+    amax = torch.zeros(decoder.lm_head.in_features)
+
+    def seen(module, args):
+        amax.copy_(torch.maximum(amax, args[0].detach().abs().reshape(-1, amax.numel()).amax(0)))
+
+    hook = decoder.lm_head.register_forward_pre_hook(seen)
+    full, decoder.full_logits = decoder.full_logits, True  # every prompt position through the head too
     try:
         with torch.no_grad():
             decoder.reset()
@@ -42,40 +49,17 @@ def self_generated(decoder: nn.Module, prompt: list[int], new: int = CALIBRATION
                 ids.append(int(logits[0, -1].argmax()))
                 logits = decoder(torch.tensor([ids[-1:]]), torch.tensor([len(ids) - 1]))
     finally:
-        decoder.reset()
-        decoder.full_logits = full
-    return ids
-
-
-def head_input_amax(decoder: nn.Module, ids: list[int]) -> torch.Tensor:
-    """Each channel's largest |value| entering the head over `ids`, fed from position 0 in
-    chunks the decoder takes."""
-    amax = torch.zeros(decoder.lm_head.in_features)
-
-    def seen(module, args):
-        amax.copy_(torch.maximum(amax, args[0].detach().abs().reshape(-1, amax.numel()).amax(0)))
-
-    hook = decoder.lm_head.register_forward_pre_hook(seen)
-    full, decoder.full_logits = decoder.full_logits, True
-    step = decoder.shape.max_tokens_per_call
-    try:
-        with torch.no_grad():
-            decoder.reset()
-            for p in range(0, len(ids), step):
-                decoder(torch.tensor([ids[p:p + step]]), torch.tensor([p]))
-    finally:
         hook.remove()
         decoder.reset()
         decoder.full_logits = full
-    return amax
+    return ids, amax
 
 
 def smooth_head(decoder: nn.Module, prompt: list[int], alpha: float = ALPHA) -> dict:
     """Move the head input's outliers into the head's weight columns, in place (the head gets
     its own weight: a head tied to the embedding table is untied); `prompt`: the ids of
     CALIBRATION_PROMPT, which the model continues. Returns the record."""
-    ids = self_generated(decoder, prompt)
-    amax = head_input_amax(decoder, ids)
+    ids, amax = calibrate(decoder, prompt)
     # a channel the calibration text hardly used is not blown up (its input divided by a tiny
     # s) in case other text does use it: its maximum is taken as at least a tenth of the median
     amax = amax.clamp(min=max(MIN_AMAX_OF_MEDIAN * float(amax.median()), 1e-5))

@@ -9,7 +9,7 @@ from torchao.quantization import quantize_
 from edgeformer.models.causal import load_lm
 from edgeformer.targets.backend import config_for
 from edgeformer.targets.xnnpack import XNNPACK
-from edgeformer.transforms.smooth import head_input_amax, self_generated, smooth_head
+from edgeformer.transforms.smooth import calibrate, smooth_head
 from edgeformer.validate.numerics import sqnr_db
 
 PROMPT = [2, 5, 9, 11, 17]
@@ -65,9 +65,8 @@ def test_an_outlier_channel_costs_the_int8_head_and_smoothing_wins_it_back(tiny)
 
 
 def test_calibration_stays_inside_a_full_cache(tiny):
-    ids = self_generated(tiny, list(range(2, 60)))
+    ids, amax = calibrate(tiny, list(range(2, 60)))
     assert len(ids) == tiny.shape.max_context == 64  # 58 prompt tokens, 6 written
-    amax = head_input_amax(tiny, ids)
     assert amax.shape == (tiny.lm_head.in_features,) and bool((amax > 0).all())
 
 

@@ -64,9 +64,9 @@ def byte_level_classes() -> tuple[list[int], list[int], list[int]]:
             letters.append(c)
         elif pieces(f"1{ch}") == 1:
             numbers.append(c)
-        elif pieces(f"!{ch}!") != 1 and c != 0x20:
+        elif pieces(f"!{ch}!") != 1:
             white.append(c)
-    return letters, numbers, sorted(white + [0x20])
+    return letters, numbers, white
 
 
 def main() -> int:

@@ -53,10 +53,10 @@ class Tokenizer {
     for (const auto& t : tj["added_tokens"].arr) size = std::max(size, t["id"].as_int() + 1);
     id_to_token_.assign(size, "");
     for (const auto& [token, id] : vocab_) id_to_token_[id] = token;
-    for (const auto& t : tj["added_tokens"].arr) id_to_token_[t["id"].as_int()] = t["content"].as_str();
     for (const auto& t : tj["added_tokens"].arr) {
       for (const char* flag : {"lstrip", "rstrip", "single_word"})
         if (t[flag].b) throw std::invalid_argument("added token " + t["content"].as_str() + " has " + flag + ", which this runner does not match");
+      id_to_token_[t["id"].as_int()] = t["content"].as_str();
       added_.emplace_back(t["content"].as_str(), t["id"].as_int());
       (t["special"].b ? special_ : plain_added_).push_back(t["id"].as_int());
     }

@@ -474,14 +474,13 @@ std::string run_encoder(Module& m, const json::Value& mf, const json::Value& inp
 
 // Causal LM: chunked prefill, then greedy decode; `warmup` whole generations first. With `tok`
 // (the prompt came as --text) the generated text is printed too.
-std::string run_lm(Module& m, const json::Value& mf, const json::Value& inputs, const Options& o, const bpe::Tokenizer* tok) {
+std::string run_lm(Module& m, const json::Value& mf, const std::vector<int64_t>& prompt, const Options& o,
+                   const bpe::Tokenizer* tok) {
   const auto& gen = mf["generation"];
   int64_t per_call = gen["max_tokens_per_call"].as_int();
   int64_t context = gen["max_context"].as_int();
   bool ring = gen["cache"].as_str() == "ring";
   std::vector<int64_t> stop = gen.has("stop_ids") ? gen["stop_ids"].as_ints() : std::vector<int64_t>{};
-  std::vector<int64_t> prompt = inputs.has("prompt_ids") ? inputs["prompt_ids"].as_ints()
-                                                           : seeded_ids(o.prompt_tokens, mf["tokenizer"]["vocab_size"].as_int());
   if (prompt.empty()) throw UserError{"prompt_ids is empty; give at least one token"};
   if (!ring && static_cast<int64_t>(prompt.size()) + o.max_new_tokens > context)
     throw UserError{std::to_string(prompt.size()) + " prompt + " + std::to_string(o.max_new_tokens) +
@@ -578,23 +577,11 @@ int main_impl(int argc, char** argv) {
     }
     if (texts.size() != 1 || !o.inputs.empty())
       throw UserError{"a causal LM takes one prompt: --text PROMPT, or --inputs {\"prompt_ids\": [...]}"};
-    inputs = json::Value{};
-    inputs.kind = json::Value::Kind::Object;
-    json::Value ids;
-    ids.kind = json::Value::Kind::Array;
-    for (int64_t id : lm_tok->encode(texts[0])) {
-      json::Value v;
-      v.kind = json::Value::Kind::Number;
-      v.num = static_cast<double>(id);
-      ids.arr.push_back(v);
-    }
-    inputs.obj["prompt_ids"] = ids;
-    texts.clear();
   }
   if (o.batch && texts.empty()) throw UserError{"--batch runs texts: give --text or --texts"};
   if (!texts.empty() && !o.inputs.empty()) throw UserError{"give --inputs (token ids) or --text/--texts, not both"};
   std::unique_ptr<wordpiece::Tokenizer> tok;
-  if (!texts.empty()) tok = std::make_unique<wordpiece::Tokenizer>(load_tokenizer<wordpiece::Tokenizer>(dir, mf));
+  if (!texts.empty() && !lm_tok) tok = std::make_unique<wordpiece::Tokenizer>(load_tokenizer<wordpiece::Tokenizer>(dir, mf));
   if (o.tokenize_only) {
     printf("{\"runner\": \"edgeformer-runner\", \"runner_version\": %s, %s}\n", json::quote(EDGEFORMER_RUNNER_VERSION).c_str(),
            tokenize_only(mf, *tok, texts).c_str());
@@ -614,7 +601,12 @@ int main_impl(int argc, char** argv) {
     throw RuntimeFailure{"the ExecuTorch runtime could not load " + pte + " (error " + error_name(e) +
                          "); an operator it needs may be missing from this runner (see the log above)"};
   double load_ms = ms_since(t_load);
-  std::string body = mf.has("generation") ? run_lm(m, mf, inputs, o, lm_tok.get())
+  std::vector<int64_t> prompt;  // a causal LM's: the --text prompt's ids, --inputs' or seeded ones
+  if (mf.has("generation"))
+    prompt = lm_tok ? lm_tok->encode(texts[0])
+             : inputs.has("prompt_ids") ? inputs["prompt_ids"].as_ints()
+                                        : seeded_ids(o.prompt_tokens, mf["tokenizer"]["vocab_size"].as_int());
+  std::string body = mf.has("generation") ? run_lm(m, mf, prompt, o, lm_tok.get())
                      : tok ? (o.batch ? run_texts_batched(m, mf, *tok, texts, o) : run_texts(m, mf, *tok, texts, o))
                            : run_encoder(m, mf, inputs, o);
   double peak = status_mb("VmHWM");

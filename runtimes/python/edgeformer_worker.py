@@ -127,13 +127,13 @@ def run(a):
     if texts and mf.get("generation"):
         if a.batch:
             raise Fail("--batch is for encoders; a causal LM takes one prompt", 2)
-        prompt_tok = Tokens(a.artifact, mf, lm=True)
+        prompt_tok = load_tokenizer(a.artifact, mf)
         if a.tokenize_only:
             return dict(runner="edgeformer-worker (python)", runner_version=f"executorch {executorch_version()}", kind="tokens",
-                        results=[dict(ids=prompt_tok.tok.encode(t).ids) for t in texts])
+                        results=[dict(ids=prompt_tok.encode(t).ids) for t in texts])
         if len(texts) != 1:
             raise Fail('a causal LM takes one prompt: --text PROMPT, or --inputs {"prompt_ids": [...]}', 2)
-        inputs, texts = dict(prompt_ids=prompt_tok.tok.encode(texts[0]).ids), []
+        inputs, texts = dict(prompt_ids=prompt_tok.encode(texts[0]).ids), []
     tok = Tokens(a.artifact, mf) if texts else None
     if a.tokenize_only:
         return dict(runner="edgeformer-worker (python)", runner_version=f"executorch {executorch_version()}", kind="tokens",
@@ -157,7 +157,7 @@ def run(a):
     if mf.get("generation"):
         body = lm(method, mf, inputs, a, torch)
         if prompt_tok is not None:
-            body["text"] = prompt_tok.tok.decode(body["generated_ids"], skip_special_tokens=True)
+            body["text"] = prompt_tok.decode(body["generated_ids"], skip_special_tokens=True)
     else:
         body = (on_texts_batched(method, mf, tok, texts, a, torch) if a.batch
                 else on_texts(method, mf, tok, texts, a, torch) if texts else encoder(method, mf, inputs, a, torch))
@@ -226,20 +226,24 @@ def read_lines(path):
     return lines
 
 
+def load_tokenizer(artifact, mf):
+    """The artifact's tokenizer.json through `tokenizers`, without padding or truncation."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise Fail("text in needs the tokenizers package: pip install tokenizers (or pass ids with --inputs)", 2) from None
+    tok = Tokenizer.from_file(os.path.join(artifact, mf["tokenizer"]["file"]))
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
+
+
 class Tokens:
     """The artifact's tokenizer.json through `tokenizers`, cut to the longest input: the words
     counted, then wrapped in the special tokens (as edgeformer.tokenize.TextEncoder)."""
 
-    def __init__(self, artifact, mf, lm=False):
-        try:
-            from tokenizers import Tokenizer
-        except ImportError:
-            raise Fail("text in needs the tokenizers package: pip install tokenizers (or pass ids with --inputs)", 2) from None
-        self.tok = Tokenizer.from_file(os.path.join(artifact, mf["tokenizer"]["file"]))
-        self.tok.no_padding()
-        self.tok.no_truncation()
-        if lm:  # a prompt: no length of its own to cut to
-            return
+    def __init__(self, artifact, mf):
+        self.tok = load_tokenizer(artifact, mf)
         self.max_len = mf["inputs"][0]["shape"][1]
         self.specials = self.tok.num_special_tokens_to_add(False)
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from test_runner import _greedy_python, _run
+from test_runner import greedy_python, run_json
 from test_wordpiece import HARD, WORKER, cpp_ids, fake_artifact
 
 from edgeformer.devices.local import ARM_SYSROOT, QEMU_CPU
@@ -113,8 +113,8 @@ def test_a_prompt_as_text_generates_what_its_ids_do(portable_gguf_lm, host_runne
     tok = Tokenizer.from_file(str(portable_gguf_lm / "tokenizer.json"))
     prompt = "Once upon a time, the coffee was great"
     args = ["--text", prompt, "--max-new-tokens", "12", "--ignore-eos", "--warmup", "0"]
-    got = _run([str(host_runner), str(portable_gguf_lm), *args])
-    want = _greedy_python(portable_gguf_lm, tok.encode(prompt).ids, 12)
+    got = run_json([str(host_runner), str(portable_gguf_lm), *args])
+    want = greedy_python(portable_gguf_lm, tok.encode(prompt).ids, 12)
     assert got["prompt_tokens"] == len(tok.encode(prompt).ids) and got["generated_ids"] == want
     assert got["text"] == tok.decode(want, skip_special_tokens=True)
     twin = json.loads(subprocess.run([sys.executable, str(WORKER), str(portable_gguf_lm), *args], capture_output=True,

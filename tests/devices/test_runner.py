@@ -27,7 +27,7 @@ def _inputs(a, tmp_path, text):
     return f, e
 
 
-def _run(cmd):
+def run_json(cmd):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout)
@@ -42,7 +42,7 @@ def test_host_runner_matches_python_runtime(which, host_runner, tmp_path, reques
     a = load_artifact(request.getfixturevalue(which).path)
     for text in TEXTS:
         f, e = _inputs(a, tmp_path, text)
-        r = _run([str(host_runner), str(a.path), "--inputs", str(f), "--iters", "2", "--warmup", "1"])
+        r = run_json([str(host_runner), str(a.path), "--inputs", str(f), "--iters", "2", "--warmup", "1"])
         out = np.array(r["outputs"][0]["data"], dtype=np.float32)
         assert r["outputs"][0]["shape"] == a.manifest.outputs[0]["shape"]
         np.testing.assert_allclose(out, _python_output(a, e), atol=1e-6, rtol=1e-6)  # same kernels, same program
@@ -79,8 +79,8 @@ def test_arm_runner_under_qemu_matches_host(which, min_sqnr, arm_runner, host_ru
     a = load_artifact(request.getfixturevalue(which).path)
     f, _ = _inputs(a, tmp_path, TEXTS[1])
     args = [str(a.path), "--inputs", str(f), "--iters", "1", "--warmup", "0"]
-    host = np.array(_run([str(host_runner), *args])["outputs"][0]["data"])
-    r = _run(["qemu-aarch64", "-cpu", QEMU_CPU, "-L", ARM_SYSROOT, str(arm_runner), *args])
+    host = np.array(run_json([str(host_runner), *args])["outputs"][0]["data"])
+    r = run_json(["qemu-aarch64", "-cpu", QEMU_CPU, "-L", ARM_SYSROOT, str(arm_runner), *args])
     arm = np.array(r["outputs"][0]["data"])
     assert r["device"]["machine"] == "aarch64"
     assert sqnr_db(torch.tensor(host), torch.tensor(arm)) > min_sqnr
@@ -153,7 +153,7 @@ def portable_lm(tiny_llama_folder, tmp_path_factory):
                             bench_iters=0).path
 
 
-def _greedy_python(art, prompt, n):
+def greedy_python(art, prompt, n):
     from edgeformer.lm.generate import Sampling, generate
 
     a = load_artifact(art)
@@ -169,9 +169,9 @@ def test_runner_generates_what_python_generates(portable_lm, host_runner, arm_ru
     f = tmp_path / "prompt.json"
     f.write_text(json.dumps({"prompt_ids": prompt}))
     args = [str(portable_lm), "--inputs", str(f), "--max-new-tokens", "20", "--ignore-eos", "--warmup", "0"]
-    host = _run([str(host_runner), *args])
-    arm = _run(["qemu-aarch64", "-cpu", QEMU_CPU, "-L", ARM_SYSROOT, str(arm_runner), *args])
-    want = _greedy_python(portable_lm, prompt, 20)
+    host = run_json([str(host_runner), *args])
+    arm = run_json(["qemu-aarch64", "-cpu", QEMU_CPU, "-L", ARM_SYSROOT, str(arm_runner), *args])
+    want = greedy_python(portable_lm, prompt, 20)
     assert host["kind"] == "causal_lm" and host["generated_ids"] == want
     assert arm["generated_ids"] == want
     np.testing.assert_allclose(arm["first_logits"], host["first_logits"], atol=1e-4)
@@ -188,8 +188,8 @@ def test_runner_runs_the_int8_kv_cache(tiny_llama_folder, host_runner, tmp_path)
     prompt = [5, 17, 33, 2, 41, 8, 60, 12, 9]
     f = tmp_path / "prompt.json"
     f.write_text(json.dumps({"prompt_ids": prompt}))
-    got = _run([str(host_runner), str(art), "--inputs", str(f), "--max-new-tokens", "20", "--ignore-eos", "--warmup", "0"])
-    assert got["generated_ids"] == _greedy_python(art, prompt, 20)
+    got = run_json([str(host_runner), str(art), "--inputs", str(f), "--max-new-tokens", "20", "--ignore-eos", "--warmup", "0"])
+    assert got["generated_ids"] == greedy_python(art, prompt, 20)
 
 
 def test_custom_op_lm_is_refused_with_the_fix(tiny_llama_folder, tmp_path, capsys, host_runner):
@@ -211,8 +211,8 @@ def test_python_worker_agrees_with_the_runner(built_fp32, portable_lm, host_runn
     a = load_artifact(built_fp32.path)
     f, _ = _inputs(a, tmp_path, TEXTS[0])
     args = [str(a.path), "--inputs", str(f), "--iters", "2", "--warmup", "0"]
-    py, cc = _run([sys.executable, str(worker), *args]), _run([str(host_runner), *args])
+    py, cc = run_json([sys.executable, str(worker), *args]), run_json([str(host_runner), *args])
     assert set(cc) - set(py) == set() and py["kind"] == "encoder"
     np.testing.assert_allclose(py["outputs"][0]["data"], cc["outputs"][0]["data"], atol=1e-6)
     lm_args = [str(portable_lm), "--prompt-tokens", "7", "--max-new-tokens", "9", "--ignore-eos", "--warmup", "0"]
-    assert _run([sys.executable, str(worker), *lm_args])["generated_ids"] == _run([str(host_runner), *lm_args])["generated_ids"]
+    assert run_json([sys.executable, str(worker), *lm_args])["generated_ids"] == run_json([str(host_runner), *lm_args])["generated_ids"]

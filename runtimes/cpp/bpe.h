@@ -1,15 +1,20 @@
-// Byte-level BPE (GPT-2's scheme, SmolLM2's tokenizer), read from a Hugging Face tokenizer.json:
-// the same ids as `tokenizers` for the configurations it accepts, refused by name otherwise.
+// Byte-level BPE (GPT-2's scheme: SmolLM2; Llama 3's and Qwen2's split), read from a Hugging Face
+// tokenizer.json: the same ids as `tokenizers` for the configurations it accepts, refused by name otherwise.
 //
 //   added tokens  split out first, leftmost then longest (<|im_start|> ...), never merged
-//   ByteLevel     GPT-2's split: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
-//                 with the library's own character classes (unicode_tables.h), then each byte of a
-//                 piece as its printable stand-in character (bytes_to_unicode)
-//   BPE           the lowest-ranked adjacent pair merged first, leftmost on ties, until none is left
+//   pre-tokenizer one of two, with the library's own character classes (unicode_tables.h):
+//                 ByteLevel(use_regex): GPT-2's 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+//                 Sequence[Split(Isolated), ByteLevel(use_regex=false)] with Llama 3's pattern
+//                   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+//                   or Qwen2's (\p{N} one digit at a time), each matched by hand (split_end)
+//                 then each byte of a piece as its printable stand-in character (bytes_to_unicode)
+//   BPE           a piece the vocabulary holds whole is one token under ignore_merges (Llama 3);
+//                 else the lowest-ranked adjacent pair merged first, leftmost on ties, until none is left
+//   post-processor TemplateProcessing's special tokens around the text (Llama 3's <|begin_of_text|>)
 //
-// Not read (std::invalid_argument naming it): a normalizer, other pre-tokenizers (Llama 3 and
-// Qwen2's Split regex), add_prefix_space, byte fallback, subword prefixes and suffixes, dropout,
-// added tokens with lstrip/rstrip/single_word, a post-processor that adds tokens.
+// Not read (std::invalid_argument naming it): a normalizer (Qwen2's NFC), other pre-tokenizers and
+// Split patterns, add_prefix_space, byte fallback, subword prefixes and suffixes, dropout, added
+// tokens with lstrip/rstrip/single_word, post-processors other than a template and ByteLevel.
 #pragma once
 
 #include <algorithm>
@@ -34,18 +39,14 @@ class Tokenizer {
     if (model["type"].as_str() != "BPE")
       throw std::invalid_argument("model is " + model["type"].as_str() + "; this tokenizer reads byte-level BPE");
     if (tj.has("normalizer")) throw std::invalid_argument("a normalizer is not read by this runner (the file has one)");
-    const auto& pre = tj["pre_tokenizer"];
-    if (pre.is_null() || pre["type"].as_str() != "ByteLevel" || !pre["use_regex"].b)
-      throw std::invalid_argument("pre_tokenizer " + (pre.is_null() ? std::string("none") : pre["type"].as_str()) +
-                                  " is not read; this runner splits as GPT-2's ByteLevel (use_regex) does");
-    if (pre["add_prefix_space"].b) throw std::invalid_argument("ByteLevel add_prefix_space is not read by this runner");
-    for (const char* flag : {"byte_fallback", "ignore_merges"})
-      if (model.has(flag) && model[flag].b) throw std::invalid_argument(std::string("BPE ") + flag + " is not read by this runner");
+    read_pre_tokenizer(tj["pre_tokenizer"]);
+    if (model.has("byte_fallback") && model["byte_fallback"].b) throw std::invalid_argument("BPE byte_fallback is not read by this runner");
+    ignore_merges_ = model.has("ignore_merges") && model["ignore_merges"].b;
     for (const char* field : {"continuing_subword_prefix", "end_of_word_suffix"})
       if (model.has(field) && !model[field].as_str().empty())
         throw std::invalid_argument(std::string("BPE ") + field + " is not read by this runner");
     if (model.has("dropout")) throw std::invalid_argument("BPE dropout is not read by this runner");
-    check_post_processor(tj["post_processor"]);
+    read_post_processor(tj["post_processor"]);
 
     for (const auto& [token, id] : model["vocab"].obj) vocab_.emplace(token, id.as_int());
     int64_t size = 0;
@@ -91,7 +92,7 @@ class Tokenizer {
 
   // Token ids of `text` (malformed UTF-8 reads as U+FFFD, as the Python side decodes it).
   std::vector<int64_t> encode(const std::string& text) const {
-    std::vector<int64_t> ids;
+    std::vector<int64_t> ids(prefix_);
     std::string s = utf8(wordpiece::decode(text));
     size_t i = 0;
     while (i < s.size()) {  // the next added token, leftmost then longest
@@ -106,6 +107,7 @@ class Tokenizer {
       ids.push_back(hit->second);
       i = at + hit->first.size();
     }
+    ids.insert(ids.end(), suffix_.begin(), suffix_.end());
     return ids;
   }
 
@@ -138,10 +140,54 @@ class Tokenizer {
     return out;
   }
 
-  static void check_post_processor(const json::Value& pp) {
+  // The patterns of Split pre-tokenizers this runner matches (split_end), and their longest digit run.
+  static constexpr const char* kLlama3Split =
+      "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+  static constexpr const char* kQwen2Split =
+      "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+  void read_pre_tokenizer(const json::Value& pre) {
+    const std::string type = pre.is_null() ? "none" : pre["type"].as_str();
+    if (type == "ByteLevel" && pre["use_regex"].b) {
+      if (pre["add_prefix_space"].b) throw std::invalid_argument("ByteLevel add_prefix_space is not read by this runner");
+      return;  // max_digits_ 0: GPT-2's split
+    }
+    const auto* steps = type == "Sequence" ? &pre["pretokenizers"].arr : nullptr;
+    if (steps && steps->size() == 2 && (*steps)[0]["type"].as_str() == "Split" && (*steps)[1]["type"].as_str() == "ByteLevel") {
+      const auto& split = (*steps)[0];
+      const auto& bytes = (*steps)[1];
+      std::string pattern = split["pattern"].has("Regex") ? split["pattern"]["Regex"].as_str() : "(a String pattern)";
+      max_digits_ = pattern == kLlama3Split ? 3 : pattern == kQwen2Split ? 1 : 0;
+      if (!max_digits_) throw std::invalid_argument("Split pattern " + pattern + " is not one this runner matches (Llama 3's or Qwen2's)");
+      if (split["behavior"].as_str() != "Isolated" || split["invert"].b)
+        throw std::invalid_argument("Split behavior " + split["behavior"].as_str() + (split["invert"].b ? " (inverted)" : "") +
+                                    " is not read by this runner (Isolated is)");
+      if (bytes["use_regex"].b || bytes["add_prefix_space"].b)
+        throw std::invalid_argument("ByteLevel after Split with use_regex or add_prefix_space is not read by this runner");
+      return;
+    }
+    throw std::invalid_argument("pre_tokenizer " + type + " is not read; this runner splits as GPT-2's ByteLevel (use_regex) "
+                                "or Llama 3 / Qwen2's Split + ByteLevel do");
+  }
+
+  // Special tokens a TemplateProcessing puts around a single text (none for ByteLevel).
+  void read_post_processor(const json::Value& pp) {
     if (pp.is_null() || pp["type"].as_str() == "ByteLevel") return;
-    bool plain = pp["type"].as_str() == "TemplateProcessing" && pp["single"].arr.size() == 1 && pp["single"].arr[0].has("Sequence");
-    if (!plain) throw std::invalid_argument("post_processor " + pp["type"].as_str() + " adds tokens, which this runner does not");
+    if (pp["type"].as_str() == "Sequence") {
+      for (const auto& step : pp["processors"].arr) read_post_processor(step);
+      return;
+    }
+    if (pp["type"].as_str() != "TemplateProcessing")
+      throw std::invalid_argument("post_processor " + pp["type"].as_str() + " adds tokens, which this runner does not");
+    bool text_seen = false;
+    for (const auto& item : pp["single"].arr) {
+      if (item.has("Sequence")) {
+        text_seen = true;
+        continue;
+      }
+      for (const auto& id : pp["special_tokens"][item["SpecialToken"]["id"].as_str()]["ids"].arr)
+        (text_seen ? suffix_ : prefix_).push_back(id.as_int());
+    }
   }
 
   template <size_t N>
@@ -173,10 +219,40 @@ class Tokenizer {
     return k - 1;  // \s+(?!\S) leaves the last space to the word after it
   }
 
+  static bool newline(uint32_t c) { return c == '\r' || c == '\n'; }
+  static uint32_t fold(uint32_t c) { return c == 0x17F ? 's' : (c >= 'A' && c <= 'Z') ? c + 32 : c; }  // (?i:) on 's 't ...
+
+  // The end of the piece that starts at i under Llama 3's / Qwen2's Split pattern (the header's),
+  // alternatives tried in order, each as greedy as the regex engine makes it.
+  static size_t split_end(const wordpiece::u32string& c, size_t i, size_t max_digits) {
+    size_t n = c.size();
+    if (c[i] == '\'' && i + 1 < n) {
+      uint32_t a = fold(c[i + 1]), b = i + 2 < n ? fold(c[i + 2]) : 0;
+      if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return i + 3;
+      if (a == 's' || a == 't' || a == 'm' || a == 'd') return i + 2;
+    }
+    auto run = [&](size_t j, bool (*cls)(uint32_t), size_t most) {
+      size_t from = j;
+      while (j < n && j - from < most && cls(c[j])) ++j;
+      return j;
+    };
+    if (!newline(c[i]) && !letter(c[i]) && !number(c[i]) && i + 1 < n && letter(c[i + 1])) return run(i + 1, letter, n);
+    if (letter(c[i])) return run(i, letter, n);
+    if (number(c[i])) return run(i, number, max_digits);
+    size_t j = i + (c[i] == ' ' && i + 1 < n && other(c[i + 1]) ? 1 : 0);
+    if (other(c[j])) return run(run(j, other, n), newline, n);
+    size_t k = run(i, white, n), last_newline = k;
+    for (size_t p = i; p < k; ++p)
+      if (newline(c[p])) last_newline = p;
+    if (last_newline < k) return last_newline + 1;  // \s*[\r\n]+ ends at the run's last line break
+    if (k == n || k - i == 1) return k;  // \s+(?!\S) at the end, or \s+ for a single one
+    return k - 1;  // \s+(?!\S) leaves the last space to the word after it
+  }
+
   void encode_plain(const std::string& s, std::vector<int64_t>& ids) const {
     wordpiece::u32string c = wordpiece::decode(s);
     for (size_t i = 0; i < c.size();) {
-      size_t e = piece_end(c, i);
+      size_t e = max_digits_ ? split_end(c, i, max_digits_) : piece_end(c, i);
       std::string piece = utf8(wordpiece::u32string(c.begin() + i, c.begin() + e));
       merge(piece, ids);
       i = e;
@@ -184,6 +260,12 @@ class Tokenizer {
   }
 
   void merge(const std::string& piece, std::vector<int64_t>& ids) const {
+    if (ignore_merges_) {  // the whole piece, when the vocabulary has it
+      std::string whole;
+      for (unsigned char b : piece) whole += byte_char_[b];
+      auto it = vocab_.find(whole);
+      if (it != vocab_.end()) return ids.push_back(it->second);
+    }
     std::vector<int64_t> sym;
     for (unsigned char b : piece) {
       if (byte_id_[b] < 0) throw std::invalid_argument("the vocabulary has no token for byte " + std::to_string(b));
@@ -215,6 +297,9 @@ class Tokenizer {
   std::string byte_char_[256];
   int64_t byte_id_[256];
   std::unordered_map<uint32_t, uint8_t> char_byte_;
+  size_t max_digits_ = 0;  // 0: GPT-2's ByteLevel split; else Llama 3's (3) or Qwen2's (1) Split
+  bool ignore_merges_ = false;
+  std::vector<int64_t> prefix_, suffix_;  // the post-processor's special tokens around the text
 };
 
 }  // namespace bpe

@@ -41,6 +41,40 @@ def bpe_tokenizer(tmp_path_factory):
     return path
 
 
+# Llama 3's and Qwen2's Split patterns (as their tokenizer.json files hold them)
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+                r"|\s+(?!\S)|\s+")
+QWEN2_SPLIT = LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")
+SPLIT_EDGES = [
+    "\r\n\r\n", "  \n  foo", "!!\n\nfoo bar!!\r\n", "(hello [world] {x}", "\thello\u00a0there\u3000x", "x \n", " \n \n ",
+    "1234567 12 1 ٣٤٥٦ ½²", "'S 'RE 'Ll 'VE 'M 'D 'T 'ſ 'ſa 'K 'İs 'Ｓ", "don'T WON'T you'Re", "'ſa", "it'ſa it'ſ", "a\n\n\n", "end  ",
+    "mixed 中文123abc!? 日本語。", "\u200b\u200d\ufeff x", " ?!  ?? .", "\n!\n", "'\n's",
+]
+
+
+def split_bpe(path, pattern: str):
+    """A 1000-token BPE trained with a Split pre-tokenizer (Llama 3's or Qwen2's pattern), ignore_merges,
+    and a template that puts <|begin_of_text|> before the text, as Llama 3's tokenizer.json is laid out."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE(ignore_merges=True))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    corpus = [*HARD, *EDGES[1:], *SPLIT_EDGES, "The quick brown fox jumps over the lazy dog.\n" * 20, "12345 67890 " * 20,
+              "naïve café résumé 日本語 中文 한국어 " * 10, "great coffee, would buy again!!!\r\n" * 30,
+              "ſa\n" * 40]  # ſa merged before 'ſ: an unfolded 'ſa would come out as ' ſa
+    specials = ["<|begin_of_text|>", "<|end_of_text|>"]
+    trainer = trainers.BpeTrainer(vocab_size=1000, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(corpus, trainer)
+    tok.post_processor = processors.Sequence([
+        processors.ByteLevel(trim_offsets=False),
+        processors.TemplateProcessing(single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", 0)])])
+    tok.save(str(path))
+    return path
+
+
 def lm_artifact(tmp_path, tokenizer_file):
     d = fake_artifact(tmp_path, tokenizer_file)
     mf = json.loads((d / "manifest.json").read_text())
@@ -77,11 +111,44 @@ def test_hard_cases_under_qemu_aarch64(bpe_tokenizer, arm_runner, tmp_path):
     art = lm_artifact(tmp_path, bpe_tokenizer)
     cmd = ["qemu-aarch64", "-cpu", QEMU_CPU, "-L", ARM_SYSROOT, str(arm_runner)]
     assert arg_ids(cmd, art, [*HARD, *EDGES]) == python_ids(bpe_tokenizer, [*HARD, *EDGES])
+    llama3 = split_bpe(tmp_path / "llama3.json", LLAMA3_SPLIT)
+    (tmp_path / "llama3").mkdir()
+    assert arg_ids(cmd, lm_artifact(tmp_path / "llama3", llama3), SPLIT_EDGES) == python_ids(llama3, SPLIT_EDGES)
+
+
+def test_the_contractions_fold_one_letter_outside_ascii():
+    """bpe.h's `fold` holds what the patterns' case-insensitive 's 't 're 've 'm 'll 'd match besides
+    ASCII: only ſ (U+017F, long s), probed on every letter of Unicode with the library's own Split."""
+    from tokenizers import Regex, pre_tokenizers
+
+    split = pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated")
+    probes = [("'{}a", 2), ("'{}ea", 3), ("'{}la", 3), ("'l{}a", 3), ("'r{}a", 3)]  # a first piece of n chars: c folded
+    folded = {c for c in map(chr, range(0x80, 0x110000)) if c.isalpha()
+              for probe, n in probes if len(split.pre_tokenize_str(probe.format(c))[0][0]) == n}
+    assert folded == {"ſ"}
+
+
+@pytest.mark.parametrize("pattern", [LLAMA3_SPLIT, QWEN2_SPLIT], ids=["llama3", "qwen2"])
+def test_split_pre_tokenizers_id_for_id(pattern, host_runner, tmp_path):
+    tokenizer = split_bpe(tmp_path / "tokenizer.json", pattern)
+    texts = [*HARD, *EDGES, *SPLIT_EDGES, "", b"caf\xe9 \xff\xfe \xc3"]
+    art = lm_artifact(tmp_path, tokenizer)
+    got, want = arg_ids([str(host_runner)], art, texts), python_ids(tokenizer, texts)
+    assert want[0]["ids"][0] == 0 and want[-2]["ids"] == [0]  # the template's <|begin_of_text|>, on the empty text too
+    for t, g, w in zip(texts, got, want, strict=True):
+        assert g == w, f"{t[:60]!r}"
+    assert arg_ids([sys.executable, str(WORKER)], art, texts) == got
 
 
 @pytest.mark.parametrize("change,needle", [
     (lambda t: t.update(pre_tokenizer={"type": "Sequence", "pretokenizers": []}),
-     "pre_tokenizer Sequence is not read; this runner splits as GPT-2's ByteLevel (use_regex) does"),
+     "pre_tokenizer Sequence is not read; this runner splits as GPT-2's ByteLevel (use_regex) or Llama 3 / Qwen2's Split"),
+    (lambda t: t.update(pre_tokenizer={"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": r"\s+"}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}),
+     r"Split pattern \s+ is not one this runner matches (Llama 3's or Qwen2's)"),
+    (lambda t: t.update(post_processor={"type": "RobertaProcessing", "sep": ["</s>", 2], "cls": ["<s>", 0]}),
+     "post_processor RobertaProcessing adds tokens, which this runner does not"),
     (lambda t: t.update(normalizer={"type": "NFC"}), "a normalizer is not read by this runner"),
     (lambda t: t["pre_tokenizer"].update(add_prefix_space=True), "ByteLevel add_prefix_space is not read by this runner"),
     (lambda t: t["added_tokens"][0].update(lstrip=True), "added token <|im_start|> has lstrip"),

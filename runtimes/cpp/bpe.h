@@ -10,9 +10,10 @@
 //                 then each byte of a piece as its printable stand-in character (bytes_to_unicode)
 //   BPE           a piece the vocabulary holds whole is one token under ignore_merges (Llama 3);
 //                 else the lowest-ranked adjacent pair merged first, leftmost on ties, until none is left
+//   normalizer    NFC (Qwen2, Qwen3; nfc.h) on the text between added tokens, or none
 //   post-processor TemplateProcessing's special tokens around the text (Llama 3's <|begin_of_text|>)
 //
-// Not read (std::invalid_argument naming it): a normalizer (Qwen2's NFC), other pre-tokenizers and
+// Not read (std::invalid_argument naming it): other normalizers, other pre-tokenizers and
 // Split patterns, add_prefix_space, byte fallback, subword prefixes and suffixes, dropout, added
 // tokens with lstrip/rstrip/single_word, post-processors other than a template and ByteLevel.
 #pragma once
@@ -27,6 +28,7 @@
 #include <vector>
 
 #include "json.h"
+#include "nfc.h"
 #include "unicode_tables.h"
 #include "wordpiece.h"
 
@@ -38,7 +40,10 @@ class Tokenizer {
     const auto& model = tj["model"];
     if (model["type"].as_str() != "BPE")
       throw std::invalid_argument("model is " + model["type"].as_str() + "; this tokenizer reads byte-level BPE");
-    if (tj.has("normalizer")) throw std::invalid_argument("a normalizer is not read by this runner (the file has one)");
+    if (tj.has("normalizer")) {
+      nfc_ = tj["normalizer"]["type"].as_str() == "NFC";
+      if (!nfc_) throw std::invalid_argument("normalizer " + tj["normalizer"]["type"].as_str() + " is not read by this runner (NFC is)");
+    }
     read_pre_tokenizer(tj["pre_tokenizer"]);
     if (model.has("byte_fallback") && model["byte_fallback"].b) throw std::invalid_argument("BPE byte_fallback is not read by this runner");
     ignore_merges_ = model.has("ignore_merges") && model["ignore_merges"].b;
@@ -57,6 +62,8 @@ class Tokenizer {
     for (const auto& t : tj["added_tokens"].arr) {
       for (const char* flag : {"lstrip", "rstrip", "single_word"})
         if (t[flag].b) throw std::invalid_argument("added token " + t["content"].as_str() + " has " + flag + ", which this runner does not match");
+      if (nfc_ && t["normalized"].b)  // matched in the normalized text, where this runner matches them in the raw one
+        throw std::invalid_argument("added token " + t["content"].as_str() + " is normalized, which this runner does not match after NFC");
       id_to_token_[t["id"].as_int()] = t["content"].as_str();
       added_.emplace_back(t["content"].as_str(), t["id"].as_int());
       (t["special"].b ? special_ : plain_added_).push_back(t["id"].as_int());
@@ -250,7 +257,7 @@ class Tokenizer {
   }
 
   void encode_plain(const std::string& s, std::vector<int64_t>& ids) const {
-    wordpiece::u32string c = wordpiece::decode(s);
+    wordpiece::u32string c = nfc_ ? nfc::normalize(wordpiece::decode(s)) : wordpiece::decode(s);  // between added tokens, as tokenizers
     for (size_t i = 0; i < c.size();) {
       size_t e = max_digits_ ? split_end(c, i, max_digits_) : piece_end(c, i);
       std::string piece = utf8(wordpiece::u32string(c.begin() + i, c.begin() + e));
@@ -297,6 +304,7 @@ class Tokenizer {
   std::string byte_char_[256];
   int64_t byte_id_[256];
   std::unordered_map<uint32_t, uint8_t> char_byte_;
+  bool nfc_ = false;  // the normalizer: none or NFC (Qwen2's)
   size_t max_digits_ = 0;  // 0: GPT-2's ByteLevel split; else Llama 3's (3) or Qwen2's (1) Split
   bool ignore_merges_ = false;
   std::vector<int64_t> prefix_, suffix_;  // the post-processor's special tokens around the text

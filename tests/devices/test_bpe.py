@@ -52,18 +52,29 @@ SPLIT_EDGES = [
 ]
 
 
-def split_bpe(path, pattern: str):
+# characters NFC composes, decomposes, reorders or leaves: bases, marks of many combining classes,
+# Hangul jamo and syllables, singletons (Å, Ω), excluded composites (U+0344, U+0F73), ǖ ṩ ấ
+COMPOSABLE = list("aeouAEOUsſωιᾳ") + ["\u0301", "\u0308", "\u0304", "\u0323", "\u0327", "\u0345", "\u0334", "\u031b", "\u05b0",
+                                     "\u05bc", "\u0f71", "\u0f72", "\u0f74", "\u093c", "\u3099", "\u302a", "\u1dce", "\u0344", "\u0f73",
+                                     "\u1100", "\u1161", "\u11a8", "\uac00", "\uac01", "\u212b", "\u2126", "\u01d6", "\u1e69", "\u1ea5",
+                                     "\u304b", "\u309a", "\u0915", "\u1e9b", "\u0307", "\U0001d15e", "\U0001d165", "\u0300"]
+
+
+def split_bpe(path, pattern: str, nfc: bool = False):
     """A 1000-token BPE trained with a Split pre-tokenizer (Llama 3's or Qwen2's pattern), ignore_merges,
-    and a template that puts <|begin_of_text|> before the text, as Llama 3's tokenizer.json is laid out."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    and a template that puts <|begin_of_text|> before the text, as Llama 3's tokenizer.json is laid out;
+    with `nfc`, Qwen2's NFC normalizer too."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.BPE(ignore_merges=True))
+    if nfc:
+        tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
                                                  pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     corpus = [*HARD, *EDGES[1:], *SPLIT_EDGES, "The quick brown fox jumps over the lazy dog.\n" * 20, "12345 67890 " * 20,
               "naïve café résumé 日本語 中文 한국어 " * 10, "great coffee, would buy again!!!\r\n" * 30,
-              "ſa\n" * 40]  # ſa merged before 'ſ: an unfolded 'ſa would come out as ' ſa
+              "ſa\n" * 40, *COMPOSABLE * 20]  # ſa merged before 'ſ: an unfolded 'ſa would come out as ' ſa
     specials = ["<|begin_of_text|>", "<|end_of_text|>"]
     trainer = trainers.BpeTrainer(vocab_size=1000, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
@@ -140,6 +151,31 @@ def test_split_pre_tokenizers_id_for_id(pattern, host_runner, tmp_path):
     assert arg_ids([sys.executable, str(WORKER)], art, texts) == got
 
 
+def every_code_point(per_text: int = 4000) -> list[str]:
+    """Each code point after an "x" (a letter it may compose with), 4000 to a text; no line breaks."""
+    cps = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF and c not in (0x0A, 0x0D)]
+    return [" ".join(f"x{chr(c)}" for c in cps[i:i + per_text]) for i in range(0, len(cps), per_text)]
+
+
+def test_nfc_id_for_id(host_runner, tmp_path):
+    """Qwen2's tokenizer.json layout: NFC, then its Split. Every code point, the hard cases, and
+    3000 seeded strings of bases, marks of many combining classes, Hangul jamo and composites
+    (reordering, blocking, excluded composites), id for id with tokenizers."""
+    import random
+
+    tokenizer = split_bpe(tmp_path / "tokenizer.json", QWEN2_SPLIT, nfc=True)
+    art = lm_artifact(tmp_path, tokenizer)
+    rng = random.Random(0)
+    mixes = ["".join(rng.choices(COMPOSABLE, k=rng.randint(1, 8))) for _ in range(3000)]
+    texts = [*HARD, *EDGES, *SPLIT_EDGES, *mixes, "<|end_of_text|>\u0338 >\u0338"]  # ≯ composes; after an added token it does not
+    got, want = arg_ids([str(host_runner)], art, texts), python_ids(tokenizer, texts)
+    points = every_code_point()  # one line each (no line breaks in them), through --texts
+    got, want = got + cpp_ids([str(host_runner)], art, points, tmp_path), want + python_ids(tokenizer, points)
+    bad = [t[:40] for t, g, w in zip(texts + points, got, want, strict=True) if g != w]
+    assert not bad, f"{len(bad)} differ, first {bad[:5]!r}"
+    assert arg_ids([sys.executable, str(WORKER)], art, texts) == got[:len(texts)]
+
+
 @pytest.mark.parametrize("change,needle", [
     (lambda t: t.update(pre_tokenizer={"type": "Sequence", "pretokenizers": []}),
      "pre_tokenizer Sequence is not read; this runner splits as GPT-2's ByteLevel (use_regex) or Llama 3 / Qwen2's Split"),
@@ -149,7 +185,9 @@ def test_split_pre_tokenizers_id_for_id(pattern, host_runner, tmp_path):
      r"Split pattern \s+ is not one this runner matches (Llama 3's or Qwen2's)"),
     (lambda t: t.update(post_processor={"type": "RobertaProcessing", "sep": ["</s>", 2], "cls": ["<s>", 0]}),
      "post_processor RobertaProcessing adds tokens, which this runner does not"),
-    (lambda t: t.update(normalizer={"type": "NFC"}), "a normalizer is not read by this runner"),
+    (lambda t: t.update(normalizer={"type": "NFKC"}), "normalizer NFKC is not read by this runner (NFC is)"),
+    (lambda t: (t.update(normalizer={"type": "NFC"}), t["added_tokens"][0].update(normalized=True)),
+     "added token <|im_start|> is normalized, which this runner does not match after NFC"),
     (lambda t: t["pre_tokenizer"].update(add_prefix_space=True), "ByteLevel add_prefix_space is not read by this runner"),
     (lambda t: t["added_tokens"][0].update(lstrip=True), "added token <|im_start|> has lstrip"),
 ])

@@ -5,11 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 # The native runner's toolchain (runtimes/cpp): CMake and g++, the arm64 cross compiler and
-# qemu-user to check ARM kernels here, OpenSSH for `bench --device ssh://` and its tests.
+# qemu-user to check ARM kernels here, OpenSSH for `bench --device ssh://` and its tests; Kotlin
+# and Android's org.json to compile the Android wrapper and run its tokenizer on the JVM in tests.
 need=()
 for pair in cmake:cmake g++:g++ aarch64-linux-gnu-g++:g++-aarch64-linux-gnu qemu-aarch64:qemu-user \
-            ssh:openssh-client /usr/sbin/sshd:openssh-server; do
-  command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+            ssh:openssh-client /usr/sbin/sshd:openssh-server kotlinc:kotlin /usr/share/java/com.android.json.jar:libandroid-json-java; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || [ -e "${pair%%:*}" ] || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -1,10 +1,12 @@
 // Drop-in use of an edgeformer encoder artifact on Android through ExecuTorch's AAR
 // (Gradle: implementation("org.pytorch:executorch-android:<the executorch version in manifest.json>")).
-// Copy model.pte, tokenizer.json and manifest.json into app/src/main/assets/edgeformer/.
+// Copy model.pte, tokenizer.json and manifest.json into app/src/main/assets/edgeformer/, and
+// this file, WordPiece.kt and UnicodeTables.kt into the app's sources.
 //
-// Not compiled or run here (no Android SDK on the build machines); it follows the AAR's
-// org.pytorch.executorch API: Module.load(path), Tensor.fromBlob(long[], shape), EValue.from,
-// module.forward(...)[0].toTensor().getDataAsFloatArray(), module.execute(method, ...).
+// The AAR's org.pytorch.executorch API it uses: Module.load(path), Tensor.fromBlob(long[], shape),
+// EValue.from, module.forward(...)[0].toTensor().getDataAsFloatArray(), module.execute(method, ...).
+// Compiled in the tests against stand-ins with those signatures (no Android SDK there); WordPiece
+// is run on the JVM there, id for id against `tokenizers`.
 package ai.edgeformer
 
 import android.content.Context
@@ -20,7 +22,7 @@ class EdgeformerModel(context: Context, assetDir: String = "edgeformer") {
     private val module: Module
     val seqLen: Int
     val labels: List<String>
-    private val vocab: Map<String, Long>
+    private val tokenizer: WordPiece
     private val padId: Long
     private val anyLength: Boolean
     private val batchMethod: String?  // the .pte's batch method ([batchSize, S]), if it has one
@@ -43,8 +45,7 @@ class EdgeformerModel(context: Context, assetDir: String = "edgeformer") {
         anyLength = input.has("min_shape")  // the .pte takes any length up to seqLen: no padding
         val l = manifest.getJSONObject("model").optJSONArray("labels")
         labels = if (l == null) emptyList() else List(l.length()) { l.getString(it) }
-        val v = JSONObject(File(dir, "tokenizer.json").readText()).getJSONObject("model").getJSONObject("vocab")
-        vocab = v.keys().asSequence().associateWith { v.getLong(it) }
+        tokenizer = WordPiece(JSONObject(File(dir, manifest.getJSONObject("tokenizer").getString("file")).readText()))
         padId = manifest.getJSONObject("tokenizer").optLong("pad_id", 0)
         val batch = manifest.optJSONObject("batch")
         batchMethod = batch?.getString("method")
@@ -90,33 +91,8 @@ class EdgeformerModel(context: Context, assetDir: String = "edgeformer") {
         return out.map { it!! }
     }
 
-    /** BERT WordPiece (lower-cased, punctuation split), [CLS] ... [SEP], cut to seqLen. */
-    fun encode(text: String): LongArray {
-        val unk = vocab["[UNK]"] ?: 0L
-        val out = mutableListOf(vocab["[CLS]"] ?: 101L)
-        val words = Regex("""\p{L}+|\p{N}+|[^\s\p{L}\p{N}]""").findAll(text.lowercase()).map { it.value }
-        for (w in words) {
-            var start = 0
-            val pieces = mutableListOf<Long>()
-            while (start < w.length) {
-                var end = w.length
-                var id: Long? = null
-                while (end > start) {
-                    val piece = (if (start > 0) "##" else "") + w.substring(start, end)
-                    id = vocab[piece]
-                    if (id != null) break
-                    end--
-                }
-                if (id == null) { pieces.clear(); pieces.add(unk); break }
-                pieces.add(id)
-                start = end
-            }
-            out.addAll(pieces)
-        }
-        val cut = out.take(seqLen - 1).toMutableList()
-        cut.add(vocab["[SEP]"] ?: 102L)
-        return cut.toLongArray()
-    }
+    /** The text's token ids: [CLS] ... [SEP], cut to seqLen, id for id what `tokenizers` gives (WordPiece.kt). */
+    fun encode(text: String): LongArray = tokenizer.encode(text, seqLen).ids
 
     private fun sha256(f: File): String {
         val md = MessageDigest.getInstance("SHA-256")

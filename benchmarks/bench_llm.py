@@ -6,6 +6,8 @@ same GGUF file, and transformers eager fp32.
   edgeformer-gguf   `... --quant gguf`: the GGUF's own Q4_1 codes and scales in XNNPACK's
                     4-bit kernels plus the group-sum correction, its Q8_0 table as the
                     embedding, the tied head at int8
+  edgeformer-gguf-runner   the same with `--lm-ops portable`, run by the C++ runner
+                    (runtimes/cpp): no Python in the process, as on a phone or a Pi
   llama.cpp-Q4_1    llama-cpp-python on the shipped SmolLM2-135M-Instruct.Q4_1.gguf,
                     n_threads=2, n_threads_batch=2
   hf-eager-fp32     transformers LlamaForCausalLM from the same GGUF, dequantized, with its
@@ -128,8 +130,12 @@ def hf_worker(gguf: str, ids: list[int], new: int, rounds: int) -> dict:
     return dict(r, model_memory_mb=r["peak_rss_mb"] - base, runtime_baseline_rss_mb=base)
 
 
-def run(cmd: list[str], python: str = sys.executable, omp_threads: int = THREADS) -> dict:
-    return run_json([python, *cmd], timeout=None, cwd=ROOT, omp_threads=omp_threads)
+def run(cmd: list[str], python: str | None = sys.executable, omp_threads: int = THREADS) -> dict:
+    """A contender's fields; python=None: `cmd` is the C++ runner, its fields renamed to these."""
+    if python is not None:
+        return run_json([python, *cmd], timeout=None, cwd=ROOT, omp_threads=omp_threads)
+    r = run_json(cmd, timeout=None, cwd=ROOT, omp_threads=omp_threads)
+    return dict(r, prefill_tokens_per_s=r["prefill_tok_s"], decode_tokens_per_s=1e3 / r["latency_ms_p50"])
 
 
 def build(out: Path, *args: str) -> Path:
@@ -174,10 +180,16 @@ def main() -> None:
     a.work.mkdir(parents=True, exist_ok=True)
     ids_file = a.work / "prompt_ids.json"
     ids_file.write_text(json.dumps(np.random.default_rng(0).integers(0, VOCAB, PROMPT).tolist()))
+    runner_ids = a.work / "runner_inputs.json"
+    runner_ids.write_text(json.dumps({"prompt_ids": json.loads(ids_file.read_text())}))
     gguf = gguf_path()
     (a.work / "gguf_path.txt").write_text(str(gguf))
     full = build(a.work / "smol-int8")
     grid = build(a.work / "smol-gguf", "--quant", "gguf")
+    grid_portable = build(a.work / "smol-gguf-portable", "--quant", "gguf", "--lm-ops", "portable")
+    from edgeformer.devices.runner_build import BINARY, ensure_runner
+
+    runner = str(ensure_runner("x86_64") / BINARY)
     me = Path(__file__).resolve()
 
     def edge(art: Path) -> dict:
@@ -188,6 +200,9 @@ def main() -> None:
     rows = {
         "edgeformer-int8": edge(full),
         "edgeformer-gguf": edge(grid),
+        "edgeformer-gguf-runner": dict(cmd=[runner, str(grid_portable), "--threads", str(THREADS), "--inputs", str(runner_ids),
+                                            "--max-new-tokens", str(NEW), "--ignore-eos", "--warmup", "1", "--no-outputs"],
+                                       python=None),
         "llama.cpp-Q4_1": dict(cmd=[str(me), "--worker", "llama", "--ids", str(ids_file), "--inner", str(a.inner),
                                     "--work", str(a.work)], python=a.llama_python),
     }
@@ -202,7 +217,8 @@ def main() -> None:
             log(f"round {rnd + 1}: {name} prefill {x['prefill_tokens_per_s']:.0f} tok/s, decode {x['decode_tokens_per_s']:.1f} tok/s")
     bw = statistics.median(x["bandwidth_gb_s"] for x in runs["edgeformer-int8"])
     manifests = {"edgeformer-int8": json.loads((full / "manifest.json").read_text()),
-                 "edgeformer-gguf": json.loads((grid / "manifest.json").read_text())}
+                 "edgeformer-gguf": json.loads((grid / "manifest.json").read_text()),
+                 "edgeformer-gguf-runner": json.loads((grid_portable / "manifest.json").read_text())}
     manifest = manifests["edgeformer-int8"]
     for name in rows:
         for f in FIELDS:
@@ -221,10 +237,11 @@ def main() -> None:
                      f"{r['bytes_per_token'] / 1e6:.0f} | {r['floor_tokens_per_s']:.0f} | "
                      f"{r['decode_tokens_per_s'] / r['floor_tokens_per_s']:.0%} | {r['peak_rss_mb']:.0f} | {r['model_memory_mb']:.0f} |")
     lines.append("")
-    for name in ("edgeformer-int8", "edgeformer-gguf"):
+    for name in ("edgeformer-int8", "edgeformer-gguf", "edgeformer-gguf-runner"):
         lines.append(f"{name} tokens/s over llama.cpp-Q4_1's, per round back to back: decode "
                      f"{round_ratio(decode, name, 'llama.cpp-Q4_1'):.2f}x, prefill "
-                     f"{round_ratio(prefill_s, name, 'llama.cpp-Q4_1'):.2f}x; .pte {manifests[name]['pte']['bytes'] / 2**20:.1f} MiB")
+                     f"{round_ratio(prefill_s, name, 'llama.cpp-Q4_1'):.2f}x; .pte {manifests[name]['pte']['bytes'] / 2**20:.1f} MiB; "
+                     f"peak RSS {rows[name]['peak_rss_mb']:.0f} vs {rows['llama.cpp-Q4_1']['peak_rss_mb']:.0f} MiB")
     if a.skip_ring:
         write_results(RESULTS, "llm-4bit", "\n".join(lines) + "\n", dict(rows=without(rows, "cmd", "python", "omp_threads"), runs=runs))
         return

@@ -68,7 +68,7 @@ def build(
                                    help="Group size for 4-bit weights: 32, 64, 128, 256, or 0 for one group per row (default 32)."),
     embedding_quant: str = typer.Option(None, "--embedding-quant", help="fp32 | int8 | int4 for the embedding table."),
     seq_len: int = typer.Option(None, "--seq-len", help="Longest sequence the .pte takes (default: the target's); "
-                                                        "causal LMs with a window: the prefill chunk."),
+                                                        "causal LMs: the prefill chunk (longer prompts go in calls of this size)."),
     lengths: str = typer.Option(None, "--lengths", help="Encoders: auto (default) | dynamic (each text at its own length, "
                                                         "up to --seq-len) | static (padded to --seq-len)."),
     batch: int = typer.Option(None, "--batch", help="Encoders on XNNPACK: texts per call of the .pte's batch method, used "

@@ -159,7 +159,8 @@ def calibration(s: BuildState):
 
     name, text = load_text(s.spec.data)
     ids = s.extra["tok"].encode(text).ids
-    size = min(CALIBRATION_TOKENS, s.loaded.decoder.shape.max_tokens_per_call)
+    shape = s.loaded.decoder.shape  # the eager model takes a full cache's whole context in one call
+    size = min(CALIBRATION_TOKENS, shape.max_context if shape.window is None else shape.max_tokens_per_call)
     chunks = [torch.tensor([ids[p:p + size]]) for p in range(0, len(ids) - size + 1, size)][:CALIBRATION_CHUNKS]
     if not chunks:
         raise UserError(f"--data {s.spec.data}: {len(ids)} tokens, fewer than one calibration chunk of {size}; "

@@ -164,7 +164,9 @@ def run(a):
     peak = _status_mb("VmHWM")
     return dict(runner="edgeformer-worker (python)", runner_version=f"executorch {executorch_version()}", artifact=a.artifact,
                 sha256_verified=True, hash_ms=hash_ms, load_ms=load_ms, threads=a.threads, **body, peak_rss_mb=peak,
-                runtime_baseline_rss_mb=rss_before, model_memory_mb=peak - rss_before, device=device())
+                runtime_baseline_rss_mb=rss_before, model_memory_mb=peak - rss_before,
+                planned_memory_mb=None,  # the pybindings do not expose the plan (and zero-fill all of it)
+                device=device())
 
 
 def executorch_version():

@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli, write_tokenizer
 
 from edgeformer.artifact import load_artifact
 from edgeformer.devices.local import ARM_SYSROOT, QEMU_CPU
@@ -190,6 +190,33 @@ def test_runner_runs_the_int8_kv_cache(tiny_llama_folder, host_runner, tmp_path)
     f.write_text(json.dumps({"prompt_ids": prompt}))
     got = run_json([str(host_runner), str(art), "--inputs", str(f), "--max-new-tokens", "20", "--ignore-eos", "--warmup", "0"])
     assert got["generated_ids"] == greedy_python(art, prompt, 20)
+
+
+def test_runner_memory_is_what_the_reply_touches(host_runner, tmp_path):
+    """A 16384-token cache (32 MiB planned) that a 9-token prompt and 20 new tokens barely write:
+    the runner maps planned memory as fresh pages, resident once written, so the model's memory is
+    a fraction of the plan (Module's own zero-filled vectors made all of it resident from load).
+    The prefill chunk (--seq-len 8) bounds what XNNPACK's workspace holds for attention scores."""
+    import transformers as tf
+
+    import edgeformer
+
+    torch.manual_seed(0)
+    cfg = tf.LlamaConfig(vocab_size=64, hidden_size=128, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=4, max_position_embeddings=16384, eos_token_id=3, bos_token_id=2)
+    tf.LlamaForCausalLM(cfg).eval().save_pretrained(tmp_path / "src", safe_serialization=True)
+    write_tokenizer(tmp_path / "src")
+    art = edgeformer.build(str(tmp_path / "src"), "host", tmp_path / "long", quant="fp32", max_context=16384, seq_len=8,
+                           lm_ops="portable", bench_iters=0)
+    assert art.manifest.generation["cache_mb"] == 32 and art.manifest.generation["max_tokens_per_call"] == 8
+    prompt = [5, 17, 33, 2, 41, 8, 60, 12, 9]
+    f = tmp_path / "prompt.json"
+    f.write_text(json.dumps({"prompt_ids": prompt}))
+    got = run_json([str(host_runner), str(art.path), "--inputs", str(f), "--max-new-tokens", "20", "--ignore-eos",
+                    "--warmup", "0"])
+    assert got["generated_ids"] == greedy_python(art.path, prompt, 20)
+    assert got["planned_memory_mb"] > 32
+    assert got["model_memory_mb"] < got["planned_memory_mb"] / 2, got  # 20 of 64 MiB here; 78 zero-filled
 
 
 def test_custom_op_lm_is_refused_with_the_fix(tiny_llama_folder, tmp_path, capsys, host_runner):

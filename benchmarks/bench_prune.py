@@ -116,7 +116,7 @@ def main() -> None:
         report = json.loads((folder / "prune.json").read_text()) if LEVELS[name] else None
         rows[f"int8 {name}"] = dict(
             flops_ratio=report["flops_per_sequence"]["ratio"] if report else 1.0,
-            heads=r.manifest.model["heads"], ffn=r.manifest.model["ffn"], bytes=r.manifest.pte["bytes"],
+            heads=r.manifest.model["heads"], ffn=r.manifest.model["ffn"], bytes=r.manifest.stored_bytes,
             val_accuracy=report["validation_accuracy"] if report else None,
             search_s=report["search_seconds"] if report else None,
             distill_s=report["distill"]["seconds"] if report and report["distill"] else None,

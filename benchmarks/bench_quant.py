@@ -115,7 +115,7 @@ def main() -> None:
         log(f"building {name} …")
         r = edgeformer.build("minilm", "host", work / name, quant=quant, embedding_quant=emb, enforce=False, bench_iters=0)
         m = r.manifest
-        rows[name] = dict(bytes=m.pte["bytes"], sqnr_db=m.numerics["sqnr_db"], outside=m.delegation["non_delegated_nodes"],
+        rows[name] = dict(bytes=m.stored_bytes, sqnr_db=m.numerics["sqnr_db"], outside=m.delegation["non_delegated_nodes"],
                           cmd=["-m", "edgeformer.validate.latency", str(r.path)])
     log("building plain-int8 …")
     plain = build_plain_int8(work / "plain-int8")

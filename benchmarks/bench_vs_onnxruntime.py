@@ -131,7 +131,7 @@ def main() -> None:
         log(f"building {name} …")
         emb = "fp32" if quant == "fp32" else "int8"
         r = edgeformer.build(a.model, "host", work / name, quant=quant, embedding_quant=emb, enforce=False, bench_iters=0)
-        rows[name] = dict(bytes=r.manifest.pte["bytes"], accuracy=evaluate(str(r.path), "fine-foods:test", threads=THREADS,
+        rows[name] = dict(bytes=r.manifest.stored_bytes, accuracy=evaluate(str(r.path), "fine-foods:test", threads=THREADS,
                                                                              reference=False)["accuracy"],
                           cmd=["-m", "edgeformer.validate.latency", str(r.path), "--threads", str(THREADS), *timing])
 

@@ -1,7 +1,9 @@
-"""The artifact folder: model.pte + tokenizer.json + manifest.json.
+"""The artifact folder: model.pte (+ model.ptd) + tokenizer.json + manifest.json.
 
 Written whole or not at all (a temporary sibling folder, renamed into place), and read
-back only after the `.pte` and tokenizer hashes match the manifest.
+back only after the `.pte`, data file and tokenizer hashes match the manifest. The data
+file, where a program has one (`manifest.pte.data`), holds the weights it uses twice, once
+(targets/shared_data.py); a runtime loads it with the `.pte`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from edgeformer.errors import UserError
 from edgeformer.manifest import Manifest
 
 PTE = "model.pte"
+DATA = "model.ptd"
 TOKENIZER = "tokenizer.json"
 MANIFEST = "manifest.json"
 
@@ -97,6 +100,18 @@ class Artifact:
         return self.pte_file.read_bytes()
 
     @property
+    def data_file(self) -> Path | None:
+        """The verified data file the `.pte` loads with, or None when it has none."""
+        data = self.manifest.pte.get("data")
+        return self.path / data["file"] if data else None
+
+    @property
+    def files(self) -> list[str]:
+        """The file names a runtime needs, the manifest and tokenizer included (what a device gets)."""
+        data = self.data_file
+        return [self.pte_file.name, *([data.name] if data else []), MANIFEST, TOKENIZER]
+
+    @property
     def tokenizer_file(self) -> Path:
         return self.path / TOKENIZER
 
@@ -132,17 +147,23 @@ def load_artifact(path: Path | str) -> Artifact:
     if not mf.is_file():
         raise UserError(f"{str(path)!r} has no {MANIFEST}; it is not an edgeformer artifact (build one with `edgeformer build`)")
     manifest = Manifest.from_json(mf.read_text(encoding="utf-8", errors="replace"), where=str(mf))
-    pte_file = path / manifest.pte.get("file", PTE)
-    try:
-        digest = sha256_file(pte_file)
-    except OSError as e:
-        raise UserError(f"cannot read {pte_file}: {e.strerror}; rebuild the artifact") from None
-    if digest != manifest.pte.get("sha256"):
-        raise UserError(
-            f"{pte_file} sha256 {digest[:12]}… does not match the manifest ({str(manifest.pte.get('sha256'))[:12]}…): "
-            "the file was changed or damaged; rebuild the artifact"
-        )
+    _verify(path / manifest.pte.get("file", PTE), manifest.pte)
+    if manifest.pte.get("data"):
+        _verify(path / manifest.pte["data"].get("file", DATA), manifest.pte["data"])
     tok = path / TOKENIZER
     if not tok.is_file() or sha256_bytes(tok.read_bytes()) != manifest.tokenizer.get("sha256"):
         raise UserError(f"{tok} is missing or does not match the manifest; rebuild the artifact")
     return Artifact(path=path, manifest=manifest)
+
+
+def _verify(file: Path, entry: dict) -> None:
+    """UserError unless `file` is readable and its sha256 is the manifest `entry`'s."""
+    try:
+        digest = sha256_file(file)
+    except OSError as e:
+        raise UserError(f"cannot read {file}: {e.strerror}; rebuild the artifact") from None
+    if digest != entry.get("sha256"):
+        raise UserError(
+            f"{file} sha256 {digest[:12]}… does not match the manifest ({str(entry.get('sha256'))[:12]}…): "
+            "the file was changed or damaged; rebuild the artifact"
+        )

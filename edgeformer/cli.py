@@ -144,8 +144,9 @@ def build(
     else:
         tables.print_tables([tables.budgets_table(m)])
         verdict = "all budgets met" if m.passed else "[red]budgets failed (kept with --no-enforce)[/]"
-        size = m.pte["bytes"] / 2**20
-        err.print(f"wrote {result.path} ({size:.1f} MiB .pte, SQNR {m.numerics['sqnr_db']} dB): {verdict}", soft_wrap=True)
+        size = m.stored_bytes / 2**20
+        files = ".pte + .ptd" if m.pte.get("data") else ".pte"
+        err.print(f"wrote {result.path} ({size:.1f} MiB {files}, SQNR {m.numerics['sqnr_db']} dB): {verdict}", soft_wrap=True)
     if not m.passed:
         raise typer.Exit(BudgetError.exit_code)
 
@@ -383,7 +384,7 @@ def inspect(
     if iters < 1:
         raise UserError(f"--iters {iters}: profile at least 1 run (or pass --no-profile)")
     aoti = a.manifest.pte.get("format") == "aoti"  # a server package is not a .pte: no breakdown, no ETDump
-    size = a.manifest.size if aoti else size_breakdown(a.pte)
+    size = a.manifest.size if aoti else size_breakdown(a.pte, (a.manifest.pte.get("data") or {}).get("bytes", 0))
     timing = None
     if profile and not aoti and a.manifest.target.get("backend") != "vulkan":
         from edgeformer.validate.profile import profile as run_profile

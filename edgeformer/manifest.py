@@ -20,7 +20,7 @@ class Manifest:
     target: dict  # name, alias, arch, backend
     recipe: dict  # Recipe.to_dict()
     toolchain: dict  # versions of edgeformer, torch, executorch, torchao, transformers
-    pte: dict  # file, sha256, bytes
+    pte: dict  # file, sha256, bytes; data: the data file's (file, sha256, bytes), where the program has one
     tokenizer: dict  # file, sha256, pad_id
     inputs: list  # [{name, dtype, shape}]
     outputs: list  # [{name, dtype, shape, meaning}]
@@ -39,6 +39,11 @@ class Manifest:
     created: str = ""
     schema_version: int = SCHEMA_VERSION
     notes: list = field(default_factory=list)
+
+    @property
+    def stored_bytes(self) -> int:
+        """What the device stores: the `.pte` and its data file (where it has one)."""
+        return self.pte["bytes"] + (self.pte.get("data") or {}).get("bytes", 0)
 
     @property
     def passed(self) -> bool:

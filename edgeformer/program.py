@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import torch
@@ -46,7 +47,7 @@ def open_program(artifact, threads: int, pte: Path | None = None, method: str = 
     m = artifact.manifest
     if m.pte.get("format") == "aoti":
         return AotiProgram(pte or artifact.pte_file, m.pte.get("device", "cpu"), threads)
-    return Program(pte or artifact.pte_file, threads, causal_lm=bool(m.generation), method=method)
+    return Program(pte or artifact.pte_file, threads, causal_lm=bool(m.generation), method=method, data=artifact.data_file)
 
 
 class Program:
@@ -54,9 +55,11 @@ class Program:
 
     `causal_lm`: register the kernels of ExecuTorch's LLM custom ops (llama::update_cache,
     custom_sdpa; importing them costs ~35 MiB, so encoders skip it) and silence the native
-    stderr of each call (the custom SDPA kernel logs "No temp allocator provided" every time)."""
+    stderr of each call (the custom SDPA kernel logs "No temp allocator provided" every time).
+    `data`: the program's data file (`model.ptd`, or `Lowered.data`'s bytes), where it has one."""
 
-    def __init__(self, pte: bytes | Path, threads: int, causal_lm: bool = False, method: str = "forward"):
+    def __init__(self, pte: bytes | Path, threads: int, causal_lm: bool = False, method: str = "forward",
+                 data: Path | bytes | None = None):
         import executorch.kernels.quantized  # noqa: F401  registers quantized_decomposed::embedding_*
         from executorch.runtime import Runtime
 
@@ -68,11 +71,22 @@ class Program:
         # copied: 120 MiB less peak memory for a 157 MiB LM than its bytes.
         self._pte = pte
         self._quiet = causal_lm
+        if isinstance(data, bytes):  # the runtime reads a data file by path: one that lives as long as the program
+            self._data = tempfile.NamedTemporaryFile(suffix=".ptd")
+            self._data.write(data)
+            self._data.flush()
+            data = Path(self._data.name)
         try:
-            self._program = Runtime.get().load_program(str(pte) if isinstance(pte, Path) else pte)
+            self._program = Runtime.get().load_program(str(pte) if isinstance(pte, Path) else pte,
+                                                       data_path=None if data is None else str(data))
             self._method = self._program.load_method(method)
         except Exception as e:  # the runtime raises RuntimeError/ValueError with a status code
             raise UserError(f"the ExecuTorch runtime could not load the program ({e}); rebuild the artifact") from None
+
+    @classmethod
+    def of(cls, lowered, threads: int, **kwargs) -> Program:
+        """A backend's `Lowered` program, with its data file where it has one."""
+        return cls(lowered.pte, threads, data=lowered.data, **kwargs)
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         try:

@@ -54,6 +54,8 @@ def render(m: Manifest) -> str:
         f"from `{m.model.get('path')}`",
         f"- recipe: quant {r.get('quant')}, embedding {r.get('embedding_quant')}, seq {r.get('seq_len')}, {r.get('threads')} threads",
         f"- `.pte`: {m.pte['bytes'] / 2**20:.2f} MiB, sha256 `{m.pte['sha256'][:16]}…`",
+        *([f"- data file `{d['file']}` (weights the program uses twice, stored once): {d['bytes'] / 2**20:.2f} MiB, "
+           f"sha256 `{d['sha256'][:16]}…`"] if (d := m.pte.get("data")) else []),
         "", "## Budgets", "", f"![each budget: measured over its limit]({CHART})", "",
         "| budget | limit | measured | where | status |", "|---|---|---|---|---|",
     ]

@@ -21,7 +21,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from edgeformer.artifact import MANIFEST, TOKENIZER, Artifact, sha256_file
+from edgeformer.artifact import Artifact, sha256_file
 from edgeformer.devices.device import Device, check_ops, needs_python, parse_runner_output, with_measured_on
 from edgeformer.devices.runner_build import BINARY, ensure_runner
 from edgeformer.errors import UserError
@@ -60,7 +60,7 @@ def run_over_ssh(device: Device, a: Artifact, args: list[str], inputs: Path | No
             _install(device, runner, None, remote_runner, log, "the runner")
             cmd = [f"{remote_runner}/{BINARY}"]
     remote_art = f"{base}/artifacts/{a.manifest.pte['sha256'][:16]}"
-    _install(device, a.path, [a.pte_file.name, MANIFEST, TOKENIZER], remote_art, log, "the artifact")
+    _install(device, a.path, a.files, remote_art, log, "the artifact")
     cmd = [*cmd, remote_art, *args]
     stdin = None
     if inputs is not None:

@@ -47,6 +47,12 @@ def measure_bandwidth(threads: int, mib: int = 256, reps: int = 5) -> float:
     return 2 * src.numel() * 4 / best / 1e9
 
 
+def model_vocab(manifest) -> int:
+    """Ids the model's table has rows for: a tokenizer may count more (added tokens past the
+    table, as a GGUF's can), and an id past the table aborts the gather kernel."""
+    return min(manifest.tokenizer["vocab_size"], manifest.model.get("vocab_size") or manifest.tokenizer["vocab_size"])
+
+
 def bytes_per_token(manifest, position: int) -> int:
     """Bytes read by one decode step at `position` (weights + written cache)."""
     gen = manifest.generation
@@ -57,7 +63,9 @@ def bytes_per_token(manifest, position: int) -> int:
     layers = gen.get("layer_slots") or [gen["cache_slots"]]
     read = [min(position, n) if n == full else n for n in layers]
     cache_read = sum(read) * gen["cache_bytes_per_token"] // len(layers)
-    return manifest.pte["bytes"] - embedding + cache_read
+    if manifest.pte.get("data"):  # the table is the head's, read whole by every step
+        embedding = 0
+    return manifest.stored_bytes - embedding + cache_read
 
 
 def _measure(path: Path, threads: int, prompt: int, new: int, rounds: int, prompt_ids: list[int] | None = None) -> dict:
@@ -75,7 +83,7 @@ def _measure(path: Path, threads: int, prompt: int, new: int, rounds: int, promp
     if limit is not None and prompt + new > limit:
         raise UserError(f"--prompt-tokens {prompt} + --new-tokens {new} exceed the {limit}-token context; use fewer tokens")
     ids = prompt_ids[:prompt] if prompt_ids else \
-        torch.randint(0, art.manifest.tokenizer["vocab_size"], (prompt,), generator=torch.Generator().manual_seed(0)).tolist()
+        torch.randint(0, model_vocab(art.manifest), (prompt,), generator=torch.Generator().manual_seed(0)).tolist()
     baseline = rss_mb()
     prog = open_program(art, threads)
     prefill_s, ttft_s, per_token_ms, rss_curve = [], [], [], []

@@ -108,7 +108,7 @@ def validate(s: BuildState) -> None:
     if cannot_run:  # structural validation only: delegation and size
         numerics = dict(samples=0, sqnr_db=None, sqnr_db_vs_exported=None, reason=cannot_run)
     else:
-        program = Program(s.lowered.pte, s.recipe.threads)
+        program = Program.of(s.lowered, s.recipe.threads)
         numerics = check_numerics(program, s.exported, s.reference, s.extra["samples"],
                                   is_logits=s.loaded.hf.task == "classifier")
         numerics["reference"] = s.extra["reference"]
@@ -219,7 +219,7 @@ def batch_record(s: BuildState, program) -> dict:
     record = dict(method=BATCH_METHOD, size=size, inputs=inputs, delegation=s.lowered.methods[BATCH_METHOD].to_dict())
     if program is not None:
         encoded = [Encoded(ids, mask, ids.shape[1], False) for ids, mask in s.extra["samples"]]
-        batched = run_batched(encoded, s.loaded.pad_id, size, Program(s.lowered.pte, s.recipe.threads, method=BATCH_METHOD))
+        batched = run_batched(encoded, s.loaded.pad_id, size, Program.of(s.lowered, s.recipe.threads, method=BATCH_METHOD))
         with torch.no_grad():
             exported = run_batched(encoded, s.loaded.pad_id, size, s.methods[BATCH_METHOD].module())
         single = torch.stack([program(ids, mask)[0] for ids, mask in s.extra["samples"]])

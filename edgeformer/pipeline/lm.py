@@ -67,7 +67,9 @@ def quantize(s: BuildState) -> None:
         from edgeformer.transforms.smooth import CALIBRATION_PROMPT, smooth_head
 
         head = smooth_head(s.module, s.extra["tok"].encode(CALIBRATION_PROMPT).ids)
-    s.module = quantize_model(s.module, s.recipe, s.backend, gguf, calibrate=calibrate)
+    # XNNPACK's lowering stores the head and the embedding's equal tables once (transforms/tied_table.py)
+    s.module = quantize_model(s.module, s.recipe, s.backend, gguf, calibrate=calibrate,
+                              share_tied=s.backend.name == "xnnpack")
     if head is not None:
         s.module.quantization_record = {**getattr(s.module, "quantization_record", {}), "head_smoothing": head}
     s.module.full_logits = s.reference.full_logits = False  # prefill need not project every position
@@ -86,7 +88,7 @@ def validate(s: BuildState) -> None:
     from edgeformer.program import Program
     from edgeformer.transforms.quantize import quantization_record
 
-    s.extra["program"] = program = Program(s.lowered.pte, s.recipe.threads, causal_lm=True)  # numerics, then perplexity
+    s.extra["program"] = program = Program.of(s.lowered, s.recipe.threads, causal_lm=True)  # numerics, then perplexity
     shape = s.loaded.decoder.shape
     numerics = lm_numerics(program, s.module, s.reference, s.extra["prompt"], shape.max_tokens_per_call,
                            shape.max_context if shape.window is None or shape.mixed else None)

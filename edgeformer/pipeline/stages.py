@@ -118,13 +118,15 @@ def lower(state: BuildState) -> None:
     """The target's backend: the serialized program, written into the staging folder."""
     state.lowered = state.backend.lower(state.exported, state.recipe, state.methods or None)
     (state.staged / pte_name(state)).write_bytes(state.lowered.pte)
+    if state.lowered.data is not None:
+        (state.staged / art.DATA).write_bytes(state.lowered.data)
 
 
 def budgets(state: BuildState) -> None:
     from edgeformer.validate.budgets import check_budgets
 
     m = state.manifest
-    state.checks = check_budgets(state.budgets, len(state.lowered.pte), m.numerics, state.measured, state.where,
+    state.checks = check_budgets(state.budgets, state.lowered.size, m.numerics, state.measured, state.where,
                                  state.accuracy, lm=bool(m.generation))
     m.budgets = [c.to_dict() for c in state.checks]
 
@@ -239,14 +241,15 @@ def new_manifest(state: BuildState, **sections) -> Manifest:
     from edgeformer.validate.size import size_breakdown
 
     low = state.lowered
-    size = sections.pop("size", None) or size_breakdown(low.pte)
+    size = sections.pop("size", None) or size_breakdown(low.pte, len(low.data or b""))
+    data = {} if low.data is None else dict(data=dict(file=art.DATA, sha256=art.sha256_bytes(low.data), bytes=len(low.data)))
     return Manifest(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         target=dict(name=state.target.name, alias=state.target.alias, arch=state.target.arch, backend=state.target.backend),
         recipe=state.recipe.to_dict(),
         spec=state.spec.to_dict(),
         toolchain=toolchain_versions(),
-        pte=dict(file=pte_name(state), sha256=art.sha256_bytes(low.pte), bytes=len(low.pte)),
+        pte=dict(file=pte_name(state), sha256=art.sha256_bytes(low.pte), bytes=len(low.pte), **data),
         delegation=low.delegation.to_dict(),
         size=size,
         measurements={},

@@ -93,7 +93,7 @@ def measure_all(spec, built: list[dict], ref: dict, say) -> None:
     for r, a, (bench, where) in zip(todo, arts, timings(spec, arts, host=_host_speed), strict=True):
         prog = open_program(a, a.manifest.recipe["threads"])
         nll = [x for s in ref["segments"] for x in nll_stepwise(prog, s)]
-        m = dict(bytes=a.manifest.pte["bytes"], numerics=a.manifest.numerics, bench=bench, where=where, nll=nll)
+        m = dict(bytes=a.manifest.stored_bytes, numerics=a.manifest.numerics, bench=bench, where=where, nll=nll)
         file_of(r).parent.mkdir(parents=True, exist_ok=True)
         art.write_text_atomic(file_of(r), json.dumps(m))
         say(f"  measured {r['describe']}: perplexity {perplexity(nll):.3f}")

@@ -72,7 +72,7 @@ def measure_all(spec, built: list[dict], refs: dict[int, dict], say) -> None:
         if bench is not None and where == "host":  # memory as an app runs it, as `build` measures it
             bench.update(runner_memory(a.path, a.manifest.recipe["threads"], bench))
         pred = Runner(r["artifact"]).outputs(ref["texts"]).argmax(-1).tolist()
-        m = dict(bytes=a.manifest.pte["bytes"], numerics=a.manifest.numerics, bench=bench, where=where,
+        m = dict(bytes=a.manifest.stored_bytes, numerics=a.manifest.numerics, bench=bench, where=where,
                  correct=[p == g for p, g in zip(pred, ref["gold"], strict=True)])
         file_of(r).parent.mkdir(parents=True, exist_ok=True)
         art.write_text_atomic(file_of(r), json.dumps(m))

@@ -38,6 +38,12 @@ class Lowered:
     delegation: Delegation  # what ran inside the backend, what outside
     program: ExportedProgram  # the final program (for dumps, inspection)
     methods: dict[str, Delegation] = field(default_factory=dict)  # what each extra entry point delegated
+    data: bytes | None = None  # the program's data file (model.ptd: weights it uses twice, stored once), if any
+
+    @property
+    def size(self) -> int:
+        """Bytes on the device: the program and its data file."""
+        return len(self.pte) + len(self.data or b"")
 
 
 class Backend(Protocol):

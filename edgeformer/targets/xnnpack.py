@@ -93,17 +93,24 @@ class Xnnpack:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
 
+        from edgeformer.targets.shared_data import data_file, equal_constants, program_constants_tag, tag_for_data_file
+
         programs = {"forward": ep, **(methods or {})}
         for program in programs.values():
             refuse_zero_points(program)
-        edge = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()])
+        shared = equal_constants(programs)  # e.g. a tied LM's head and embedding: stored once, in model.ptd
+        edge = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()],
+                                           transform_passes=[tag_for_data_file(shared)] if shared else None)
         # Quant fusion turns torchao's dequantize_affine + embedding into the quantized gather
         # kernels (quantized_decomposed::embedding_byte / embedding_4bit).
         # The reinplace pass turns index_put on a mutable buffer (the portable decoder's KV-cache
         # write) into index_put_: without it every call copies each layer's whole cache twice.
-        et = edge.to_executorch(ExecutorchBackendConfig(do_quant_fusion_and_const_prop=True, run_reinplace_pass=True))
+        et = edge.to_executorch(ExecutorchBackendConfig(do_quant_fusion_and_const_prop=True, run_reinplace_pass=True,
+                                                        external_constants=program_constants_tag(shared) if shared else False))
         final = et.exported_program()
-        return Lowered(pte=et.buffer, delegation=summarize_delegation(final, BACKEND_ID), program=final,
+        pte = et.buffer
+        return Lowered(pte=pte, data=data_file(et) if shared else None,
+                       delegation=summarize_delegation(final, BACKEND_ID), program=final,
                        methods={name: summarize_delegation(et.exported_program(name), BACKEND_ID) for name in methods or {}})
 
     def runs_here(self) -> str | None:

@@ -22,19 +22,22 @@ from edgeformer.targets.backend import Backend, config_for
 from edgeformer.transforms.gguf_grid import GroupSumCorrected, keep_grid
 from edgeformer.transforms.gptq import gptq_
 from edgeformer.transforms.mixed import Run, quantize_mixed
+from edgeformer.transforms.tied_table import SHARED, share_table
 
 GGUF_FALLBACK = "int8"  # --quant gguf: the scheme of linears whose blocks cannot stay on their grid
 
 
 def quantize_model(model: nn.Module, recipe: Recipe, backend: Backend | None = None, gguf=None,
-                   calibrate: Run | None = None, budget_mb: float | None = None) -> nn.Module:
+                   calibrate: Run | None = None, budget_mb: float | None = None, share_tied: bool = False) -> nn.Module:
     """Quantize `model` in place per the recipe with `backend`'s configs (default XNNPACK),
     and unwrap tensor subclasses for export where the backend needs plain tensors.
 
     With `recipe.quant == "gguf"`, `gguf` (a `models.gguf.GGUFWeights`) gives the codes; with
     "mixed", `calibrate` (model -> output on calibration inputs) measures sensitivity and
     `budget_mb` is the size to fit; with "8da4w" and `quant_method` "gptq", GPTQ runs on what
-    `calibrate` feeds each linear."""
+    `calibrate` feeds each linear. `share_tied`: a causal LM whose int8 head is its token table
+    gathers its embeddings from the head's rows (transforms/tied_table.py) when the recipe's
+    embedding is int8."""
     if backend is None:
         from edgeformer.targets.xnnpack import XNNPACK
 
@@ -77,6 +80,8 @@ def quantize_model(model: nn.Module, recipe: Recipe, backend: Backend | None = N
                 done = gptq_(model, calibrate, recipe.group_size)
                 plan = {name: "8da4w (gptq)" for name in done}
         quantize_(model, lin, filter_fn=todo(nn.Linear))
+    if share_tied and recipe.embedding_quant == "int8" and share_table(model):
+        plan["embed"] = SHARED
     if emb is not None:
         if recipe.embedding_quant == "int4":
             _check_group_size(model, nn.Embedding, "embedding_dim", recipe, todo(nn.Embedding))
@@ -86,6 +91,8 @@ def quantize_model(model: nn.Module, recipe: Recipe, backend: Backend | None = N
     elif scheme == "8da4w":
         model.quantization_record = dict(method=QUANT_METHODS[recipe.quant_method], scales=recipe.quant_method,
                                          **(dict(modules=plan) if plan else {}))
+    elif plan:  # int8: the embedding gathers the head's rows
+        model.quantization_record = dict(modules=plan)
     if (lin is not None or emb is not None or plan) and backend.unwrap_subclasses:
         unwrap_tensor_subclass(model)
     return model

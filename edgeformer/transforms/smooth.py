@@ -57,8 +57,9 @@ def calibrate(decoder: nn.Module, prompt: list[int], new: int = CALIBRATION_TOKE
 
 def smooth_head(decoder: nn.Module, prompt: list[int], alpha: float = ALPHA) -> dict:
     """Move the head input's outliers into the head's weight columns, in place (the head gets
-    its own weight: a head tied to the embedding table is untied); `prompt`: the ids of
-    CALIBRATION_PROMPT, which the model continues. Returns the record."""
+    its own weight: a head tied to the embedding table is untied; `decoder.head_smoothing` keeps
+    s for `tied_table.share_table`); `prompt`: the ids of CALIBRATION_PROMPT, which the model
+    continues. Returns the record."""
     ids, amax = calibrate(decoder, prompt)
     # a channel the calibration text hardly used is not blown up (its input divided by a tiny
     # s) in case other text does use it: its maximum is taken as at least a tenth of the median
@@ -69,6 +70,7 @@ def smooth_head(decoder: nn.Module, prompt: list[int], alpha: float = ALPHA) -> 
     with torch.no_grad():
         decoder.lm_head.weight = nn.Parameter(w * s[None, :], requires_grad=False)
         decoder.norm.weight.div_(s)
+    decoder.head_smoothing = s
     flat = amax / s
     return dict(method="SmoothQuant on the head's input", alpha=alpha, calibration_tokens=len(ids),
                 calibration=f"greedy text the fp32 model wrote after {CALIBRATION_PROMPT!r}",

@@ -37,7 +37,8 @@ def profile(artifact: str | Path, threads: int | None = None, iters: int = 10) -
     if art.manifest.generation:
         import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  llama::update_cache, custom_sdpa kernels
     set_threads(threads or art.manifest.recipe["threads"])
-    module = portable_lib._load_for_executorch_from_buffer(art.pte, enable_etdump=True)
+    data = art.data_file.read_bytes() if art.data_file else None
+    module = portable_lib._load_for_executorch_from_buffer(art.pte, data_map_buffer=data, enable_etdump=True)
     # a causal LM's tokens are "1..N": profile one decode step, what runs once per generated token
     inputs = [torch.ones([int(str(d).split("..")[0]) for d in i["shape"]], dtype=getattr(torch, i["dtype"]))
               for i in art.manifest.inputs]

@@ -7,9 +7,19 @@ named data (weights that delegates reference by key, as XNNPACK does).
 
 from __future__ import annotations
 
+DATA_PART = "data file (weights used twice, stored once)"
 
-def size_breakdown(pte: bytes) -> dict[str, int]:
-    """Bytes by part: program, delegate blobs by backend, delegate weights, constants, padding."""
+
+def size_breakdown(pte: bytes, data_bytes: int = 0) -> dict[str, int]:
+    """Bytes by part: program, delegate blobs by backend, delegate weights, constants, padding,
+    and the data file's `data_bytes` where the program has one (targets/shared_data.py)."""
+    parts = _pte_parts(pte)
+    if data_bytes:
+        parts[DATA_PART] = data_bytes
+    return parts
+
+
+def _pte_parts(pte: bytes) -> dict[str, int]:
     from executorch.exir._serialize._program import _flatbuffer_to_program, _get_extended_header
     from executorch.exir.schema import DataLocation
 

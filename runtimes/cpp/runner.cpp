@@ -181,6 +181,12 @@ double percentile(std::vector<double> xs, double q) {
   return xs[std::min<size_t>(xs.size() - 1, std::max<long>(0, i))];
 }
 
+// ids the model's table has rows for (a tokenizer may count more: added tokens past the table)
+int64_t model_vocab(const json::Value& mf) {
+  int64_t tok = mf["tokenizer"]["vocab_size"].as_int();
+  return mf["model"].has("vocab_size") ? std::min(tok, mf["model"]["vocab_size"].as_int()) : tok;
+}
+
 std::vector<int64_t> seeded_ids(size_t n, int64_t vocab) {  // deterministic, for timing only
   std::vector<int64_t> ids(n);
   uint64_t s = 0x9E3779B97F4A7C15ull;
@@ -581,6 +587,14 @@ std::string run_lm(Module& m, const json::Value& mf, const std::vector<int64_t>&
   return j.str();
 }
 
+void verify_sha256(const std::string& file, const std::string& expected) {
+  std::string digest = sha256::file_hex(file);
+  if (digest.empty()) throw UserError{"cannot read " + file + "; copy the whole artifact folder"};
+  if (digest != expected)
+    throw UserError{file + " sha256 " + digest.substr(0, 12) + "... does not match the manifest (" + expected.substr(0, 12) +
+                    "...): the file was changed or damaged; copy it again"};
+}
+
 int main_impl(int argc, char** argv) {
   Options o = parse_args(argc, argv);
   std::string dir = o.artifact;
@@ -588,13 +602,12 @@ int main_impl(int argc, char** argv) {
   if (mf["schema_version"].is_null() || mf["schema_version"].as_int() != 1)
     throw UserError{dir + "/manifest.json has an unknown schema_version; rebuild the artifact with this edgeformer"};
   std::string pte = dir + "/" + mf["pte"]["file"].as_str();
+  // the data file, where the program has one: the weights it uses twice, stored once (model.ptd)
+  std::string data = mf["pte"].has("data") ? dir + "/" + mf["pte"]["data"]["file"].as_str() : "";
   auto t_hash = std::chrono::steady_clock::now();
-  std::string digest = sha256::file_hex(pte);
+  verify_sha256(pte, mf["pte"]["sha256"].as_str());
+  if (!data.empty()) verify_sha256(data, mf["pte"]["data"]["sha256"].as_str());
   double hash_ms = ms_since(t_hash);
-  if (digest.empty()) throw UserError{"cannot read " + pte + "; copy the whole artifact folder"};
-  if (digest != mf["pte"]["sha256"].as_str())
-    throw UserError{pte + " sha256 " + digest.substr(0, 12) + "... does not match the manifest (" +
-                    mf["pte"]["sha256"].as_str().substr(0, 12) + "...): the file was changed or damaged; copy it again"};
   json::Value inputs;
   if (!o.inputs.empty()) inputs = read_json(o.inputs, "give a JSON object of integer lists");
   std::vector<std::string> texts = o.texts;
@@ -634,7 +647,9 @@ int main_impl(int argc, char** argv) {
   auto t_load = std::chrono::steady_clock::now();
   // Mmap: the .pte is mapped, not copied, as on a phone.
   PlannedMemory planned;  // before m: the method m owns must not outlive its memory
-  Module m(pte, Module::LoadMode::Mmap);
+  auto owned = data.empty() ? std::make_unique<Module>(pte, Module::LoadMode::Mmap)
+                            : std::make_unique<Module>(pte, data, Module::LoadMode::Mmap);
+  Module& m = *owned;
   // --batch loads the batch method only (run_texts_batched checks the artifact has one)
   std::string method = o.batch && mf.has("batch") ? mf["batch"]["method"].as_str() : "forward";
   Error e = m.load_method(method, planned.map(m, method));
@@ -646,7 +661,7 @@ int main_impl(int argc, char** argv) {
   if (mf.has("generation"))
     prompt = lm_tok ? lm_tok->encode(texts[0])
              : inputs.has("prompt_ids") ? inputs["prompt_ids"].as_ints()
-                                        : seeded_ids(o.prompt_tokens, mf["tokenizer"]["vocab_size"].as_int());
+                                        : seeded_ids(o.prompt_tokens, model_vocab(mf));
   std::string body = mf.has("generation") ? run_lm(m, mf, prompt, o, lm_tok.get())
                      : tok ? (o.batch ? run_texts_batched(m, mf, *tok, texts, o) : run_texts(m, mf, *tok, texts, o))
                            : run_encoder(m, mf, inputs, o);

@@ -157,7 +157,7 @@ def greedy_python(art, prompt, n):
     from edgeformer.lm.generate import Sampling, generate
 
     a = load_artifact(art)
-    prog = Program(a.pte_file, 2, causal_lm=True)
+    prog = Program(a.pte_file, 2, causal_lm=True, data=a.data_file)
     return list(generate(prog, prompt, n, frozenset(), Sampling(temperature=0.0),
                          chunk=a.manifest.generation["max_tokens_per_call"]))
 
@@ -217,6 +217,24 @@ def test_runner_memory_is_what_the_reply_touches(host_runner, tmp_path):
     assert got["generated_ids"] == greedy_python(art.path, prompt, 20)
     assert got["planned_memory_mb"] > 32
     assert got["model_memory_mb"] < got["planned_memory_mb"] / 2, got  # 20 of 64 MiB here; 78 zero-filled
+
+
+def test_runner_loads_the_data_file(tiny_gguf, host_runner, tmp_path):
+    """A tied GGUF's table stored once, in model.ptd: the runner verifies and loads it beside the
+    .pte and generates what the Python runtime does."""
+    import edgeformer
+
+    art = edgeformer.build(str(tiny_gguf), "host", tmp_path / "tied", quant="gguf", max_context=64, lm_ops="portable",
+                           bench_iters=0).path
+    assert (art / "model.ptd").is_file()
+    prompt = [5, 17, 33, 2, 41, 8, 60, 12, 9]
+    f = tmp_path / "prompt.json"
+    f.write_text(json.dumps({"prompt_ids": prompt}))
+    args = [str(host_runner), str(art), "--inputs", str(f), "--max-new-tokens", "12", "--ignore-eos", "--warmup", "0"]
+    assert run_json(args)["generated_ids"] == greedy_python(art, prompt, 12)
+    (art / "model.ptd").write_bytes((art / "model.ptd").read_bytes()[:-1] + b"\0")
+    proc = subprocess.run(args, capture_output=True, text=True)
+    assert proc.returncode == 2 and "model.ptd sha256" in proc.stderr
 
 
 def test_custom_op_lm_is_refused_with_the_fix(tiny_llama_folder, tmp_path, capsys, host_runner):

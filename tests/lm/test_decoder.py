@@ -42,7 +42,7 @@ def hf():
 @pytest.fixture(scope="module")
 def lowered(hf):
     dec = from_hf(hf, CTX)
-    return dec, Program(lower(export_decoder(copy.deepcopy(dec)), Recipe(quant="fp32")).pte, 2, causal_lm=True)
+    return dec, Program.of(lower(export_decoder(copy.deepcopy(dec)), Recipe(quant="fp32")), 2, causal_lm=True)
 
 
 @pytest.mark.parametrize("tie", [True, False])
@@ -86,7 +86,7 @@ def test_8da4w_decoder_lowers_with_the_cache(hf):
     with torch.no_grad():
         ref = steps(copy.deepcopy(dec), ids, 5)
         q = quantize_model(dec, Recipe(quant="8da4w", embedding_quant="int8"))
-        prog = Program(lower(export_decoder(copy.deepcopy(q)), Recipe(quant="8da4w")).pte, 2, causal_lm=True)
+        prog = Program.of(lower(export_decoder(copy.deepcopy(q)), Recipe(quant="8da4w")), 2, causal_lm=True)
         eager_q = steps(q, ids, 5)
         got = steps(prog, ids, 5)
     assert sqnr_db(eager_q, got) > 30  # lowering adds little to the quantization error

@@ -78,7 +78,7 @@ def test_pte_equals_eager_and_generates_what_hugging_face_does(arch):
     lowered = lower(export_decoder(copy.deepcopy(dec)), Recipe(quant="fp32"))
     outside = set(lowered.delegation.non_delegated_ops)  # norms (Qwen3's per-head ones too), RoPE, MLP in XNNPACK
     assert not [op for op in outside if any(w in op for w in ("linear", "mm", "mean", "rsqrt", "sigmoid", "cos"))], outside
-    prog = Program(lowered.pte, 2, causal_lm=True)
+    prog = Program.of(lowered, 2, causal_lm=True)
     ids = torch.randint(0, 96, (1, 13))
     with torch.no_grad():
         assert (steps(prog, ids, 6) - steps(dec, ids, 6)).abs().max() < 1e-5
@@ -89,7 +89,7 @@ def test_pte_equals_eager_and_generates_what_hugging_face_does(arch):
 
 def test_portable_qwen3_pte_equals_eager():
     dec = decoder(tiny("qwen3", seed=3), portable=True)
-    prog = Program(lower(export_decoder(copy.deepcopy(dec)), Recipe(quant="fp32")).pte, 2, causal_lm=True)
+    prog = Program.of(lower(export_decoder(copy.deepcopy(dec)), Recipe(quant="fp32")), 2, causal_lm=True)
     ids = torch.randint(0, 96, (1, 10))
     with torch.no_grad():
         assert (steps(prog, ids, 5) - steps(dec, ids, 5)).abs().max() < 1e-5

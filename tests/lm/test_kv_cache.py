@@ -75,7 +75,7 @@ def test_int8_cache_pte_equals_exported(portable, window, sinks):
         assert copies and not caches & set(static), static  # the per-token qparams only, never a cache-wide copy
     else:
         assert ops.get("llama_custom_quantized_sdpa_default") == 2, ops  # one per layer
-    prog = Program(lowered.pte, 2, causal_lm=not portable)
+    prog = Program(lowered.pte, 2, causal_lm=not portable, data=lowered.data)
     ids = torch.randint(0, 96, (1, 13))
     with torch.no_grad():
         for prefill in (8, 4):  # the second sequence starts over a stale cache

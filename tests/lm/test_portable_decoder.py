@@ -28,7 +28,7 @@ def test_portable_pte_has_no_custom_ops_and_equals_eager():
     lowered = lower(export_decoder(copy.deepcopy(dec)), Recipe(quant="fp32"))
     ops = lowered.delegation.to_dict()["non_delegated_ops"]
     assert not [op for op in ops if op.startswith("llama")], ops
-    prog = Program(lowered.pte, 2)  # no custom-op kernels loaded
+    prog = Program.of(lowered, 2)  # no custom-op kernels loaded
     ids = torch.randint(0, 96, (1, 13))
     with torch.no_grad():
         for prefill in (9, 4):  # the second sequence starts over a stale cache

@@ -55,7 +55,8 @@ def test_ring_wraps_many_times_and_equals_band_attention():
 def test_ring_pte_equals_eager_and_generates_past_its_slots():
     hf = tiny_llama(seed=4)
     dec = from_hf(hf, 64, window=8, sinks=2, chunk=4)
-    prog = Program(lower(export_decoder(copy.deepcopy(dec)), Recipe(quant="fp32")).pte, 2, causal_lm=True)
+    low = lower(export_decoder(copy.deepcopy(dec)), Recipe(quant="fp32"))
+    prog = Program(low.pte, 2, causal_lm=True, data=low.data)
     ids = torch.randint(0, 96, (1, 30))
     with torch.no_grad():
         assert (chunked(prog, ids, 10, 4) - chunked(dec, ids, 10, 4)).abs().max() < 1e-5

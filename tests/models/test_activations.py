@@ -21,7 +21,7 @@ class Act(torch.nn.Module):
 def _pte_output(fn, x):
     lowered = lower(torch.export.export(Act(fn), (x,)), Recipe(quant="fp32"))
     assert lowered.delegation.delegated_subgraphs == 1 and not lowered.delegation.non_delegated_ops
-    return Program(lowered.pte, 2)(x)
+    return Program.of(lowered, 2)(x)
 
 
 def test_tanh_gelu_lowers_to_the_tanh_approximation():

@@ -39,7 +39,7 @@ def _run(backend: Backend, lowered, tmp_path, threads: int = 1):
     if isinstance(backend, Cuda):
         (tmp_path / "model.pt2").write_bytes(lowered.pte)
         return AotiProgram(tmp_path / "model.pt2", backend.device, threads)
-    return Program(lowered.pte, threads)
+    return Program(lowered.pte, threads, data=lowered.data)
 
 
 @pytest.mark.parametrize("name,scheme", CASES)

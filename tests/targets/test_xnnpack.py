@@ -42,7 +42,7 @@ def test_everything_but_gather_and_mask_cast_is_delegated(tiny_bert, quant, emb,
 def test_pte_matches_exported_program(tiny_bert, quant, emb, group, tol):
     ep, lowered, inputs = _lower(tiny_bert, Recipe(quant=quant, embedding_quant=emb, group_size=group))
     expected = ep.module()(*inputs)
-    actual = Program(lowered.pte, threads=1)(*inputs)
+    actual = Program(lowered.pte, threads=1, data=lowered.data)(*inputs)
     torch.testing.assert_close(actual, expected, atol=tol, rtol=tol)
     if quant != "fp32":
         assert sqnr_db(expected, actual) > 40  # lowering adds little on top of quantization
@@ -50,7 +50,7 @@ def test_pte_matches_exported_program(tiny_bert, quant, emb, group, tol):
 
 def test_classifier_lowers_and_matches(tiny_bert_cls):
     ep, lowered, inputs = _lower(tiny_bert_cls, Recipe(quant="fp32", embedding_quant="fp32"))
-    torch.testing.assert_close(Program(lowered.pte, 1)(*inputs), ep.module()(*inputs), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(Program(lowered.pte, 1, data=lowered.data)(*inputs), ep.module()(*inputs), atol=1e-5, rtol=1e-5)
     assert lowered.delegation.delegated_subgraphs == 1
 
 
@@ -72,4 +72,4 @@ def test_4bit_weights_lower_correctly_on_skewed_rows():
     ep = torch.export.export(m, (x,))
     lowered = xnnpack.lower(ep, Recipe(quant="8da4w"))
     assert lowered.delegation.non_delegated_ops == {}
-    assert sqnr_db(ep.module()(x), Program(lowered.pte, 1)(x)) > 40
+    assert sqnr_db(ep.module()(x), Program(lowered.pte, 1, data=lowered.data)(x)) > 40

@@ -74,7 +74,7 @@ def test_pruned_pte_equals_eager_and_its_cache_follows_the_pruned_shapes():
     dec = decoder(hf)
     kv = [b.shape for name, b in dec.named_buffers() if name.endswith("k_cache")]
     assert [s[2] for s in kv] == [1, 2]  # [1, slots, kv heads, head_dim] per layer: the pruned layer holds one group
-    program = Program(lower(export_decoder(copy.deepcopy(dec)), Recipe(quant="fp32")).pte, 2, causal_lm=True)
+    program = Program.of(lower(export_decoder(copy.deepcopy(dec)), Recipe(quant="fp32")), 2, causal_lm=True)
     ids = torch.randint(0, 96, (1, 10), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         want = steps(dec, ids, 4)

@@ -124,7 +124,7 @@ def test_it_lowers_exactly_with_every_linear_delegated(tiny):
         one = tuple(x[:1] for x in inputs)
         ep = torch.export.export(q, one)
         low = XNNPACK.lower(ep, Recipe(quant="int8"))
-        got = Program(low.pte, 1)(*one)
+        got = Program(low.pte, 1, data=low.data)(*one)
         assert sqnr_db(ep.module()(*one), got) > 35
         assert not [op for op in low.delegation.non_delegated_ops if "linear" in op or "mm" in op]
         sizes[name] = (len(low.pte), plan.size_bytes())

@@ -93,6 +93,18 @@ def main(argv=None):
         return e.code
 
 
+def _verify(path, sha256):
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as e:
+        raise Fail(f"cannot read {path} ({e.strerror}); copy the whole artifact folder", 2) from None
+    if h.hexdigest() != sha256:
+        raise Fail(f"{path} sha256 does not match the manifest: the file was changed or damaged; copy it again", 2)
+
+
 def run(a):
     try:
         with open(os.path.join(a.artifact, "manifest.json")) as f:
@@ -100,14 +112,13 @@ def run(a):
     except (OSError, ValueError) as e:
         raise Fail(f"cannot read {a.artifact}/manifest.json ({e}); copy the whole artifact folder", 2) from None
     pte = os.path.join(a.artifact, mf["pte"]["file"])
+    # the data file, where the program has one: the weights it uses twice, stored once (model.ptd)
+    data = os.path.join(a.artifact, mf["pte"]["data"]["file"]) if mf["pte"].get("data") else None
     t0 = time.perf_counter()
-    h = hashlib.sha256()
-    with open(pte, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    _verify(pte, mf["pte"]["sha256"])
+    if data:
+        _verify(data, mf["pte"]["data"]["sha256"])
     hash_ms = (time.perf_counter() - t0) * 1e3
-    if h.hexdigest() != mf["pte"]["sha256"]:
-        raise Fail(f"{pte} sha256 does not match the manifest: the file was changed or damaged; copy it again", 2)
     inputs = {}
     if a.inputs:
         with open(a.inputs) as f:
@@ -148,7 +159,7 @@ def run(a):
     rss_before = _status_mb("VmRSS")
     t0 = time.perf_counter()
     try:
-        program = Runtime.get().load_program(pte)
+        program = Runtime.get().load_program(pte, data_path=data)
         # --batch loads the batch method only: forward's packed weights would be a second copy in memory
         method = program.load_method(mf["batch"]["method"] if a.batch else "forward")
     except Exception as e:
@@ -343,7 +354,9 @@ def on_texts(method, mf, tok, texts, a, torch):
 def lm(method, mf, inputs, a, torch):
     g = mf["generation"]
     per_call, stop = g["max_tokens_per_call"], set(g.get("stop_ids") or [])
-    prompt = inputs.get("prompt_ids") or seeded_ids(a.prompt_tokens, mf["tokenizer"]["vocab_size"])
+    # ids the model's table has rows for (a tokenizer may count more: added tokens past the table)
+    vocab = min(mf["tokenizer"]["vocab_size"], mf["model"].get("vocab_size") or mf["tokenizer"]["vocab_size"])
+    prompt = inputs.get("prompt_ids") or seeded_ids(a.prompt_tokens, vocab)
     if g["cache"] != "ring" and len(prompt) + a.max_new_tokens > g["max_context"]:
         raise Fail(f"{len(prompt)} prompt + {a.max_new_tokens} new tokens exceed max_context {g['max_context']}", 2)
 

@@ -220,8 +220,11 @@ def test_runner_memory_is_what_the_reply_touches(host_runner, tmp_path):
 
 
 def test_runner_loads_the_data_file(tiny_gguf, host_runner, tmp_path):
-    """A tied GGUF's table stored once, in model.ptd: the runner verifies and loads it beside the
-    .pte and generates what the Python runtime does."""
+    """A tied GGUF's table stored once, in model.ptd: the runner (and the Python worker) verify
+    and load it beside the .pte and generate what the Python runtime does."""
+    import sys
+    from pathlib import Path
+
     import edgeformer
 
     art = edgeformer.build(str(tiny_gguf), "host", tmp_path / "tied", quant="gguf", max_context=64, lm_ops="portable",
@@ -231,7 +234,12 @@ def test_runner_loads_the_data_file(tiny_gguf, host_runner, tmp_path):
     f = tmp_path / "prompt.json"
     f.write_text(json.dumps({"prompt_ids": prompt}))
     args = [str(host_runner), str(art), "--inputs", str(f), "--max-new-tokens", "12", "--ignore-eos", "--warmup", "0"]
-    assert run_json(args)["generated_ids"] == greedy_python(art, prompt, 12)
+    want = greedy_python(art, prompt, 12)
+    assert run_json(args)["generated_ids"] == want
+    worker = Path(__file__).resolve().parents[2] / "runtimes" / "python" / "edgeformer_worker.py"
+    assert run_json([sys.executable, str(worker), *args[1:]])["generated_ids"] == want  # the device-side Python twin
+    seeded = [str(art), "--prompt-tokens", "40", "--max-new-tokens", "2", "--warmup", "0"]  # ids within the 256-row table
+    assert run_json([str(host_runner), *seeded])["generated_ids"] == run_json([sys.executable, str(worker), *seeded])["generated_ids"]
     (art / "model.ptd").write_bytes((art / "model.ptd").read_bytes()[:-1] + b"\0")
     proc = subprocess.run(args, capture_output=True, text=True)
     assert proc.returncode == 2 and "model.ptd sha256" in proc.stderr

@@ -12,8 +12,11 @@ computes:
                            them for XNNPACK (fp16 in the file: 3 mantissa bits lost)
   + int8 head              the tied head (Q8_0 in the file) requantized per channel, int8
                            dynamic activations: what `--quant gguf` built before smoothing
-  + int8 head, smoothed    the same after smoothing: what it builds now
-  int8 / int8 smoothed     `--quant int8` (every linear int8) without and with smoothing
+  + int8 head, smoothed    the same after smoothing
+  + one table              the embedding gathers the smoothed int8 head's rows instead of the
+                           Q8_0 table (transforms/tied_table.py): what it builds now
+  int8 / int8 smoothed     `--quant int8` (every linear int8) without and with smoothing, and
+  / one table              with the embedding gathering the head's rows (what it builds now)
 
 With --pte, also builds both schemes and reads each .pte's perplexity from its manifest.
 
@@ -43,6 +46,7 @@ from edgeformer.targets.xnnpack import XNNPACK
 from edgeformer.transforms.gguf_grid import keep_grid
 from edgeformer.transforms.quantize import quantize_model
 from edgeformer.transforms.smooth import CALIBRATION_PROMPT, smooth_head
+from edgeformer.transforms.tied_table import share_table
 
 
 def segment_logits(dec, segs) -> torch.Tensor:
@@ -88,12 +92,15 @@ def eager_rows(lm, prompt: list[int], segs) -> dict[str, dict]:
     models["+ bf16 scales"] = copy.deepcopy(grid)
     models["+ int8 head (before)"] = int8_head(copy.deepcopy(grid))
     smooth_head(grid, prompt)
-    models["+ int8 head, smoothed (now)"] = int8_head(grid)
-    for label, smooth in (("int8 (before)", False), ("int8, smoothed (now)", True)):
+    models["+ int8 head, smoothed"] = int8_head(copy.deepcopy(grid))
+    grid = int8_head(grid)
+    share_table(grid)
+    models["+ one table (now)"] = grid
+    for label, smooth, one in (("int8", False, False), ("int8, smoothed", True, False), ("int8, smoothed, one table (now)", True, True)):
         dec = copy.deepcopy(lm.decoder)
         if smooth:
             smooth_head(dec, prompt)
-        models[label] = quantize_model(dec, Recipe(quant="int8"))
+        models[label] = quantize_model(dec, Recipe(quant="int8"), share_tied=one)
     rows = {"fp32": scores(reference, reference, targets)}
     for label, dec in models.items():
         log(label)

@@ -39,6 +39,7 @@ class LMSession:
             raise UserError(f"{artifact.path} holds a {m.model.get('task')} model, not a causal LM; "
                             f"use `edgeformer run` with texts for it")
         self.gen = m.generation
+        self.rows = m.model.get("vocab_size")  # the token table's rows: an id past them aborts the gather kernel
         self.tok = Tokenizer.from_file(str(artifact.tokenizer_file))
         self.program = open_program(artifact, threads or m.recipe["threads"])
 
@@ -51,8 +52,15 @@ class LMSession:
         template = self.gen.get("chat_template")
         if chat and template:
             text = render_chat(template, text, self.gen.get("special_tokens", {}))
-            return self.tok.encode(text, add_special_tokens=False).ids
-        return self.tok.encode(text).ids
+            ids = self.tok.encode(text, add_special_tokens=False).ids
+        else:
+            ids = self.tok.encode(text).ids
+        past = [i for i in ids if self.rows is not None and i >= self.rows]
+        if past:
+            raise UserError(f"the prompt holds {self.tok.id_to_token(past[0])!r} (token id {past[0]}), which the model's "
+                            f"{self.rows}-row token table has no row for (its tokenizer adds tokens past the table); "
+                            f"leave it out of the prompt")
+        return ids
 
     def stream(self, text: str, max_new_tokens: int, sampling: Sampling = Sampling(), chat: bool = True,
                notice: Callable[[str], None] = lambda msg: None, stats: Stats | None = None) -> Iterator[str]:

@@ -240,6 +240,10 @@ def test_runner_loads_the_data_file(tiny_gguf, host_runner, tmp_path):
     assert run_json([sys.executable, str(worker), *args[1:]])["generated_ids"] == want  # the device-side Python twin
     seeded = [str(art), "--prompt-tokens", "40", "--max-new-tokens", "2", "--warmup", "0"]  # ids within the 256-row table
     assert run_json([str(host_runner), *seeded])["generated_ids"] == run_json([sys.executable, str(worker), *seeded])["generated_ids"]
+    f.write_text(json.dumps({"prompt_ids": [5, 256]}))  # the tokenizer's added <|endoftext|>, past the 256-row table
+    for cmd in (args, [sys.executable, str(worker), *args[1:]]):
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        assert proc.returncode == 2 and "prompt id 256 is outside the model's token table (0..255)" in proc.stderr
     (art / "model.ptd").write_bytes((art / "model.ptd").read_bytes()[:-1] + b"\0")
     proc = subprocess.run(args, capture_output=True, text=True)
     assert proc.returncode == 2 and "model.ptd sha256" in proc.stderr

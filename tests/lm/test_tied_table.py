@@ -98,3 +98,10 @@ def test_a_damaged_data_file_is_named(gguf_build, tmp_path, capsys):
         f.write(b"\xff")
     code, _, err = run_cli(["run", str(art), "-p", "hello", "-n", "2"], capsys)
     assert code == 2 and "model.ptd sha256" in err and "Traceback" not in err
+
+
+def test_a_prompt_token_past_the_table_is_refused(gguf_build, capsys):
+    """The tiny GGUF's tokenizer adds <|endoftext|> as id 256 past the 256-row table: the gather
+    kernel would abort the process; the prompt is refused by name instead."""
+    code, _, err = run_cli(["run", str(gguf_build.path), "-p", "hi <|endoftext|>", "-n", "2", "--no-chat"], capsys)
+    assert code == 2 and "'<|endoftext|>' (token id 256)" in err and "256-row token table" in err, err

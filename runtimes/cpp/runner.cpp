@@ -662,10 +662,11 @@ int main_impl(int argc, char** argv) {
     prompt = lm_tok ? lm_tok->encode(texts[0])
              : inputs.has("prompt_ids") ? inputs["prompt_ids"].as_ints()
                                         : seeded_ids(o.prompt_tokens, model_vocab(mf));
+  int64_t rows = mf["model"].has("vocab_size") ? mf["model"]["vocab_size"].as_int() : mf["tokenizer"]["vocab_size"].as_int();
   for (int64_t id : prompt)  // an id past the token table aborts the gather kernel
-    if (id < 0 || id >= model_vocab(mf))
-      throw UserError{"prompt id " + std::to_string(id) + " is outside the model's token table (0.." +
-                      std::to_string(model_vocab(mf) - 1) + "); its tokenizer adds tokens past the table: leave it out"};
+    if (id < 0 || id >= rows)
+      throw UserError{"prompt id " + std::to_string(id) + " is outside the model's token table (0.." + std::to_string(rows - 1) +
+                      "); its tokenizer adds tokens past the table: leave it out"};
   std::string body = mf.has("generation") ? run_lm(m, mf, prompt, o, lm_tok.get())
                      : tok ? (o.batch ? run_texts_batched(m, mf, *tok, texts, o) : run_texts(m, mf, *tok, texts, o))
                            : run_encoder(m, mf, inputs, o);

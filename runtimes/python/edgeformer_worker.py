@@ -357,9 +357,10 @@ def lm(method, mf, inputs, a, torch):
     # ids the model's table has rows for (a tokenizer may count more: added tokens past the table)
     vocab = min(mf["tokenizer"]["vocab_size"], mf["model"].get("vocab_size") or mf["tokenizer"]["vocab_size"])
     prompt = inputs.get("prompt_ids") or seeded_ids(a.prompt_tokens, vocab)
+    rows = mf["model"].get("vocab_size") or mf["tokenizer"]["vocab_size"]
     for i in prompt:  # an id past the token table aborts the gather kernel
-        if not 0 <= i < vocab:
-            raise Fail(f"prompt id {i} is outside the model's token table (0..{vocab - 1}); its tokenizer adds tokens past "
+        if not 0 <= i < rows:
+            raise Fail(f"prompt id {i} is outside the model's token table (0..{rows - 1}); its tokenizer adds tokens past "
                        "the table: leave it out", 2)
     if g["cache"] != "ring" and len(prompt) + a.max_new_tokens > g["max_context"]:
         raise Fail(f"{len(prompt)} prompt + {a.max_new_tokens} new tokens exceed max_context {g['max_context']}", 2)

@@ -103,7 +103,7 @@ class Artifact:
     def data_file(self) -> Path | None:
         """The verified data file the `.pte` loads with, or None when it has none."""
         data = self.manifest.pte.get("data")
-        return self.path / data["file"] if data else None
+        return self.path / data.get("file", DATA) if data else None
 
     @property
     def files(self) -> list[str]:
@@ -147,13 +147,14 @@ def load_artifact(path: Path | str) -> Artifact:
     if not mf.is_file():
         raise UserError(f"{str(path)!r} has no {MANIFEST}; it is not an edgeformer artifact (build one with `edgeformer build`)")
     manifest = Manifest.from_json(mf.read_text(encoding="utf-8", errors="replace"), where=str(mf))
-    _verify(path / manifest.pte.get("file", PTE), manifest.pte)
-    if manifest.pte.get("data"):
-        _verify(path / manifest.pte["data"].get("file", DATA), manifest.pte["data"])
-    tok = path / TOKENIZER
+    a = Artifact(path=path, manifest=manifest)
+    _verify(a.pte_file, manifest.pte)
+    if a.data_file is not None:
+        _verify(a.data_file, manifest.pte["data"])
+    tok = a.tokenizer_file
     if not tok.is_file() or sha256_bytes(tok.read_bytes()) != manifest.tokenizer.get("sha256"):
         raise UserError(f"{tok} is missing or does not match the manifest; rebuild the artifact")
-    return Artifact(path=path, manifest=manifest)
+    return a
 
 
 def _verify(file: Path, entry: dict) -> None:

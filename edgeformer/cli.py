@@ -384,7 +384,7 @@ def inspect(
     if iters < 1:
         raise UserError(f"--iters {iters}: profile at least 1 run (or pass --no-profile)")
     aoti = a.manifest.pte.get("format") == "aoti"  # a server package is not a .pte: no breakdown, no ETDump
-    size = a.manifest.size if aoti else size_breakdown(a.pte, (a.manifest.pte.get("data") or {}).get("bytes", 0))
+    size = a.manifest.size if aoti else size_breakdown(a.pte, a.manifest.data_bytes)
     timing = None
     if profile and not aoti and a.manifest.target.get("backend") != "vulkan":
         from edgeformer.validate.profile import profile as run_profile

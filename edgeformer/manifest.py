@@ -41,9 +41,14 @@ class Manifest:
     notes: list = field(default_factory=list)
 
     @property
+    def data_bytes(self) -> int:
+        """The data file's bytes (`pte.data`), 0 when the program has none."""
+        return (self.pte.get("data") or {}).get("bytes", 0)
+
+    @property
     def stored_bytes(self) -> int:
         """What the device stores: the `.pte` and its data file (where it has one)."""
-        return self.pte["bytes"] + (self.pte.get("data") or {}).get("bytes", 0)
+        return self.pte["bytes"] + self.data_bytes
 
     @property
     def passed(self) -> bool:

@@ -71,7 +71,8 @@ def program_constants_tag(names: set[str]):
 
 
 def data_file(manager) -> bytes | None:
-    """The serialized data file of an `ExecutorchProgramManager`, or None when it has none."""
+    """The serialized data file of an `ExecutorchProgramManager`, or None when it has none;
+    after `manager.buffer` (serializing the program is what makes its data files)."""
     with tempfile.TemporaryDirectory() as tmp:
         manager.write_tensor_data_to_file(tmp)
         path = Path(tmp) / f"{TAG}.ptd"

@@ -108,7 +108,7 @@ class Xnnpack:
         et = edge.to_executorch(ExecutorchBackendConfig(do_quant_fusion_and_const_prop=True, run_reinplace_pass=True,
                                                         external_constants=program_constants_tag(shared) if shared else False))
         final = et.exported_program()
-        pte = et.buffer
+        pte = et.buffer  # first: serializing makes the data file
         return Lowered(pte=pte, data=data_file(et) if shared else None,
                        delegation=summarize_delegation(final, BACKEND_ID), program=final,
                        methods={name: summarize_delegation(et.exported_program(name), BACKEND_ID) for name in methods or {}})

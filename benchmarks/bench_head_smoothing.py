@@ -1,5 +1,5 @@
 """Where SmolLM2's 4-bit GGUF build loses perplexity, one approximation at a time, and what
-smoothing the output head's input wins back (transforms/smooth.py).
+smoothing the linears' inputs wins back (transforms/smooth.py).
 
 Eager models, perplexity on the first 2048 tokens of Persuasion in 512-token segments (as
 `build --eval-data janeausten` scores a .pte), each row one more step towards what the .pte
@@ -8,10 +8,12 @@ computes:
   fp32                     the GGUF dequantized (the reference every build is scored against)
   grid                     --quant gguf's linears on the GGUF's own 4-bit codes, with the int8
                            dynamic activations XNNPACK's kernels take; the Q8_0 token table
+  + inputs smoothed        every layer's linear inputs flattened, one factor per 32-group (the
+                           grid kept exact: smooth_grid)
   + bf16 scales            the 4-bit groups' scales rounded to bf16, as ExecuTorch 1.5.1 stores
                            them for XNNPACK (fp16 in the file: 3 mantissa bits lost)
   + int8 head              the tied head (Q8_0 in the file) requantized per channel, int8
-                           dynamic activations: what `--quant gguf` built before smoothing
+                           dynamic activations
   + int8 head, smoothed    the same after smoothing
   + one table              the embedding gathers the smoothed int8 head's rows instead of the
                            Q8_0 table (transforms/tied_table.py): what it builds now
@@ -45,7 +47,7 @@ from edgeformer.targets.backend import config_for
 from edgeformer.targets.xnnpack import XNNPACK
 from edgeformer.transforms.gguf_grid import keep_grid
 from edgeformer.transforms.quantize import quantize_model
-from edgeformer.transforms.smooth import CALIBRATION_PROMPT, smooth_head
+from edgeformer.transforms.smooth import CALIBRATION_PROMPT, calibrate, grid_sites, smooth_grid, smooth_head
 from edgeformer.transforms.tied_table import share_table
 
 
@@ -88,9 +90,13 @@ def eager_rows(lm, prompt: list[int], segs) -> dict[str, dict]:
     grid = copy.deepcopy(lm.decoder)
     keep_grid(grid, GGUFWeights(lm.source["path"]), "int8", "int8")
     models["grid (head fp32)"] = copy.deepcopy(grid)
+    calibrated = copy.deepcopy(lm.decoder)  # the fp32 model's inputs, as the build sees them
+    ids, amax = calibrate(calibrated, prompt, grid_sites(calibrated))
+    smooth_grid(grid, amax, len(ids))
+    models["+ inputs smoothed"] = copy.deepcopy(grid)
     bf16_scales(grid)
     models["+ bf16 scales"] = copy.deepcopy(grid)
-    models["+ int8 head (before)"] = int8_head(copy.deepcopy(grid))
+    models["+ int8 head"] = int8_head(copy.deepcopy(grid))
     smooth_head(grid, prompt)
     models["+ int8 head, smoothed"] = int8_head(copy.deepcopy(grid))
     grid = int8_head(grid)

@@ -62,14 +62,19 @@ def quantize(s: BuildState) -> None:
 
         gguf = GGUFWeights(s.loaded.source["path"])
     calibrate = calibration(s) if s.recipe.quant_method == "gptq" else None
-    head = None
-    if int8_head(s, gguf):  # its input is quantized per token with one scale: flatten it first
-        from edgeformer.transforms.smooth import CALIBRATION_PROMPT, smooth_head
+    head = grid = None
+    if int8_head(s, gguf) or gguf is not None:  # inputs quantized per token with one scale: flatten them first
+        from edgeformer.transforms import smooth
 
-        head = smooth_head(s.module, s.extra["tok"].encode(CALIBRATION_PROMPT).ids)
+        prompt = s.extra["tok"].encode(smooth.CALIBRATION_PROMPT).ids
+        if int8_head(s, gguf):
+            head = smooth.smooth_head(s.module, prompt)
+        if gguf is not None:  # seen on the float model, applied on the grid
+            ids, amax = smooth.calibrate(s.module, prompt, smooth.grid_sites(s.module))
+            grid = len(ids), amax
     # XNNPACK's lowering stores the head and the embedding's equal tables once (transforms/tied_table.py)
     s.module = quantize_model(s.module, s.recipe, s.backend, gguf, calibrate=calibrate,
-                              share_tied=s.backend.name == "xnnpack")
+                              share_tied=s.backend.name == "xnnpack", grid_inputs=grid)
     if head is not None:
         s.module.quantization_record = {**getattr(s.module, "quantization_record", {}), "head_smoothing": head}
     s.module.full_logits = s.reference.full_logits = False  # prefill need not project every position

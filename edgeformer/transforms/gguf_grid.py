@@ -67,6 +67,32 @@ class GroupSumCorrected(nn.Module):
         return self.main(x) + self.correction(means)
 
 
+def scale_columns(lin: nn.Module, factor: torch.Tensor) -> None:
+    """Multiply a decoder linear's input columns by `factor` [in / 32], one per 32-column
+    group, in place. On the grid each group's scale and offset take the factor and the codes
+    stay as shipped; a float linear (quantized later) takes it column by column."""
+    main = lin.main if isinstance(lin, GroupSumCorrected) else lin
+    with torch.no_grad():
+        if isinstance(main.weight, IntxUnpackedToInt8Tensor):
+            main.weight.scale.mul_(factor[None, :])
+        else:
+            main.weight.mul_(factor.repeat_interleave(BLOCK)[None, :])
+        if isinstance(lin, GroupSumCorrected):
+            lin.correction.weight.mul_(factor[None, :])
+
+
+def scale_rows(lin: nn.Module, factor: torch.Tensor) -> None:
+    """Divide a decoder linear's outputs by `factor` [out], in place: every row's scales,
+    offsets and bias (on the grid the codes stay as shipped)."""
+    main = lin.main if isinstance(lin, GroupSumCorrected) else lin
+    with torch.no_grad():
+        (main.weight.scale if isinstance(main.weight, IntxUnpackedToInt8Tensor) else main.weight).div_(factor[:, None])
+        if main.bias is not None:
+            main.bias.div_(factor)
+        if isinstance(lin, GroupSumCorrected):
+            lin.correction.weight.div_(factor[:, None])
+
+
 def on_grid_linear(blocks: Blocks, bias: torch.Tensor | None) -> nn.Module:
     """The eager module for one Q4_0 / Q4_1 matrix: `nn.Linear` with 4-bit symmetric groups
     (codes and scales as shipped), plus the group-sum correction where a group has an offset."""

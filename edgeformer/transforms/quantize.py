@@ -22,13 +22,15 @@ from edgeformer.targets.backend import Backend, config_for
 from edgeformer.transforms.gguf_grid import GroupSumCorrected, keep_grid
 from edgeformer.transforms.gptq import gptq_
 from edgeformer.transforms.mixed import Run, quantize_mixed
+from edgeformer.transforms.smooth import smooth_grid
 from edgeformer.transforms.tied_table import SHARED, share_table
 
 GGUF_FALLBACK = "int8"  # --quant gguf: the scheme of linears whose blocks cannot stay on their grid
 
 
 def quantize_model(model: nn.Module, recipe: Recipe, backend: Backend | None = None, gguf=None,
-                   calibrate: Run | None = None, budget_mb: float | None = None, share_tied: bool = False) -> nn.Module:
+                   calibrate: Run | None = None, budget_mb: float | None = None, share_tied: bool = False,
+                   grid_inputs: tuple[int, dict] | None = None) -> nn.Module:
     """Quantize `model` in place per the recipe with `backend`'s configs (default XNNPACK),
     and unwrap tensor subclasses for export where the backend needs plain tensors.
 
@@ -37,7 +39,9 @@ def quantize_model(model: nn.Module, recipe: Recipe, backend: Backend | None = N
     `budget_mb` is the size to fit; with "8da4w" and `quant_method` "gptq", GPTQ runs on what
     `calibrate` feeds each linear. `share_tied`: a causal LM whose int8 head is its token table
     gathers its embeddings from the head's rows (transforms/tied_table.py) when the recipe's
-    embedding is int8."""
+    embedding is int8. `grid_inputs`: with "gguf", (calibration tokens, input maxima) from
+    `smooth.calibrate(..., smooth.grid_sites(model))` on the float model: the on-grid linears'
+    inputs are smoothed (transforms/smooth.py, `smooth_grid`)."""
     if backend is None:
         from edgeformer.targets.xnnpack import XNNPACK
 
@@ -59,6 +63,7 @@ def quantize_model(model: nn.Module, recipe: Recipe, backend: Backend | None = N
             raise UserError(f"--quant gguf needs a GGUF causal LM on the xnnpack backend (got {backend.name}"
                             f"{', no GGUF file' if gguf is None else ''}); use --quant int8 or 8da4w")
         plan = keep_grid(model, gguf, GGUF_FALLBACK, recipe.embedding_quant)
+        smoothing = None if grid_inputs is None else smooth_grid(model, grid_inputs[1], grid_inputs[0])
         recipe = recipe.with_overrides(quant=GGUF_FALLBACK)
     if recipe.quant_method != "affine" and backend.name != "xnnpack":
         raise UserError(f"--quant-method {recipe.quant_method} chooses XNNPACK's 4-bit scales, and this target lowers "
@@ -87,7 +92,8 @@ def quantize_model(model: nn.Module, recipe: Recipe, backend: Backend | None = N
             _check_group_size(model, nn.Embedding, "embedding_dim", recipe, todo(nn.Embedding))
         quantize_(model, emb, filter_fn=todo(nn.Embedding))
     if scheme == "gguf":
-        model.quantization_record = dict(method="GGUF codes and scales kept as shipped", modules=plan)
+        model.quantization_record = dict(method="GGUF codes and scales kept as shipped", modules=plan,
+                                         **({} if smoothing is None else dict(input_smoothing=smoothing)))
     elif scheme == "8da4w":
         model.quantization_record = dict(method=QUANT_METHODS[recipe.quant_method], scales=recipe.quant_method,
                                          **(dict(modules=plan) if plan else {}))

@@ -12,6 +12,7 @@ import torch
 from conftest import run_cli
 
 import edgeformer
+from edgeformer.transforms.smooth import GRID_ALPHA
 from edgeformer.transforms.tied_table import SHARED
 
 WORDS = "the coffee was stale and bitter great tea love this product not good bad box arrived broken".split()
@@ -171,6 +172,7 @@ def test_a_gguf_builds_on_its_own_grid(tiny_gguf, tiny_llama_folder, tmp_path, c
     assert q["scheme"] == "gguf" and q["modules"]["layers.0.down"] == "Q4_1 -> 4-bit groups + group-sum correction (exact)"
     assert q["modules"]["embed"] == SHARED and q["modules"]["lm_head"] == "Q8_0 -> int8"  # the tied table, stored once
     assert q["head_smoothing"]["alpha"] == 0.5 and q["head_smoothing"]["calibration_tokens"] > 8  # the int8 head's input
+    assert q["input_smoothing"]["alpha"] == GRID_ALPHA and q["input_smoothing"]["calibration_tokens"] > 8  # every layer's
     outside = set(m.delegation["non_delegated_ops"])
     assert not any("linear" in op or "mm" in op or "mean" in op for op in outside)  # corrections run in XNNPACK too
     assert m.numerics["sqnr_db_vs_exported"] > 30 and m.numerics["sqnr_db"] > 25  # vs the dequantized GGUF in fp32

@@ -142,8 +142,9 @@ def main() -> None:
              f"KL(fp32 || model) of the next-token distributions, top-1: agreement with fp32. {cpu_line()}", "",
              "| model | perplexity | increase | KL | top-1 |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {k} | {r['perplexity']:.4f} | {r['increase_pct']:+.2f}% | {r['kl']:.4f} | {r['top1']:.3f} |" for k, r in rows.items()]
-    lines += ["", "| .pte (built now) | perplexity | increase | logit SQNR dB |", "|---|---:|---:|---:|"]
-    lines += [f"| {k} | {r['perplexity']:.4f} | {r['increase_pct']:+.2f}% | {r['sqnr_db']:.2f} |" for k, r in ptes.items()]
+    if ptes:
+        lines += ["", "| .pte (built now) | perplexity | increase | logit SQNR dB |", "|---|---:|---:|---:|"]
+        lines += [f"| {k} | {r['perplexity']:.4f} | {r['increase_pct']:+.2f}% | {r['sqnr_db']:.2f} |" for k, r in ptes.items()]
     write_results(a.out, "head-smoothing", "\n".join(lines) + "\n", dict(eager=rows, pte=ptes))
 
 

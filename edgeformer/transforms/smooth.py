@@ -116,6 +116,8 @@ def smooth_grid(decoder: nn.Module, amax: dict[str, torch.Tensor], calibration_t
     peaks = []
     for i, layer in enumerate(decoder.layers):
         seen = {site: _floor(amax[f"layers.{i}.{site}"]) for site in GRID_SITES}
+        if any(x.numel() % BLOCK for x in seen.values()):  # no 32-groups (not a 4-bit grid; pruned)
+            continue
         for site, norm, readers in (("q", layer.norm1, (layer.q, layer.k, layer.v)), ("gate", layer.norm2, (layer.gate, layer.up))):
             s = _group_factor(seen[site], alpha)
             with torch.no_grad():
@@ -132,7 +134,7 @@ def smooth_grid(decoder: nn.Module, amax: dict[str, torch.Tensor], calibration_t
         scale_rows(layer.v, s_v)
         scale_columns(layer.o, s_o)
         peaks.append(_peak(seen["o"], s_o))
-    peaks_t = torch.tensor(peaks)  # [sites, (before, after)]
+    peaks_t = torch.tensor(peaks or [(1.0, 1.0)])  # [sites, (before, after)]
     return dict(method="SmoothQuant on every layer's linear inputs, one factor per 32-group (the grid kept exact)",
                 alpha=alpha, calibration_tokens=calibration_tokens,
                 input_peak_to_median=[round(float(v), 1) for v in peaks_t.median(0).values])

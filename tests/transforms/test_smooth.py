@@ -155,3 +155,14 @@ def test_o_and_v_share_one_factor_per_group_of_o(heads, kv, d):
     per_column = s_o.repeat_interleave(32).view(kv, heads // kv, d)
     # every query head reads its kv head's rows at the factor those rows were divided by
     torch.testing.assert_close(per_column, s_v.view(kv, 1, d).expand(kv, heads // kv, d))
+
+
+def test_a_layer_without_32_groups_is_left_alone(grid):
+    fp32, dec = grid
+    dec = copy.deepcopy(dec)
+    ids, amax = calibrate(fp32, PROMPT, grid_sites(fp32))
+    amax = {k: (v[:40] if k.startswith("layers.0.") else v) for k, v in amax.items()}  # as if 40 wide
+    before = dec.layers[0].norm1.weight.detach().clone()
+    smooth_grid(dec, amax, len(ids))
+    assert torch.equal(dec.layers[0].norm1.weight.detach(), before)
+    assert not torch.equal(dec.layers[1].norm1.weight.detach(), fp32.layers[1].norm1.weight.detach())

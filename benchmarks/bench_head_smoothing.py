@@ -91,13 +91,14 @@ def eager_rows(lm, prompt: list[int], segs) -> dict[str, dict]:
     keep_grid(grid, GGUFWeights(lm.source["path"]), "int8", "int8")
     models["grid (head fp32)"] = copy.deepcopy(grid)
     calibrated = copy.deepcopy(lm.decoder)  # the fp32 model's inputs, as the build sees them
-    ids, amax = calibrate(calibrated, prompt, grid_sites(calibrated))
+    ids, amax = calibrate(calibrated, prompt, {"lm_head": calibrated.lm_head, **grid_sites(calibrated)})
+    head = amax.pop("lm_head")
     smooth_grid(grid, amax, len(ids))
     models["+ inputs smoothed"] = copy.deepcopy(grid)
     bf16_scales(grid)
     models["+ bf16 scales"] = copy.deepcopy(grid)
     models["+ int8 head"] = int8_head(copy.deepcopy(grid))
-    smooth_head(grid, prompt)
+    smooth_head(grid, head, len(ids))
     models["+ int8 head, smoothed"] = int8_head(copy.deepcopy(grid))
     grid = int8_head(grid)
     share_table(grid)
@@ -105,7 +106,7 @@ def eager_rows(lm, prompt: list[int], segs) -> dict[str, dict]:
     for label, smooth, one in (("int8", False, False), ("int8, smoothed", True, False), ("int8, smoothed, one table (now)", True, True)):
         dec = copy.deepcopy(lm.decoder)
         if smooth:
-            smooth_head(dec, prompt)
+            smooth_head(dec, head, len(ids))
         models[label] = quantize_model(dec, Recipe(quant="int8"), share_tied=one)
     rows = {"fp32": scores(reference, reference, targets)}
     for label, dec in models.items():

@@ -54,6 +54,7 @@ def load(s: BuildState) -> None:
 
 
 def quantize(s: BuildState) -> None:
+    from edgeformer.transforms import smooth
     from edgeformer.transforms.quantize import quantize_model
 
     gguf = None
@@ -63,15 +64,15 @@ def quantize(s: BuildState) -> None:
         gguf = GGUFWeights(s.loaded.source["path"])
     calibrate = calibration(s) if s.recipe.quant_method == "gptq" else None
     head = grid = None
-    if int8_head(s, gguf) or gguf is not None:  # inputs quantized per token with one scale: flatten them first
-        from edgeformer.transforms import smooth
-
-        prompt = s.extra["tok"].encode(smooth.CALIBRATION_PROMPT).ids
-        if int8_head(s, gguf):
-            head = smooth.smooth_head(s.module, prompt)
-        if gguf is not None:  # seen on the float model, applied on the grid
-            ids, amax = smooth.calibrate(s.module, prompt, smooth.grid_sites(s.module))
-            grid = len(ids), amax
+    # inputs quantized per token with one scale: flatten them first, from one calibration on the fp32 model
+    sites = {"lm_head": s.module.lm_head} if int8_head(s, gguf) else {}
+    if gguf is not None:  # applied on the grid
+        sites |= smooth.grid_sites(s.module)
+    if sites:
+        ids, amax = smooth.calibrate(s.module, s.extra["tok"].encode(smooth.CALIBRATION_PROMPT).ids, sites)
+        if "lm_head" in amax:
+            head = smooth.smooth_head(s.module, amax.pop("lm_head"), len(ids))
+        grid = (len(ids), amax) if gguf is not None else None
     # XNNPACK's lowering stores the head and the embedding's equal tables once (transforms/tied_table.py)
     s.module = quantize_model(s.module, s.recipe, s.backend, gguf, calibrate=calibrate,
                               share_tied=s.backend.name == "xnnpack", grid_inputs=grid)

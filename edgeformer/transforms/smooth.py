@@ -64,13 +64,12 @@ def calibrate(decoder: nn.Module, prompt: list[int], modules: dict[str, nn.Modul
     return ids, amax
 
 
-def smooth_head(decoder: nn.Module, prompt: list[int], alpha: float = ALPHA) -> dict:
+def smooth_head(decoder: nn.Module, amax: torch.Tensor, calibration_tokens: int, alpha: float = ALPHA) -> dict:
     """Move the head input's outliers into the head's weight columns, in place (the head gets
     its own weight: a head tied to the embedding table is untied; `decoder.head_smoothing` keeps
-    s for `tied_table.share_table`); `prompt`: the ids of CALIBRATION_PROMPT, which the model
-    continues. Returns the record."""
-    ids, seen = calibrate(decoder, prompt, {"lm_head": decoder.lm_head})
-    amax = _floor(seen["lm_head"])
+    s for `tied_table.share_table`); `amax`: the head input's channel maxima from `calibrate`
+    (over `calibration_tokens` tokens) on the fp32 model. Returns the record."""
+    amax = _floor(amax)
     w = decoder.lm_head.weight.detach()
     s = amax**alpha / w.abs().amax(0).clamp(min=1e-5) ** (1 - alpha)
     s = s / s.mean()
@@ -78,10 +77,9 @@ def smooth_head(decoder: nn.Module, prompt: list[int], alpha: float = ALPHA) -> 
         decoder.lm_head.weight = nn.Parameter(w * s[None, :], requires_grad=False)
         decoder.norm.weight.div_(s)
     decoder.head_smoothing = s
-    flat = amax / s
-    return dict(method="SmoothQuant on the head's input", alpha=alpha, calibration_tokens=len(ids),
+    return dict(method="SmoothQuant on the head's input", alpha=alpha, calibration_tokens=calibration_tokens,
                 calibration=f"greedy text the fp32 model wrote after {CALIBRATION_PROMPT!r}",
-                input_peak_to_median=[round(float(amax.max() / amax.median()), 1), round(float(flat.max() / flat.median()), 1)])
+                input_peak_to_median=[round(v, 1) for v in _peak(amax, s)])
 
 
 def _floor(amax: torch.Tensor) -> torch.Tensor:
@@ -124,16 +122,16 @@ def smooth_grid(decoder: nn.Module, amax: dict[str, torch.Tensor], calibration_t
                 norm.weight.div_(s.repeat_interleave(BLOCK))
             for lin in readers:
                 scale_columns(lin, s)
-            peaks.append(_peak(seen[site], s))
+            peaks.append(_peak(seen[site], s.repeat_interleave(BLOCK)))
         s = _group_factor(seen["down"], alpha)  # down reads act(gate) · up: up's rows take 1 / s
         scale_rows(layer.up, s.repeat_interleave(BLOCK))
         scale_columns(layer.down, s)
-        peaks.append(_peak(seen["down"], s))
+        peaks.append(_peak(seen["down"], s.repeat_interleave(BLOCK)))
         # o reads attention's output, a mix of v's rows: o's column (head, i) is v's row (kv head, i)
         s_v, s_o = attention_factors(seen["o"], layer.h, layer.kv, layer.d, alpha)
         scale_rows(layer.v, s_v)
         scale_columns(layer.o, s_o)
-        peaks.append(_peak(seen["o"], s_o))
+        peaks.append(_peak(seen["o"], s_o.repeat_interleave(BLOCK)))
     peaks_t = torch.tensor(peaks or [(1.0, 1.0)])  # [sites, (before, after)]
     return dict(method="SmoothQuant on every layer's linear inputs, one factor per 32-group (the grid kept exact)",
                 alpha=alpha, calibration_tokens=calibration_tokens,
@@ -174,6 +172,6 @@ def _group_factor(amax: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 def _peak(amax: torch.Tensor, s: torch.Tensor) -> tuple[float, float]:
-    """The input's largest channel maximum over its median, before and after dividing by s."""
-    flat = amax / s.repeat_interleave(BLOCK)
+    """The input's largest channel maximum over its median, before and after dividing by s (per channel)."""
+    flat = amax / s
     return float(amax.max() / amax.median()), float(flat.max() / flat.median())

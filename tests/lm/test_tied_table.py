@@ -16,7 +16,7 @@ from edgeformer.program import Program
 from edgeformer.recipe import Recipe
 from edgeformer.targets.xnnpack import lower
 from edgeformer.transforms.quantize import quantize_model
-from edgeformer.transforms.smooth import smooth_head
+from edgeformer.transforms.smooth import calibrate, smooth_head
 from edgeformer.transforms.tied_table import SHARED, SharedTableEmbedding
 from edgeformer.validate.numerics import sqnr_db
 
@@ -26,7 +26,8 @@ TABLE = 96 * 64  # the tiny Llama's int8 table, bytes
 def _int8(share: bool, smooth: bool):
     dec = from_hf(tiny_llama(seed=3), CTX)
     if smooth:
-        smooth_head(dec, list(range(5, 13)))
+        ids, amax = calibrate(dec, list(range(5, 13)), {"lm_head": dec.lm_head})
+        smooth_head(dec, amax["lm_head"], len(ids))
     return quantize_model(dec, Recipe(quant="int8"), share_tied=share)
 
 

@@ -36,6 +36,11 @@ def _with_outlier(dec, channel=3, factor=40.0):
     return dec
 
 
+def _smooth_head(dec, prompt=PROMPT):
+    ids, amax = calibrate(dec, prompt, {"lm_head": dec.lm_head})
+    return smooth_head(dec, amax["lm_head"], len(ids))
+
+
 @pytest.fixture(scope="module")
 def tiny(tiny_llama_folder):
     return load_lm(str(tiny_llama_folder), 64).decoder
@@ -45,7 +50,7 @@ def tiny(tiny_llama_folder):
 def test_smoothing_leaves_the_fp32_model_unchanged(tiny_llama_folder, window):
     dec = load_lm(str(tiny_llama_folder), 64, window=window, chunk=8).decoder
     before = _logits(dec)
-    record = smooth_head(dec, PROMPT)
+    record = _smooth_head(dec)
     torch.testing.assert_close(_logits(dec), before, atol=1e-5, rtol=1e-5)
     assert record["alpha"] == 0.5 and record["calibration_tokens"] > len(PROMPT)
     assert all(not layer.cache.k_cache.any() for layer in dec.layers)  # the caches are left empty
@@ -56,7 +61,7 @@ def test_an_outlier_channel_costs_the_int8_head_and_smoothing_wins_it_back(tiny)
     reference = _logits(dec)
     int8 = config_for(XNNPACK, "linear", "int8", 32)
     plain, smoothed = copy.deepcopy(dec), copy.deepcopy(dec)
-    record = smooth_head(smoothed, PROMPT)
+    record = _smooth_head(smoothed)
     for d in (plain, smoothed):
         quantize_(d, int8, filter_fn=lambda m, fqn: fqn == "lm_head")
     before, after = sqnr_db(reference, _logits(plain)), sqnr_db(reference, _logits(smoothed))
@@ -77,7 +82,7 @@ def test_a_channel_the_calibration_hardly_uses_is_not_blown_up(tiny):
     with torch.no_grad():
         dec.norm.weight[7] = 1e-6  # all but silent on any text
     before = dec.norm.weight.detach().clone()
-    smooth_head(dec, PROMPT)
+    _smooth_head(dec)
     s = before / dec.norm.weight.detach()  # what each channel's input was divided by
     assert s[7] > 0.1 * s.median(), (s[7], s.median())  # unclamped: ~1e-3 of the median
 

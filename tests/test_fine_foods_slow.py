@@ -8,7 +8,7 @@ from edgeformer.errors import UserError
 from edgeformer.train.finetune import FinetuneOptions, finetune
 from edgeformer.validate.accuracy import evaluate
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 MAJORITY = 0.658  # share of "great" in fine-foods test; the bar any model must clear
 
 

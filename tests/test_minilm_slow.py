@@ -7,7 +7,7 @@ import edgeformer
 from edgeformer.artifact import load_artifact
 from edgeformer.predict import Predictor
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 TEXTS = ["the coffee was stale and bitter", "Great tea, I would buy it again.", "The box arrived crushed."]
 

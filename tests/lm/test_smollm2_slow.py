@@ -8,7 +8,7 @@ from conftest import run_cli
 
 import edgeformer
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 
 @pytest.fixture(scope="module")

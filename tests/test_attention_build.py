@@ -24,6 +24,7 @@ ANY_LENGTH = {"aten_slice_copy_tensor", "sym_size"}
 ])
 def test_transformed_pte_is_fully_delegated_and_equals_eager(tiny_bert_cls, tmp_path, spec, seq):
     r = edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "a", quant="fp32", embedding_quant="fp32", seq_len=seq,
+                         batch=8 if spec == "window=12" else 1,  # the band at any length in a batch method too; one is enough
                          bench_iters=0, attention=spec)
     d, n = r.manifest.delegation, r.manifest.numerics
     assert d["delegated_subgraphs"] == 1
@@ -37,7 +38,7 @@ def test_transformed_pte_is_fully_delegated_and_equals_eager(tiny_bert_cls, tmp_
 
 def test_stock_sdpa_leaves_masking_outside_the_delegate(tiny_bert_cls, tmp_path):
     """The contrast the edge rewrite removes: what a plain export of SDPA + LayerNorm leaves outside."""
-    r = edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "a", quant="fp32", embedding_quant="fp32", seq_len=SEQ,
+    r = edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "a", quant="fp32", embedding_quant="fp32", seq_len=SEQ, batch=1,
                          bench_iters=0, attention="sdpa")
     outside = set(r.manifest.delegation["non_delegated_ops"]) - INPUT_ONLY
     assert {"aten_where_self", "aten_logical_not_default"} <= outside
@@ -46,7 +47,7 @@ def test_stock_sdpa_leaves_masking_outside_the_delegate(tiny_bert_cls, tmp_path)
 
 
 def test_hard_layers_chosen_on_validation(tiny_bert_cls, data_csv, tmp_path):
-    r = edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "a", quant="fp32", embedding_quant="fp32", seq_len=SEQ,
+    r = edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "a", quant="fp32", embedding_quant="fp32", seq_len=SEQ, batch=1,
                          bench_iters=0, attention="hard=top2", data=str(data_csv))
     hard = r.manifest.model["attention"]["hard"]
     sel = r.manifest.model["hard_attention_selection"]
@@ -64,7 +65,7 @@ def test_cli_attention_errors_are_one_line(tiny_bert_cls, tmp_path, capsys):
 
 def test_inspect_profiles_what_runs_outside(tiny_bert_cls, tmp_path, capsys):
     out = tmp_path / "a"
-    edgeformer.build(str(tiny_bert_cls), "host", out, seq_len=SEQ, bench_iters=0, attention="window=4", min_sqnr_db=0)
+    edgeformer.build(str(tiny_bert_cls), "host", out, seq_len=SEQ, batch=1, bench_iters=0, attention="window=4", min_sqnr_db=0)
     code, stdout, _ = run_cli(["inspect", str(out), "--iters", "3", "--json"], capsys)
     assert code == 0
     p = json.loads(stdout)["profile"]
@@ -78,7 +79,7 @@ def test_inspect_profiles_what_runs_outside(tiny_bert_cls, tmp_path, capsys):
 def test_seq_len_beyond_positions_needs_positions_copy(tiny_bert, tmp_path):
     with pytest.raises(edgeformer.UserError, match=r"exceeds the model's 40 positions.*--attention positions=copy"):
         edgeformer.build(str(tiny_bert), "host", tmp_path / "a", seq_len=64, bench_iters=0, attention="window=8")
-    r = edgeformer.build(str(tiny_bert), "host", tmp_path / "a", quant="fp32", embedding_quant="fp32", seq_len=64,
+    r = edgeformer.build(str(tiny_bert), "host", tmp_path / "a", quant="fp32", embedding_quant="fp32", seq_len=64, batch=1,
                          bench_iters=0, attention="window=8+positions=copy")
     assert r.manifest.inputs[0]["shape"] == [1, 64] and r.manifest.numerics["max_abs_err_vs_exported"] < 1e-5
     assert set(r.manifest.delegation["non_delegated_ops"]) == INPUT_ONLY
@@ -86,9 +87,9 @@ def test_seq_len_beyond_positions_needs_positions_copy(tiny_bert, tmp_path):
 
 def test_classifier_beyond_positions_with_positions_copy(tiny_bert_cls, tmp_path):
     """The first-token row grows with the tiled position table (any length up to 64)."""
-    r = edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "a", quant="fp32", embedding_quant="fp32", seq_len=64,
+    r = edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "a", quant="fp32", embedding_quant="fp32", seq_len=64, batch=1,
                          bench_iters=0, attention="positions=copy")
     assert r.manifest.any_length and r.manifest.numerics["max_abs_err_vs_exported"] < 1e-5
-    r = edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "b", quant="fp32", embedding_quant="fp32", seq_len=64,
+    r = edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "b", quant="fp32", embedding_quant="fp32", seq_len=64, batch=1,
                          bench_iters=0, attention="window=8+positions=copy")
     assert r.manifest.numerics["max_abs_err_vs_exported"] < 1e-5

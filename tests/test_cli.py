@@ -98,15 +98,15 @@ def test_empty_text_is_refused(built_fp32, capsys):
 
 
 def test_budget_failure_exits_3_and_names_the_budget(tiny_bert, tmp_path, capsys):
-    code, out, err = run_cli(["build", str(tiny_bert), "-o", str(tmp_path / "x"), "--lengths", "static", "--seq-len", str(SEQ),
-                              "--bench-iters", "0", "--min-sqnr", "500"], capsys)
+    code, out, err = run_cli(["build", str(tiny_bert), "-o", str(tmp_path / "x"), "--lengths", "static", "--batch", "1",
+                              "--seq-len", str(SEQ), "--bench-iters", "0", "--min-sqnr", "500"], capsys)
     assert code == 3 and "min_sqnr_db: measured" in err and "artifact not written" in err
     assert "FAIL" in out and not (tmp_path / "x").exists()
 
 
 def test_budget_failure_with_json_still_reports_every_budget(tiny_bert, tmp_path, capsys):
-    code, out, err = run_cli(["build", str(tiny_bert), "-o", str(tmp_path / "x"), "--lengths", "static", "--seq-len", str(SEQ),
-                              "--bench-iters", "0", "--min-sqnr", "500", "--json"], capsys)
+    code, out, err = run_cli(["build", str(tiny_bert), "-o", str(tmp_path / "x"), "--lengths", "static", "--batch", "1",
+                              "--seq-len", str(SEQ), "--bench-iters", "0", "--min-sqnr", "500", "--json"], capsys)
     got = json.loads(out)
     assert code == 3 and got["passed"] is False and got["path"] is None
     assert [b["name"] for b in got["manifest"]["budgets"] if b["passed"] is False] == ["min_sqnr_db"]

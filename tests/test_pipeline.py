@@ -63,7 +63,7 @@ def test_host_build_measures_latency_and_memory(built_int8_cls):
 
 
 def test_other_targets_record_not_measured_on_device(tiny_bert, tmp_path):
-    r = edgeformer.build(str(tiny_bert), "rpi5", tmp_path / "pi", lengths="static", seq_len=16)
+    r = edgeformer.build(str(tiny_bert), "rpi5", tmp_path / "pi", lengths="static", batch=1, seq_len=16)
     by = {b["name"]: b for b in r.manifest.budgets}
     assert by["max_latency_ms_p50"]["passed"] is None
     assert by["max_latency_ms_p50"]["where"] == "not measured on device"
@@ -74,12 +74,12 @@ def test_other_targets_record_not_measured_on_device(tiny_bert, tmp_path):
 def test_failed_budget_writes_nothing_and_names_it(tiny_bert, tmp_path):
     out = tmp_path / "x"
     with pytest.raises(BudgetError, match=r"1 budget\(s\) failed, artifact not written .*min_sqnr_db: measured [\d.]+ dB, budget >= 500"):
-        edgeformer.build(str(tiny_bert), "host", out, lengths="static", quant="int8", seq_len=16, bench_iters=0, min_sqnr_db=500)
+        edgeformer.build(str(tiny_bert), "host", out, lengths="static", batch=1, quant="int8", seq_len=16, bench_iters=0, min_sqnr_db=500)
     assert list(tmp_path.iterdir()) == []  # no output folder, no temporary left behind
 
 
 def test_no_enforce_keeps_the_artifact(tiny_bert, tmp_path):
-    r = edgeformer.build(str(tiny_bert), "host", tmp_path / "x", lengths="static", seq_len=16, bench_iters=0, min_sqnr_db=500,
+    r = edgeformer.build(str(tiny_bert), "host", tmp_path / "x", lengths="static", batch=1, seq_len=16, bench_iters=0, min_sqnr_db=500,
                          enforce=False)
     assert not r.passed and r.path.is_dir()
     assert [b["name"] for b in r.manifest.failed_budgets()] == ["min_sqnr_db"]
@@ -100,7 +100,7 @@ def test_seq_len_beyond_model_positions(tiny_bert, tmp_path):
 
 
 def test_dump_writes_each_stage(tiny_bert, tmp_path):
-    edgeformer.build(str(tiny_bert), "host", tmp_path / "x", lengths="static", seq_len=16, bench_iters=0, dump=tmp_path / "dump")
+    edgeformer.build(str(tiny_bert), "host", tmp_path / "x", lengths="static", batch=1, seq_len=16, bench_iters=0, dump=tmp_path / "dump")
     names = sorted(p.name for p in (tmp_path / "dump").iterdir())
     assert names == ["02-load.txt", "03-attention.txt", "04-quantize.txt", "05-export.txt", "06-lower.txt", "07-validate.txt",
                      "08-measure.txt", "10-budgets.txt", "11-publish.txt"]  # prune and evaluate did not run
@@ -113,7 +113,8 @@ def test_dump_writes_each_stage(tiny_bert, tmp_path):
 def test_rebuild_from_manifest_is_byte_identical(tiny_bert_cls, tmp_path, capsys):
     from conftest import run_cli
 
-    a = edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "a", lengths="static", quant="8da4w", embedding_quant="int4", seq_len=16,
+    a = edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "a", lengths="static", batch=1, quant="8da4w", embedding_quant="int4",
+                         seq_len=16,
                          attention="window=8", bench_iters=0, min_sqnr_db=0)  # a random tiny model: 4-bit loses much
     spec = a.manifest.spec
     assert spec["quant"] == "8da4w" and spec["attention"] == "window=8" and spec["threads"] == 2 and "out" not in spec

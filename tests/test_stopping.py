@@ -90,7 +90,7 @@ def _check_stopped(rc: int, err: list[str], seconds: float, sig: int, command: s
 
 def _build(model: Path, out: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "edgeformer.cli", "build", str(model), "--target", "host", "-o", str(out),
-           "--bench-iters", "5", "--lengths", "static", "--seq-len", str(SEQ)]
+           "--bench-iters", "5", "--lengths", "static", "--batch", "1", "--seq-len", str(SEQ)]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, encoding="utf-8", env=ENV)
 
 

@@ -13,7 +13,7 @@ from torch.export import ExportedProgram
 
 from edgeformer.recipe import Recipe
 from edgeformer.targets import xnnpack
-from edgeformer.targets.backend import Lowered
+from edgeformer.targets.backend import Lowered, edge_compile_config
 from edgeformer.validate.delegation import summarize_delegation
 
 BACKEND_ID = "VulkanBackend"
@@ -36,7 +36,8 @@ class Vulkan:
         level = root.level
         root.setLevel(logging.WARNING)  # the partitioner logs every op it sees at INFO
         try:
-            edge = to_edge_transform_and_lower({"forward": ep, **(methods or {})}, partitioner=[VulkanPartitioner()])
+            edge = to_edge_transform_and_lower({"forward": ep, **(methods or {})}, partitioner=[VulkanPartitioner()],
+                                                compile_config=edge_compile_config())
             et = edge.to_executorch()
         finally:
             root.setLevel(level)

@@ -15,7 +15,7 @@ from torch.export import ExportedProgram
 
 from edgeformer.errors import UserError
 from edgeformer.recipe import PER_ROW, Recipe
-from edgeformer.targets.backend import Lowered
+from edgeformer.targets.backend import Lowered, edge_compile_config
 from edgeformer.validate.delegation import summarize_delegation
 
 BACKEND_ID = "XnnpackBackend"
@@ -100,6 +100,7 @@ class Xnnpack:
             refuse_zero_points(program)
         shared = equal_constants(programs)  # e.g. a tied LM's head and embedding: stored once, in model.ptd
         edge = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()],
+                                           compile_config=edge_compile_config(),
                                            transform_passes=[tag_for_data_file(shared)] if shared else None)
         # Quant fusion turns torchao's dequantize_affine + embedding into the quantized gather
         # kernels (quantized_decomposed::embedding_byte / embedding_4bit).

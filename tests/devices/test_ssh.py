@@ -133,7 +133,8 @@ def test_build_rpi5_checks_budgets_on_the_device(sshd, tiny_bert_cls, tmp_path, 
     the numbers the runner measured on the device (here the loopback 'board' is this x86-64 host)."""
     out = tmp_path / "rpi5"
     url = f"{sshd['url']}{_remote(tmp_path)}"
-    code, _, err = run_cli(["build", str(tiny_bert_cls), "--target", "rpi5", "-o", str(out), "--lengths", "static", "--seq-len", "16",
+    code, _, err = run_cli(["build", str(tiny_bert_cls), "--target", "rpi5", "-o", str(out), "--lengths", "static", "--batch", "1",
+                            "--seq-len", "16",
                             "--bench-iters", "5", "--min-sqnr", "0", "--device", url], capsys)
     assert code == 0, err
     m = load_artifact(out).manifest
@@ -145,7 +146,8 @@ def test_build_rpi5_checks_budgets_on_the_device(sshd, tiny_bert_cls, tmp_path, 
 
 def test_build_under_qemu_records_but_does_not_check_timings(tiny_bert_cls, tmp_path, capsys, arm_runner):
     out = tmp_path / "rpi5-qemu"
-    code, _, err = run_cli(["build", str(tiny_bert_cls), "--target", "rpi5", "-o", str(out), "--lengths", "static", "--seq-len", "16",
+    code, _, err = run_cli(["build", str(tiny_bert_cls), "--target", "rpi5", "-o", str(out), "--lengths", "static", "--batch", "1",
+                            "--seq-len", "16",
                             "--bench-iters", "2", "--min-sqnr", "0", "--device", "qemu-aarch64"], capsys)
     assert code == 0, err
     m = load_artifact(out).manifest

@@ -13,7 +13,7 @@ from edgeformer.models import load_model
 @pytest.mark.parametrize("arch", ["electra", "albert"])
 def test_family_builds_to_one_subgraph_at_any_length(arch, tmp_path):
     model = make_tiny(tmp_path / arch, arch, "classifier")
-    r = edgeformer.build(str(model), "host", tmp_path / "a", quant="int8", seq_len=SEQ, bench_iters=0, min_sqnr_db=0)
+    r = edgeformer.build(str(model), "host", tmp_path / "a", quant="int8", seq_len=SEQ, batch=1, bench_iters=0, min_sqnr_db=0)
     m = r.manifest
     assert m.model["architecture"] == arch and m.model["embedding_size"] == 16 and m.inputs[0]["min_shape"] == [1, 1]
     assert m.model.get("shared_layers") == ([0, 0, 1, 1] if arch == "albert" else None)
@@ -47,7 +47,7 @@ def test_albert_pte_stores_its_shared_layer_once(tmp_path):
     sizes = {}
     for n in (1, 4):
         r = edgeformer.build(str(_albert(tmp_path / f"m{n}", n)), "host", tmp_path / f"a{n}", quant="int8",
-                             embedding_quant="fp32", seq_len=SEQ, lengths="static", bench_iters=0, min_sqnr_db=0)
+                             embedding_quant="fp32", seq_len=SEQ, lengths="static", batch=1, bench_iters=0, min_sqnr_db=0)
         sizes[n] = r.manifest.pte["bytes"]
     per_layer = 4 * 128 * 128 + 2 * 128 * 512  # int8 bytes of the shared layer's weights
     assert sizes[4] - sizes[1] < per_layer, sizes  # 3 more copies would add 3x this

@@ -75,7 +75,7 @@ def test_the_local_window_and_both_rope_bases_matter(tmp_path):
 def test_builds_to_one_subgraph_at_any_length(tiny_cls, tmp_path):
     """--seq-len 12: the local layer scores under a band, so the .pte takes any length up to 12
     and equals its exported program and Hugging Face at each."""
-    r = edgeformer.build(str(tiny_cls), "host", tmp_path / "a", quant="fp32", embedding_quant="fp32", seq_len=12, bench_iters=0)
+    r = edgeformer.build(str(tiny_cls), "host", tmp_path / "a", quant="fp32", embedding_quant="fp32", seq_len=12, batch=1, bench_iters=0)
     m = r.manifest
     assert m.any_length and m.inputs[0]["min_shape"] == [1, 1] and m.model["architecture"] == "modernbert"
     assert m.model["attention"]["layers"] == ["full", "window 8", "full"]
@@ -93,7 +93,7 @@ def test_builds_to_one_subgraph_at_any_length(tiny_cls, tmp_path):
 
 
 def test_int8_past_the_band_is_static_and_within_budgets(tiny_cls, tmp_path):
-    r = edgeformer.build(str(tiny_cls), "host", tmp_path / "a", quant="int8", seq_len=32, bench_iters=0)
+    r = edgeformer.build(str(tiny_cls), "host", tmp_path / "a", quant="int8", seq_len=32, batch=1, bench_iters=0)
     m = r.manifest
     assert not m.any_length and m.inputs[0]["shape"] == [1, 32] and m.delegation["delegated_subgraphs"] == 1
     assert m.numerics["sqnr_db_vs_exported"] > 60 and m.numerics["label_agreement"] == 1.0

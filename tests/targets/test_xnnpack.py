@@ -48,6 +48,19 @@ def test_pte_matches_exported_program(tiny_bert, quant, emb, group, tol):
         assert sqnr_db(expected, actual) > 40  # lowering adds little on top of quantization
 
 
+def test_lowering_without_the_ir_check_gives_the_same_program(tiny_bert, monkeypatch):
+    """Builds lower with ExecuTorch's edge verifier off (targets/backend.py): the program must
+    pass it, and skipping it must not change a byte."""
+    from edgeformer.targets import backend
+
+    recipe = Recipe(quant="int8", embedding_quant="int8")
+    monkeypatch.setattr(backend, "CHECK_IR_VALIDITY", True)
+    _, checked, _ = _lower(tiny_bert, recipe)
+    monkeypatch.setattr(backend, "CHECK_IR_VALIDITY", False)
+    _, unchecked, _ = _lower(tiny_bert, recipe)
+    assert checked.pte == unchecked.pte
+
+
 def test_classifier_lowers_and_matches(tiny_bert_cls):
     ep, lowered, inputs = _lower(tiny_bert_cls, Recipe(quant="fp32", embedding_quant="fp32"))
     torch.testing.assert_close(Program(lowered.pte, 1, data=lowered.data)(*inputs), ep.module()(*inputs), atol=1e-5, rtol=1e-5)

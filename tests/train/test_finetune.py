@@ -36,7 +36,8 @@ def test_loss_goes_down_and_the_folder_builds(tmp_path, data_csv):
     assert r["labels"] == ["negative", "positive"] and r["train_examples"] == 35 and r["validation_examples"] == 5
     assert json.loads((tmp_path / "tuned" / "finetune.json").read_text())["steps"] == r["steps"] == 54
     assert not (tmp_path / ".tuned.ckpt").exists()  # checkpoint removed once done
-    built = edgeformer.build(str(tmp_path / "tuned"), "host", tmp_path / "art", lengths="static", seq_len=16, bench_iters=0, min_sqnr_db=0)
+    built = edgeformer.build(str(tmp_path / "tuned"), "host", tmp_path / "art", lengths="static", batch=1, seq_len=16, bench_iters=0,
+                             min_sqnr_db=0)
     assert built.manifest.model["task"] == "classifier" and built.manifest.model["labels"] == ["negative", "positive"]
 
 

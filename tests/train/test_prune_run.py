@@ -39,7 +39,7 @@ def test_ratio_mode_removes_the_share_asked_and_the_folder_builds(tuned, data_cs
     assert json.loads((tmp_path / "p" / "prune.json").read_text())["plan"] == r["plan"]
     assert r["distill"]["steps"] == 9 and r["validation_accuracy"]["distilled"] is not None
     assert not (tmp_path / ".p.ckpt").exists()
-    built = edgeformer.build(str(tmp_path / "p"), "host", tmp_path / "art", lengths="static", quant="int8", seq_len=16,
+    built = edgeformer.build(str(tmp_path / "p"), "host", tmp_path / "art", lengths="static", batch=1, quant="int8", seq_len=16,
                              bench_iters=0, min_sqnr_db=0)
     assert built.manifest.model["task"] == "classifier"
 
@@ -161,7 +161,7 @@ def test_cli_refuses_an_embedder_and_missing_data(tmp_path, data_csv, capsys):
 
 def test_build_with_prune_builds_the_pruned_model_and_measures_the_drop_against_the_unpruned(tuned, data_csv, tmp_path):
     out = tmp_path / "art"
-    r = edgeformer.build(str(tuned), "host", out, lengths="static", prune="heads=0.5,ffn=0.25", data=str(data_csv),
+    r = edgeformer.build(str(tuned), "host", out, lengths="static", batch=1, prune="heads=0.5,ffn=0.25", data=str(data_csv),
                          eval_data=f"{data_csv}:validation", max_accuracy_drop=100, seq_len=16, bench_iters=0, min_sqnr_db=0)
     m = r.manifest
     assert sum(m.model["heads"]) == 4
@@ -178,7 +178,8 @@ def test_build_with_prune_builds_the_pruned_model_and_measures_the_drop_against_
     ("auto", None, r"--prune auto is data-driven: pass --data"),
 ])
 def test_build_prune_bad_input(tuned, data_csv, tmp_path, capsys, spec, data, message):
-    args = ["build", str(tuned), "-o", str(tmp_path / "a"), "--prune", spec, "--lengths", "static", "--seq-len", "16", "--bench-iters", "0"]
+    args = ["build", str(tuned), "-o", str(tmp_path / "a"), "--prune", spec, "--lengths", "static", "--batch", "1", "--seq-len", "16",
+            "--bench-iters", "0"]
     code, _, err = run_cli(args + (["--prune-data", str(data_csv)] if data else []), capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
     import re

@@ -148,7 +148,7 @@ def test_build_and_inspect_show_the_plan(tiny_bert_cls, tmp_path, capsys):
     probe = copy.deepcopy(load_model(str(tiny_bert_cls)).encoder)
     small, large = _bounds(probe, (torch.randint(4, 64, (2, 8)), torch.ones(2, 8, dtype=torch.long)))
     out = tmp_path / "mixed"
-    r = edgeformer.build(str(tiny_bert_cls), "host", out, quant="mixed", max_pte_mb=round(large, 3), seq_len=16,
+    r = edgeformer.build(str(tiny_bert_cls), "host", out, quant="mixed", max_pte_mb=round(large, 3), seq_len=16, lengths="static", batch=1,
                          bench_iters=0, min_sqnr_db=0)
     q = r.manifest.quantization
     assert q["scheme"] == "mixed" and q["calibration"]["data"] == "the numerics samples"

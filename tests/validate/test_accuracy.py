@@ -39,7 +39,7 @@ def test_labels_must_match_the_head(built_int8_cls, tmp_path):
 
 
 def test_build_records_accuracy_and_enforces_the_drop(tiny_bert_cls, eval_csv, tmp_path):
-    r = edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "a", quant="fp32", embedding_quant="fp32", seq_len=SEQ,
+    r = edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "a", quant="fp32", embedding_quant="fp32", seq_len=SEQ, batch=1,
                          bench_iters=0, eval_data=str(eval_csv))
     assert r.manifest.accuracy["accuracy_drop_points"] == 0.0 and r.manifest.accuracy["agreement"] == 1.0
     from edgeformer.tables import inspect_tables
@@ -51,7 +51,8 @@ def test_build_records_accuracy_and_enforces_the_drop(tiny_bert_cls, eval_csv, t
     assert check["name"] == "max_accuracy_drop" and check["passed"] is True and check["where"] == "artifact"
     # A budget no model can meet (a negative drop = more accurate than fp32 by 100 points) must fail the build.
     with pytest.raises(BudgetError, match=r"max_accuracy_drop: measured 0.00 points, budget <= -100"):
-        edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "b", lengths="static", quant="fp32", embedding_quant="fp32", seq_len=SEQ,
+        edgeformer.build(str(tiny_bert_cls), "host", tmp_path / "b", lengths="static", quant="fp32", embedding_quant="fp32",
+                         seq_len=SEQ, batch=1,
                          bench_iters=0, eval_data=str(eval_csv), max_accuracy_drop=-100)
     assert not (tmp_path / "b").exists()
 

@@ -15,6 +15,9 @@ with layer ranges (`window=32:layers=0-2`), since `,` separates values here.
                                       the accuracy-driven prune within the search's budget
     attention=full,window=32          the attention kernels (--attention)
     seq_len=128                       the longest input (--seq-len)
+    lengths=auto,static               encoders: any length up to seq_len, or padded to it (--lengths)
+    batch=1,8                         encoders: texts per call of the batch method (--batch; 1:
+                                      none, a smaller file for an app that runs one text at a time)
     kv_cache=fp32,int8                causal LMs: how the KV cache stores keys and values
 
 A causal LM's space has quant, embedding, attention (window=N: a ring cache) and kv_cache;
@@ -32,7 +35,7 @@ import itertools
 from dataclasses import dataclass, replace
 
 from edgeformer.errors import UserError
-from edgeformer.recipe import EMBEDDING_SCHEMES, GROUP_SIZES, KV_CACHES, QUANT_SCHEMES, Recipe, stores_4bit
+from edgeformer.recipe import EMBEDDING_SCHEMES, GROUP_SIZES, KV_CACHES, LENGTHS, MAX_BATCH, QUANT_SCHEMES, Recipe, stores_4bit
 from edgeformer.transforms.attention import SPEC_HELP, parse_attention
 
 AXES: dict[str, str] = {
@@ -42,11 +45,13 @@ AXES: dict[str, str] = {
     "prune": "0, a share R of heads and FFN neurons to remove in (0, 1) (R:layers=N also removes N whole layers), or auto",
     "attention": SPEC_HELP,
     "seq_len": "the longest input, in tokens",
+    "lengths": "encoders' input lengths: " + ", ".join(LENGTHS),
+    "batch": f"encoders' texts per call of the batch method, 1 (none) to {MAX_BATCH}",
     "kv_cache": "causal LMs' KV-cache storage: " + ", ".join(KV_CACHES),
 }
 DEFAULTS: dict[str, tuple[str, ...]] = {"quant": ("int8", "8da4w"), "prune": ("0", "0.25", "0.5")}
 LM_DEFAULTS: dict[str, tuple[str, ...]] = {"quant": ("int8", "8da4w"), "kv_cache": ("fp32", "int8")}
-ENCODER_ONLY = ("seq_len",)  # a causal LM's prompt runs at its own length
+ENCODER_ONLY = ("seq_len", "lengths", "batch")  # a causal LM's prompt runs at its own length
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,8 @@ class Candidate:
     attention: str | None = None
     seq_len: int | None = None
     kv_cache: str | None = None
+    lengths: str | None = None
+    batch: int | None = None
 
     @property
     def pruned(self) -> bool:
@@ -88,8 +95,9 @@ class Candidate:
 
     def build_fields(self) -> dict:
         """The BuildSpec fields this candidate sets (pruning is done before, once per level)."""
+        given = {k: v for k, v in dict(lengths=self.lengths, batch=self.batch).items() if v is not None}  # else the defaults
         return dict(quant=self.quant, embedding_quant=self.embedding, group_size=self.group, attention=self.attention,
-                    seq_len=self.seq_len, kv_cache=self.kv_cache)
+                    seq_len=self.seq_len, kv_cache=self.kv_cache, **given)
 
     @property
     def four_bit(self) -> bool:
@@ -99,8 +107,9 @@ class Candidate:
     def to_dict(self) -> dict:
         d = dict(quant=self.quant, embedding=self.embedding, prune=self.prune, attention=self.attention,
                  seq_len=self.seq_len)
-        if self.group is not None:  # without a group axis, the keys stay as they were (cached searches)
-            d = dict(d, group=self.group)
+        for axis in ("group", "lengths", "batch"):  # without these axes, the keys stay as they were (cached searches)
+            if getattr(self, axis) is not None:
+                d[axis] = getattr(self, axis)
         return d if self.kv_cache is None else dict(d, kv_cache=self.kv_cache)  # encoders' keys stay as they were
 
     def describe(self) -> str:
@@ -168,6 +177,14 @@ def _check(axis: str, value: str, lm: bool = False):
         if value not in KV_CACHES:
             raise UserError(f"--space kv_cache={value}: unknown; {allowed}")
         return value
+    if axis == "lengths":
+        if value not in LENGTHS:
+            raise UserError(f"--space lengths={value}: unknown; {allowed}")
+        return value
+    if axis == "batch":
+        if not value.isdigit() or not 1 <= int(value) <= MAX_BATCH:
+            raise UserError(f"--space batch={value}: unknown; {allowed}")
+        return int(value)
     if axis == "group":
         if not value.isdigit() or int(value) not in GROUP_SIZES:
             raise UserError(f"--space group={value}: unknown; {allowed}")
@@ -204,4 +221,4 @@ def _check(axis: str, value: str, lm: bool = False):
 
 def _example(axis: str) -> str:
     return {"quant": "int8,8da4w", "embedding": "int8,int4", "group": "32,0", "prune": "0,0.25,auto", "attention": "full,window=32",
-            "seq_len": "64,128", "kv_cache": "fp32,int8"}[axis]
+            "seq_len": "64,128", "kv_cache": "fp32,int8", "lengths": "auto,static", "batch": "1,8"}[axis]

@@ -10,7 +10,7 @@ from conftest import run_cli
 from edgeformer.artifact import load_artifact
 from edgeformer.search import SearchSpec, search
 
-SPACE = "quant=fp32,int8 prune=0,0.5 seq_len=16"
+SPACE = "quant=fp32,int8 prune=0,0.5 seq_len=16 lengths=static batch=1"  # static, no batch method: half the lowering
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,8 @@ def test_an_embedder_or_a_split_is_refused(tiny_bert, tiny_bert_cls, data_csv, c
 
 
 def test_a_search_for_rpi5_under_qemu_records_emulated_timings_and_checks_none(arm_runner, tiny_bert_cls, data_csv, tmp_path):
-    spec = SearchSpec(str(tiny_bert_cls), "rpi5", data=str(data_csv), out=tmp_path / "pi", space="quant=int8 prune=0 seq_len=16",
+    spec = SearchSpec(str(tiny_bert_cls), "rpi5", data=str(data_csv), out=tmp_path / "pi",
+                      space="quant=int8 prune=0 seq_len=16 lengths=static batch=1",
                       device="qemu-aarch64", bench_iters=2, max_accuracy_drop=100)
     r = search(spec, say=lambda line: None)
     w = r.winner

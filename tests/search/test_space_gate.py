@@ -30,6 +30,8 @@ def test_the_space_is_the_product_of_its_axes_in_a_fixed_order():
     ("attention=sparse", "attention=sparse"),
     ("seq_len=ten", "seq_len=ten"), ("seq_len=0", "seq_len=0"), ("quant=", "give values"),
     ("quant=int8 quant=fp32", "given twice"), ("embedding=int2", "embedding=int2"), ("group=48", "group=48"),
+    ("lengths=any", r"lengths=any: unknown; lengths takes encoders' input lengths: auto, dynamic, static"),
+    ("batch=0", r"batch=0: unknown; batch takes encoders' texts per call of the batch method, 1 \(none\) to 64"), ("batch=x", "batch=x"),
     ("group=row", r"group=row: unknown; group takes 4-bit group size: 0, 32, 64, 128, 256 \(0: one group per row\)"),
 ])
 def test_a_bad_space_is_refused_naming_the_axis_or_value(spec, named):
@@ -48,6 +50,15 @@ def test_the_group_axis_multiplies_only_what_has_4_bit_weights():
     assert cands[-1].build_fields()["group_size"] == 0
     no_axis = parse_space("quant=8da4w prune=0").candidates()[0]
     assert "group" not in no_axis.to_dict() and no_axis.build_fields()["group_size"] is None  # cached keys unchanged
+
+
+def test_lengths_and_batch_reach_the_build_only_when_given():
+    c = parse_space("quant=int8 prune=0 lengths=static batch=1").candidates()[0]
+    assert c.describe() == "quant=int8 prune=0 lengths=static batch=1"
+    assert c.build_fields()["lengths"] == "static" and c.build_fields()["batch"] == 1
+    plain = parse_space("quant=int8 prune=0").candidates()[0]
+    assert "batch" not in plain.build_fields() and "batch" not in plain.to_dict()  # the target's default; cached keys unchanged
+    assert [c.batch for c in parse_space("quant=int8 prune=0 batch=1,8").candidates()] == [1, 8]
 
 
 def test_the_gate_bounds_the_drop_and_pays_for_uncertainty():
@@ -109,7 +120,7 @@ def test_a_causal_lms_space_has_its_own_axes_and_defaults():
 
 
 @pytest.mark.parametrize("spec, kind, named", [
-    ("seq_len=64", "causal-lm", "seq_len is an encoder axis"),
+    ("seq_len=64", "causal-lm", "seq_len is an encoder axis"), ("batch=1", "causal-lm", "batch is an encoder axis"),
     ("kv_cache=fp16", "causal-lm", "kv_cache=fp16"), ("kv_cache=int8", "encoder", "an encoder has no KV cache"),
     ("quant=gguf", "encoder", "quant=gguf"),
 ])

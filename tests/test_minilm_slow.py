@@ -7,7 +7,7 @@ import edgeformer
 from edgeformer.artifact import load_artifact
 from edgeformer.predict import Predictor
 
-pytestmark = [pytest.mark.slow, pytest.mark.heavy]
+pytestmark = pytest.mark.slow  # in the default run again: ~8 worker-minutes, the encoder's one real-model check
 
 TEXTS = ["the coffee was stale and bitter", "Great tea, I would buy it again.", "The box arrived crushed."]
 

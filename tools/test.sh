@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fresh machine -> the whole test suite (fast tests, then the slow ones on the real MiniLM).
 # Extra arguments go to pytest, e.g. `bash tools/test.sh -m "not slow"`. By default the files that
-# build a real model end to end (marked heavy: the SmolLM2 build, fine-foods fine-tuning, the
-# MiniLM builds; ~50 worker-minutes of the ~165) are left out so the suite fits CI's 90 minutes;
+# build a real model end to end at length (marked heavy: the SmolLM2 build, fine-foods fine-tuning;
+# ~43 worker-minutes) are left out so the suite fits CI's 90 minutes;
 # `bash tools/test.sh -m heavy` runs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -282,8 +282,8 @@ def encoder_manifest(s: BuildState, numerics: dict):
                         meaning="L2-normalised mean-pooled sentence embedding")]
     return st.new_manifest(
         s,
-        model=dict(**loaded.source, labels=loaded.hf.labels, layers=shape.num_layers, heads=list(shape.num_heads),
-                   ffn=list(shape.ffn), hidden=shape.hidden,
+        model=dict(**loaded.source, labels=loaded.hf.labels, vocab_size=shape.vocab_size, layers=shape.num_layers,
+                   heads=list(shape.num_heads), ffn=list(shape.ffn), hidden=shape.hidden,
                    **(dict(embedding_size=shape.embedding_size) if shape.embedding_size else {}),
                    **(dict(shared_layers=list(shape.tied)) if shape.shares_layers else {})),
         tokenizer=dict(file=art.TOKENIZER, sha256=art.sha256_bytes(loaded.hf.tokenizer_file.read_bytes()),

@@ -463,7 +463,7 @@ std::string tokenize_only(const json::Value& mf, const wordpiece::Tokenizer& tok
 std::string run_encoder(Module& m, const json::Value& mf, const json::Value& inputs, const Options& o) {
   std::vector<std::vector<int64_t>> data;
   std::vector<TensorPtr> tensors;
-  int64_t vocab = mf["tokenizer"]["vocab_size"].as_int();
+  int64_t vocab = model_vocab(mf);
   // One length for every input: the first one given (any length in range), else the shape's.
   int64_t length = -1;
   for (const auto& spec : mf["inputs"].arr) {
@@ -663,10 +663,15 @@ int main_impl(int argc, char** argv) {
              : inputs.has("prompt_ids") ? inputs["prompt_ids"].as_ints()
                                         : seeded_ids(o.prompt_tokens, model_vocab(mf));
   int64_t rows = mf["model"].has("vocab_size") ? mf["model"]["vocab_size"].as_int() : mf["tokenizer"]["vocab_size"].as_int();
-  for (int64_t id : prompt)  // an id past the token table aborts the gather kernel
-    if (id < 0 || id >= rows)
-      throw UserError{"prompt id " + std::to_string(id) + " is outside the model's token table (0.." + std::to_string(rows - 1) +
-                      "); its tokenizer adds tokens past the table: leave it out"};
+  auto check_ids = [rows](const std::vector<int64_t>& ids, const std::string& what, const std::string& fix) {
+    for (int64_t id : ids)  // an id past the token table aborts the gather kernel (SIGABRT, no message)
+      if (id < 0 || id >= rows)
+        throw UserError{what + " " + std::to_string(id) + " is outside the model's token table (0.." + std::to_string(rows - 1) +
+                        "); " + fix};
+  };
+  check_ids(prompt, "prompt id", "its tokenizer adds tokens past the table: leave it out");
+  if (!mf.has("generation") && inputs.has("input_ids"))
+    check_ids(inputs["input_ids"].as_ints(), "input_ids has id", "give ids from the artifact's tokenizer.json, or --text");
   std::string body = mf.has("generation") ? run_lm(m, mf, prompt, o, lm_tok.get())
                      : tok ? (o.batch ? run_texts_batched(m, mf, *tok, texts, o) : run_texts(m, mf, *tok, texts, o))
                            : run_encoder(m, mf, inputs, o);

@@ -186,8 +186,21 @@ def executorch_version():
     return version("executorch")
 
 
+def table_rows(mf):
+    """Ids the model's token table has rows for (a tokenizer may count more: tokens added past the table)."""
+    return min(mf["tokenizer"]["vocab_size"], mf["model"].get("vocab_size") or mf["tokenizer"]["vocab_size"])
+
+
+def check_ids(ids, rows, what, fix):
+    for i in ids:  # an id past the token table aborts the gather kernel (SIGABRT, no message)
+        if not 0 <= i < rows:
+            raise Fail(f"{what} {i} is outside the model's token table (0..{rows - 1}); {fix}", 2)
+
+
 def encoder(method, mf, inputs, a, torch):
     tensors = []
+    check_ids(inputs.get("input_ids") or [], mf["model"].get("vocab_size") or mf["tokenizer"]["vocab_size"], "input_ids has id",
+              "give ids from the artifact's tokenizer.json, or --text")
     length = None  # one length for every input: the first one given (any length in range), else the shape's
     for spec in mf["inputs"]:
         given = inputs.get(spec["name"])
@@ -207,7 +220,7 @@ def encoder(method, mf, inputs, a, torch):
         if "min_shape" in spec and length is not None:
             shape[1] = length
         n = shape[0] * shape[1]
-        default = seeded_ids(n, mf["tokenizer"]["vocab_size"]) if spec["name"] == "input_ids" else [1] * n
+        default = seeded_ids(n, table_rows(mf)) if spec["name"] == "input_ids" else [1] * n
         tensors.append(torch.tensor(given if given is not None else default, dtype=torch.long).view(*shape))
     warmup = 10 if a.warmup is None else a.warmup
     for _ in range(warmup):
@@ -354,14 +367,9 @@ def on_texts(method, mf, tok, texts, a, torch):
 def lm(method, mf, inputs, a, torch):
     g = mf["generation"]
     per_call, stop = g["max_tokens_per_call"], set(g.get("stop_ids") or [])
-    # ids the model's table has rows for (a tokenizer may count more: added tokens past the table)
-    vocab = min(mf["tokenizer"]["vocab_size"], mf["model"].get("vocab_size") or mf["tokenizer"]["vocab_size"])
-    prompt = inputs.get("prompt_ids") or seeded_ids(a.prompt_tokens, vocab)
-    rows = mf["model"].get("vocab_size") or mf["tokenizer"]["vocab_size"]
-    for i in prompt:  # an id past the token table aborts the gather kernel
-        if not 0 <= i < rows:
-            raise Fail(f"prompt id {i} is outside the model's token table (0..{rows - 1}); its tokenizer adds tokens past "
-                       "the table: leave it out", 2)
+    prompt = inputs.get("prompt_ids") or seeded_ids(a.prompt_tokens, table_rows(mf))
+    check_ids(prompt, mf["model"].get("vocab_size") or mf["tokenizer"]["vocab_size"], "prompt id",
+              "its tokenizer adds tokens past the table: leave it out")
     if g["cache"] != "ring" and len(prompt) + a.max_new_tokens > g["max_context"]:
         raise Fail(f"{len(prompt)} prompt + {a.max_new_tokens} new tokens exceed max_context {g['max_context']}", 2)
 

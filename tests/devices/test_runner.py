@@ -65,6 +65,11 @@ def test_runners_refuse_a_length_the_artifact_does_not_take(built_fp32, host_run
     for cmd in ([str(host_runner)], [sys.executable, str(worker)]):
         proc = subprocess.run([*cmd, str(built_fp32.path), "--inputs", str(f)], capture_output=True, text=True)
         assert proc.returncode == 2 and "give ids and mask of one length" in proc.stderr
+    rows = built_fp32.manifest.model["vocab_size"]
+    f.write_text(json.dumps(dict(input_ids=[5, rows, 5])))  # an id past the table aborted the gather kernel (SIGABRT)
+    for cmd in ([str(host_runner)], [sys.executable, str(worker)]):
+        proc = subprocess.run([*cmd, str(built_fp32.path), "--inputs", str(f)], capture_output=True, text=True)
+        assert proc.returncode == 2 and f"input_ids has id {rows} is outside the model's token table (0..{rows - 1})" in proc.stderr
     f.write_text(json.dumps(dict(input_ids=[5] * 4)))  # the mask defaults to ones of the ids' length
     outs = [json.loads(subprocess.run([*cmd, str(built_fp32.path), "--inputs", str(f), "--iters", "1", "--warmup", "0"],
                                       capture_output=True, text=True, check=True).stdout)["outputs"][0]["data"]

@@ -71,7 +71,9 @@ def _measure(path: Path, pte_override: Path | None, threads: int, warmup: int, i
     if batch and not art.manifest.batch:
         raise UserError(f"{path} has no batch method; rebuild it with edgeformer build --batch 8, or bench without --batch")
     shape = art.manifest.batch["inputs"][0]["shape"] if batch else art.manifest.inputs[0]["shape"]
-    vocab = art.manifest.tokenizer["vocab_size"]
+    # ids the token table has rows for: a tokenizer may count more (tokens added past the table),
+    # and an id past the table aborts the gather kernel
+    vocab = min(art.manifest.tokenizer["vocab_size"], art.manifest.model.get("vocab_size") or art.manifest.tokenizer["vocab_size"])
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, vocab, shape, generator=g)
     mask = torch.ones(shape, dtype=torch.long)

@@ -77,7 +77,7 @@ def test_pruned_folder_saves_reloads_and_builds_with_nonuniform_sizes(tiny_bert_
     assert back.encoder.shape.num_heads == (1, 3) and back.encoder.shape.ffn == (44, 14)
     with torch.no_grad():
         torch.testing.assert_close(back.encoder(IDS, MASK), pruned(IDS, MASK))
-    r = edgeformer.build(str(out), "host", tmp_path / "art", quant="int8", seq_len=16, lengths="static", batch=1, bench_iters=0,
+    r = edgeformer.build(str(out), "host", tmp_path / "art", quant="int8", seq_len=16, batch=1, bench_iters=0,
                          min_sqnr_db=0)
     d = r.manifest.delegation
     # one XNNPACK subgraph; outside it only what the unpruned model has there: the embedding gather,

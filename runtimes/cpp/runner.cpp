@@ -181,10 +181,14 @@ double percentile(std::vector<double> xs, double q) {
   return xs[std::min<size_t>(xs.size() - 1, std::max<long>(0, i))];
 }
 
+// Rows of the model's token table (older manifests: the tokenizer's count).
+int64_t table_rows(const json::Value& mf) {
+  return mf["model"].has("vocab_size") ? mf["model"]["vocab_size"].as_int() : mf["tokenizer"]["vocab_size"].as_int();
+}
+
 // ids the model's table has rows for (a tokenizer may count more: added tokens past the table)
 int64_t model_vocab(const json::Value& mf) {
-  int64_t tok = mf["tokenizer"]["vocab_size"].as_int();
-  return mf["model"].has("vocab_size") ? std::min(tok, mf["model"]["vocab_size"].as_int()) : tok;
+  return std::min(mf["tokenizer"]["vocab_size"].as_int(), table_rows(mf));
 }
 
 std::vector<int64_t> seeded_ids(size_t n, int64_t vocab) {  // deterministic, for timing only
@@ -662,7 +666,7 @@ int main_impl(int argc, char** argv) {
     prompt = lm_tok ? lm_tok->encode(texts[0])
              : inputs.has("prompt_ids") ? inputs["prompt_ids"].as_ints()
                                         : seeded_ids(o.prompt_tokens, model_vocab(mf));
-  int64_t rows = mf["model"].has("vocab_size") ? mf["model"]["vocab_size"].as_int() : mf["tokenizer"]["vocab_size"].as_int();
+  int64_t rows = table_rows(mf);
   auto check_ids = [rows](const std::vector<int64_t>& ids, const std::string& what, const std::string& fix) {
     for (int64_t id : ids)  // an id past the token table aborts the gather kernel (SIGABRT, no message)
       if (id < 0 || id >= rows)

@@ -187,11 +187,18 @@ def executorch_version():
 
 
 def table_rows(mf):
-    """Ids the model's token table has rows for (a tokenizer may count more: tokens added past the table)."""
-    return min(mf["tokenizer"]["vocab_size"], mf["model"].get("vocab_size") or mf["tokenizer"]["vocab_size"])
+    """Rows of the model's token table (older manifests: the tokenizer's count)."""
+    return mf["model"].get("vocab_size") or mf["tokenizer"]["vocab_size"]
 
 
-def check_ids(ids, rows, what, fix):
+def seed_vocab(mf):
+    """Ids seeded for timing: ones the tokenizer makes and the table has rows for (a tokenizer may
+    count more: tokens added past the table)."""
+    return min(mf["tokenizer"]["vocab_size"], table_rows(mf))
+
+
+def check_ids(ids, mf, what, fix):
+    rows = table_rows(mf)
     for i in ids:  # an id past the token table aborts the gather kernel (SIGABRT, no message)
         if not 0 <= i < rows:
             raise Fail(f"{what} {i} is outside the model's token table (0..{rows - 1}); {fix}", 2)
@@ -199,8 +206,7 @@ def check_ids(ids, rows, what, fix):
 
 def encoder(method, mf, inputs, a, torch):
     tensors = []
-    check_ids(inputs.get("input_ids") or [], mf["model"].get("vocab_size") or mf["tokenizer"]["vocab_size"], "input_ids has id",
-              "give ids from the artifact's tokenizer.json, or --text")
+    check_ids(inputs.get("input_ids") or [], mf, "input_ids has id", "give ids from the artifact's tokenizer.json, or --text")
     length = None  # one length for every input: the first one given (any length in range), else the shape's
     for spec in mf["inputs"]:
         given = inputs.get(spec["name"])
@@ -220,7 +226,7 @@ def encoder(method, mf, inputs, a, torch):
         if "min_shape" in spec and length is not None:
             shape[1] = length
         n = shape[0] * shape[1]
-        default = seeded_ids(n, table_rows(mf)) if spec["name"] == "input_ids" else [1] * n
+        default = seeded_ids(n, seed_vocab(mf)) if spec["name"] == "input_ids" else [1] * n
         tensors.append(torch.tensor(given if given is not None else default, dtype=torch.long).view(*shape))
     warmup = 10 if a.warmup is None else a.warmup
     for _ in range(warmup):
@@ -367,9 +373,8 @@ def on_texts(method, mf, tok, texts, a, torch):
 def lm(method, mf, inputs, a, torch):
     g = mf["generation"]
     per_call, stop = g["max_tokens_per_call"], set(g.get("stop_ids") or [])
-    prompt = inputs.get("prompt_ids") or seeded_ids(a.prompt_tokens, table_rows(mf))
-    check_ids(prompt, mf["model"].get("vocab_size") or mf["tokenizer"]["vocab_size"], "prompt id",
-              "its tokenizer adds tokens past the table: leave it out")
+    prompt = inputs.get("prompt_ids") or seeded_ids(a.prompt_tokens, seed_vocab(mf))
+    check_ids(prompt, mf, "prompt id", "its tokenizer adds tokens past the table: leave it out")
     if g["cache"] != "ring" and len(prompt) + a.max_new_tokens > g["max_context"]:
         raise Fail(f"{len(prompt)} prompt + {a.max_new_tokens} new tokens exceed max_context {g['max_context']}", 2)
 

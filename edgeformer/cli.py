@@ -64,6 +64,9 @@ def build(
                                                 "--max-pte-mb) | gguf (a GGUF LM on its own grid) (default: the target's)."),
     quant_method: str = typer.Option(None, "--quant-method", help="4-bit scales (--quant 8da4w): affine (default) | "
                                                                   "hqq | gptq (calibrated on --data)."),
+    gguf_offsets: str = typer.Option(None, "--gguf-offsets", help="--quant gguf, Q4_1 minimums: fp32 (exact, default) | "
+                                                                  "folded (into the 4-bit kernel: faster decode, a little "
+                                                                  "more int8 rounding)."),
     group_size: int = typer.Option(None, "--group-size",
                                    help="Group size for 4-bit weights: 32, 64, 128, 256, or 0 for one group per row (default 32)."),
     embedding_quant: str = typer.Option(None, "--embedding-quant", help="fp32 | int8 | int4 for the embedding table."),
@@ -109,7 +112,8 @@ def build(
     """Compile MODEL for a target into an artifact folder: model.pte, tokenizer.json, manifest.json."""
     from edgeformer.pipeline import BuildSpec
 
-    given = dict(target=target, quant=quant, quant_method=quant_method, group_size=group_size, embedding_quant=embedding_quant,
+    given = dict(target=target, quant=quant, quant_method=quant_method, gguf_offsets=gguf_offsets, group_size=group_size,
+                 embedding_quant=embedding_quant,
                  seq_len=seq_len,
                  threads=threads, attention=tuple(attention) if attention else None, max_context=max_context, lm_ops=lm_ops,
                  kv_cache=kv_cache, lengths=lengths, batch=batch, prune=prune, data=data, eval_data=eval_data, min_sqnr_db=min_sqnr,

@@ -28,6 +28,12 @@ QUANT_METHODS: dict[str, str] = {
     "gptq": "GPTQ on calibration data (--data): each column's rounding error spread over the columns not yet "
             "quantized, weighted by the inverse of the inputs' Gram matrix",
 }
+# --quant gguf: how a Q4_1 group's offset (its minimum, 8d + m) reaches XNNPACK (transforms/gguf_grid.py).
+GGUF_OFFSETS: dict[str, str] = {
+    "fp32": "an fp32 linear over each 32-group's mean of the input, added to the 4-bit kernel's output (exact)",
+    "folded": "extra 4-bit groups of the same kernel over the group means (offsets as base-16 digits): "
+              "one kernel per linear, faster decode; the means take the int8 activations' rounding",
+}
 # Quantization of the token-embedding table (weight-only; runs as a quantized gather).
 EMBEDDING_SCHEMES: dict[str, str] = {
     "fp32": "no quantization",
@@ -90,6 +96,7 @@ class Recipe:
 
     quant: str = "int8"
     quant_method: str = "affine"  # 4-bit linears: see QUANT_METHODS
+    gguf_offsets: str = "fp32"  # --quant gguf: see GGUF_OFFSETS
     group_size: int = 32
     embedding_quant: str = "int8"
     seq_len: int = 128
@@ -107,6 +114,10 @@ class Recipe:
         if self.quant_method != "affine" and self.quant != "8da4w":
             raise UserError(f"--quant-method {self.quant_method} chooses 4-bit scales, and --quant {self.quant} has none "
                             f"to choose; use it with --quant 8da4w (--quant mixed measures affine and hqq itself)")
+        _one_of("--gguf-offsets", self.gguf_offsets, GGUF_OFFSETS)
+        if self.gguf_offsets != "fp32" and self.quant != "gguf":
+            raise UserError(f"--gguf-offsets {self.gguf_offsets} places a GGUF's Q4_1 offsets, and --quant {self.quant} keeps "
+                            f"no GGUF grid; use it with --quant gguf or drop it")
         _one_of("--embedding-quant", self.embedding_quant, EMBEDDING_SCHEMES)
         _one_of("--lm-ops", self.lm_ops, LM_OPS)
         _one_of("--kv-cache", self.kv_cache, KV_CACHES)

@@ -72,6 +72,9 @@ def test_run_reads_text_that_is_not_utf8(built_fp32, capsys, monkeypatch):
     (["build", "minilm", "--target", "pi", "-o", "x"], 2, "unknown target 'pi'; use one of: host"),
     (["build", "minilm", "--quant", "int3", "-o", "x"], 2, "--quant 'int3' is not a known scheme; use one of: fp32, int8, 8da4w"),
     (["build", "./does-not-exist", "-o", "x"], 2, "neither a folder nor a bundled name"),
+    (["build", "minilm", "--gguf-offsets", "folded", "-o", "x"], 2, "--gguf-offsets folded places a GGUF's Q4_1 offsets"),
+    (["build", "minilm", "--quant", "gguf", "--gguf-offsets", "int4", "-o", "x"], 2,
+     "--gguf-offsets 'int4' is not a known scheme; use one of: fp32, folded"),
     (["run", "./does-not-exist", "hi"], 2, "is not a folder"),
     (["inspect", "."], 2, "has no manifest.json"),
 ])

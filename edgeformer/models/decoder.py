@@ -172,12 +172,14 @@ class DecoderLayer(nn.Module):
         self.gate = nn.Linear(s.hidden, ffn, bias=False)
         self.up = nn.Linear(s.hidden, ffn, bias=False)
         self.down = nn.Linear(ffn, s.hidden, bias=False)
+        # what q/k/v and gate/up take of their shared input (--gguf-offsets folded widens it once for all three)
+        self.attn_in, self.ffn_in = nn.Identity(), nn.Identity()
         self.cache = KVCache(heads, kv, s.head_dim, s.layer_slots(index), scale, s.portable,
                              s.kv_cache)
 
     def forward(self, x, cos, sin, rot, start, ring):
         """`ring`: (slots, mask) for a ring layer or a portable one, None for a full custom-op cache."""
-        y = self.norm1(x)
+        y = self.attn_in(self.norm1(x))
         q, k = self.q(y), self.k(y)
         if self.q_norm is not None:  # per head: [1, T*heads, d]
             q, k = self.q_norm(q.view(1, -1, self.d)), self.k_norm(k.view(1, -1, self.d))
@@ -187,7 +189,7 @@ class DecoderLayer(nn.Module):
         attn = self.cache(q, k, v, start, ring)
         a = self.o(attn)
         x = x + (a if self.post_attn_norm is None else self.post_attn_norm(a))
-        y = self.norm2(x)
+        y = self.ffn_in(self.norm2(x))
         f = self.down(self.act(self.gate(y)) * self.up(y))
         return x + (f if self.post_ffn_norm is None else self.post_ffn_norm(f))
 

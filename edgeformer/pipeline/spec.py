@@ -37,6 +37,7 @@ class BuildSpec:
     # the recipe (None: the target's default)
     quant: str | None = None
     quant_method: str | None = None  # 4-bit scales: affine | hqq | gptq (calibrated on --data)
+    gguf_offsets: str | None = None  # --quant gguf: fp32 | folded (recipe.GGUF_OFFSETS)
     group_size: int | None = None
     embedding_quant: str | None = None
     seq_len: int | None = None
@@ -85,7 +86,8 @@ class BuildSpec:
     def recipe(self) -> Recipe:
         """The full recipe: the target's defaults with this spec's fields over them."""
         base = self.target_info().recipe
-        return base.with_overrides(quant=self.quant, quant_method=self.quant_method, group_size=self.group_size,
+        return base.with_overrides(quant=self.quant, quant_method=self.quant_method, gguf_offsets=self.gguf_offsets,
+                                   group_size=self.group_size,
                                    embedding_quant=self.embedding_quant,
                                    seq_len=self.seq_len, threads=self.threads, attention=self.attention_plan().describe(),
                                    max_context=self.max_context, lm_ops=self.lm_ops, kv_cache=self.kv_cache,

@@ -38,6 +38,7 @@ LINEARS = {"q": "attn_q", "k": "attn_k", "v": "attn_v", "o": "attn_output",
 # the GGUF block types a linear layer keeps on their grid
 ON_GRID = ("Q4_0", "Q4_1")
 EMBED_ON_GRID = "Q8_0 -> int8 groups of 32 (exact)"  # the plan's entry for a table kept as shipped
+CORRECTED = "4-bit groups + group-sum correction (exact)"  # the plan's entry for a Q4_1 linear (gguf_offsets.FOLDED: folded)
 
 
 class GroupSumCorrected(nn.Module):
@@ -187,4 +188,4 @@ def _replace_linear(parent: nn.Module, attr: str, blocks: Blocks | None, kind: s
         return f"{kind} -> {fallback}"
     new = on_grid_linear(blocks, getattr(parent, attr).bias)
     setattr(parent, attr, new)
-    return f"{kind} -> 4-bit groups{' + group-sum correction' if isinstance(new, GroupSumCorrected) else ''} (exact)"
+    return f"{kind} -> {CORRECTED if isinstance(new, GroupSumCorrected) else '4-bit groups (exact)'}"

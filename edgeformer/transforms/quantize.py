@@ -19,7 +19,8 @@ from torchao.utils import TorchAOBaseTensor, unwrap_tensor_subclass
 from edgeformer.errors import UserError
 from edgeformer.recipe import GROUP_SIZES, PER_ROW, QUANT_METHODS, Recipe, groups_fit, stores_4bit
 from edgeformer.targets.backend import Backend, config_for
-from edgeformer.transforms.gguf_grid import GroupSumCorrected, keep_grid
+from edgeformer.transforms.gguf_grid import CORRECTED, GroupSumCorrected, keep_grid
+from edgeformer.transforms.gguf_offsets import FOLDED, fold_offsets
 from edgeformer.transforms.gptq import gptq_
 from edgeformer.transforms.mixed import Run, quantize_mixed
 from edgeformer.transforms.smooth import smooth_grid
@@ -64,7 +65,11 @@ def quantize_model(model: nn.Module, recipe: Recipe, backend: Backend | None = N
                             f"{', no GGUF file' if gguf is None else ''}); use --quant int8 or 8da4w")
         plan = keep_grid(model, gguf, GGUF_FALLBACK, recipe.embedding_quant)
         smoothing = None if grid_inputs is None else smooth_grid(model, grid_inputs[1], grid_inputs[0])
-        recipe = recipe.with_overrides(quant=GGUF_FALLBACK)
+        offsets = dict(form="fp32 correction")
+        if recipe.gguf_offsets == "folded":
+            offsets = fold_offsets(model)
+            plan = {name: became.replace(CORRECTED, FOLDED) for name, became in plan.items()}
+        recipe = recipe.with_overrides(quant=GGUF_FALLBACK, gguf_offsets="fp32")
     if recipe.quant_method != "affine" and backend.name != "xnnpack":
         raise UserError(f"--quant-method {recipe.quant_method} chooses XNNPACK's 4-bit scales, and this target lowers "
                         f"to {backend.name}; drop --quant-method")
@@ -92,7 +97,7 @@ def quantize_model(model: nn.Module, recipe: Recipe, backend: Backend | None = N
             _check_group_size(model, nn.Embedding, "embedding_dim", recipe, todo(nn.Embedding))
         quantize_(model, emb, filter_fn=todo(nn.Embedding))
     if scheme == "gguf":
-        model.quantization_record = dict(method="GGUF codes and scales kept as shipped", modules=plan,
+        model.quantization_record = dict(method="GGUF codes and scales kept as shipped", modules=plan, offsets=offsets,
                                          **({} if smoothing is None else dict(input_smoothing=smoothing)))
     elif scheme == "8da4w":
         model.quantization_record = dict(method=QUANT_METHODS[recipe.quant_method], scales=recipe.quant_method,

@@ -14,6 +14,7 @@ from edgeformer.models.gguf import GGUFWeights, decode
 from edgeformer.recipe import Recipe
 from edgeformer.targets.xnnpack import lower
 from edgeformer.transforms.gguf_grid import GroupSumCorrected, keep_grid, on_grid_linear
+from edgeformer.transforms.gguf_offsets import FoldedOffsets, Widen, fold_offsets, offset_digits
 from edgeformer.transforms.quantize import quantize_model
 from edgeformer.validate.numerics import sqnr_db
 
@@ -108,3 +109,50 @@ def test_quantize_model_records_what_each_module_became(tiny_lm, tiny_gguf):
     assert plan["lm_head"] == "Q8_0 -> int8" and len(plan) == 2 * 7 + 2
     with pytest.raises(UserError, match="--quant gguf needs a GGUF causal LM"):
         quantize_model(copy.deepcopy(tiny_lm.decoder), Recipe(quant="gguf"))
+
+
+def _weight_only(model):
+    for m in model.modules():
+        if hasattr(getattr(m, "weight", None), "activation_quantization"):
+            m.weight.activation_quantization = None
+
+
+def test_offset_digits_add_up_to_the_offsets():
+    offsets = torch.from_numpy(np.random.default_rng(0).normal(0, 3, (8, 48)).astype(np.float32))
+    codes, scales = offset_digits(offsets, 2)
+    assert codes.shape == (8, 2 * 64) and scales.shape == (8, 4)  # 48 groups padded to 64, two digits
+    assert int(codes.min()) >= -8 and int(codes.max()) <= 7
+    assert torch.equal(scales, scales.to(torch.bfloat16).float())  # what XNNPACK stores, unrounded
+    value = (codes.view(8, -1, 32).double() * scales[..., None]).view(8, 2, 64).sum(1)[:, :48]
+    bound = scales.view(8, 2, 2)[:, 1].repeat_interleave(32, 1)[:, :48].double() / 2  # half the last digit's step
+    assert ((value - offsets.double()).abs() <= bound + 1e-9).all() and sqnr_db(offsets.double(), value) > 40
+    assert not codes.view(8, 2, 64)[:, :, 48:].any()  # the padding's codes are 0
+
+
+def test_folded_offsets_are_the_gguf_model_and_lower_whole(tiny_lm, tiny_gguf):
+    exact = copy.deepcopy(tiny_lm.decoder)
+    keep_grid(exact, GGUFWeights(tiny_gguf))
+    dec = copy.deepcopy(exact)
+    record = fold_offsets(dec)
+    assert record["linears"] == 2 * 7 and record["shared_inputs"] == 2 * 2  # q/k/v and gate/up widen their input once
+    assert isinstance(dec.layers[0].attn_in, Widen) and isinstance(dec.layers[0].o, FoldedOffsets)
+    assert not any(isinstance(m, GroupSumCorrected) for m in dec.modules())
+    ids = torch.tensor([[5, 60, 7, 200, 9]])
+    _weight_only(exact), _weight_only(dec)
+    with torch.no_grad():
+        assert sqnr_db(exact(ids, torch.tensor([0])), dec(ids, torch.tensor([0]))) > 45  # the digits' rounding only
+
+
+def test_a_folded_build_is_delegated_and_matches_its_program(tiny_gguf, tmp_path):
+    import edgeformer
+
+    m = edgeformer.build(str(tiny_gguf), "host", tmp_path / "folded", quant="gguf", gguf_offsets="folded", max_context=64,
+                         bench_iters=0).manifest
+    q = m.quantization
+    assert m.recipe["gguf_offsets"] == "folded" and q["offsets"]["form"] == "folded" and q["offsets"]["linears"] == 14
+    assert q["modules"]["layers.0.down"] == "Q4_1 -> 4-bit groups + offsets as 4-bit digit groups (folded)"
+    outside = set(m.delegation["non_delegated_ops"])
+    assert not any(k in op for op in outside for k in ("linear", "mm", "mean", "cat", "pad"))  # widening runs in XNNPACK too
+    assert m.numerics["sqnr_db_vs_exported"] > 30 and m.numerics["sqnr_db"] > 25  # as the exact form's build
+    with pytest.raises(UserError, match=r"--gguf-offsets folded .* --quant int8 keeps no GGUF grid"):
+        Recipe(quant="int8", gguf_offsets="folded")

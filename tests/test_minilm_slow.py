@@ -32,8 +32,9 @@ def test_default_host_build_meets_every_budget(builds):
     assert all(b["passed"] is True for b in by.values())  # host measures everything else
     assert by["min_speedup_vs_eager"]["measured"] >= 2.0 and m.measurements["memory_measured_by"]
     assert accuracy["passed"] is None and accuracy["where"] == "no eval data"
-    assert m.recipe == dict(quant="int8", quant_method="affine", group_size=32, embedding_quant="int8", seq_len=128, threads=2,
-                            attention="full", max_context=None, lm_ops="custom", kv_cache="fp32", lengths="auto", batch=8)
+    assert m.recipe == dict(quant="int8", quant_method="affine", gguf_offsets="fp32", group_size=32, embedding_quant="int8",
+                            seq_len=128, threads=2, attention="full", max_context=None, lm_ops="custom", kv_cache="fp32",
+                            lengths="auto", batch=8)
     assert m.inputs[0]["min_shape"] == [1, 1]  # auto: any length up to 128 (full attention on XNNPACK)
     assert m.numerics["sqnr_db"] >= 20
 

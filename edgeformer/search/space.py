@@ -19,6 +19,8 @@ with layer ranges (`window=32:layers=0-2`), since `,` separates values here.
     batch=1,8                         encoders: texts per call of the batch method (--batch; 1:
                                       none, a smaller file for an app that runs one text at a time)
     kv_cache=fp32,int8                causal LMs: how the KV cache stores keys and values
+    offsets=fp32,folded               causal LMs at quant=gguf: Q4_1 offsets exact or inside the
+                                      4-bit kernel (--gguf-offsets); other candidates take one value
 
 A causal LM's space has quant, embedding, attention (window=N: a ring cache) and kv_cache;
 its default is `quant=int8,8da4w kv_cache=fp32,int8` (`quant=gguf` too for a GGUF source).
@@ -35,7 +37,17 @@ import itertools
 from dataclasses import dataclass, replace
 
 from edgeformer.errors import UserError
-from edgeformer.recipe import EMBEDDING_SCHEMES, GROUP_SIZES, KV_CACHES, LENGTHS, MAX_BATCH, QUANT_SCHEMES, Recipe, stores_4bit
+from edgeformer.recipe import (
+    EMBEDDING_SCHEMES,
+    GGUF_OFFSETS,
+    GROUP_SIZES,
+    KV_CACHES,
+    LENGTHS,
+    MAX_BATCH,
+    QUANT_SCHEMES,
+    Recipe,
+    stores_4bit,
+)
 from edgeformer.transforms.attention import SPEC_HELP, parse_attention
 
 AXES: dict[str, str] = {
@@ -48,6 +60,7 @@ AXES: dict[str, str] = {
     "lengths": "encoders' input lengths: " + ", ".join(LENGTHS),
     "batch": f"encoders' texts per call of the batch method, 1 (none) to {MAX_BATCH}",
     "kv_cache": "causal LMs' KV-cache storage: " + ", ".join(KV_CACHES),
+    "offsets": "causal LMs at quant=gguf, where Q4_1's offsets go: " + ", ".join(GGUF_OFFSETS),
 }
 DEFAULTS: dict[str, tuple[str, ...]] = {"quant": ("int8", "8da4w"), "prune": ("0", "0.25", "0.5")}
 LM_DEFAULTS: dict[str, tuple[str, ...]] = {"quant": ("int8", "8da4w"), "kv_cache": ("fp32", "int8")}
@@ -67,6 +80,7 @@ class Candidate:
     kv_cache: str | None = None
     lengths: str | None = None
     batch: int | None = None
+    offsets: str | None = None
 
     @property
     def pruned(self) -> bool:
@@ -95,7 +109,8 @@ class Candidate:
 
     def build_fields(self) -> dict:
         """The BuildSpec fields this candidate sets (pruning is done before, once per level)."""
-        given = {k: v for k, v in dict(lengths=self.lengths, batch=self.batch).items() if v is not None}  # else the defaults
+        given = {k: v for k, v in dict(lengths=self.lengths, batch=self.batch, gguf_offsets=self.offsets).items()
+                 if v is not None}  # else the defaults
         return dict(quant=self.quant, embedding_quant=self.embedding, group_size=self.group, attention=self.attention,
                     seq_len=self.seq_len, kv_cache=self.kv_cache, **given)
 
@@ -107,7 +122,7 @@ class Candidate:
     def to_dict(self) -> dict:
         d = dict(quant=self.quant, embedding=self.embedding, prune=self.prune, attention=self.attention,
                  seq_len=self.seq_len)
-        for axis in ("group", "lengths", "batch"):  # without these axes, the keys stay as they were (cached searches)
+        for axis in ("group", "lengths", "batch", "offsets"):  # without these axes, the keys stay as they were (cached searches)
             if getattr(self, axis) is not None:
                 d[axis] = getattr(self, axis)
         return d if self.kv_cache is None else dict(d, kv_cache=self.kv_cache)  # encoders' keys stay as they were
@@ -128,7 +143,10 @@ class Space:
         names = [a for a in AXES if a in self.values]
         cands = [Candidate(**dict(zip(names, combo, strict=True))) for combo in itertools.product(*(self.values[a] for a in names))]
         first = self.values.get("group", (None,))[0]  # nothing at 4-bit: one group value, not one candidate each
-        return list(dict.fromkeys(c if c.four_bit else replace(c, group=first) for c in cands))
+        cands = [c if c.four_bit else replace(c, group=first) for c in cands]
+        plain = self.values.get("offsets", (None,))[0]  # no GGUF grid: one offsets value (the exact form's, as given)
+        return list(dict.fromkeys(c if c.quant == "gguf" else replace(c, offsets=None if plain is None else "fp32")
+                                  for c in cands))
 
     def describe(self) -> str:
         return " ".join(f"{a}={','.join(map(str, v))}" for a, v in self.values.items())
@@ -153,6 +171,8 @@ def parse_space(spec: str | list[str] | None, kind: str = "encoder", gguf: bool 
                             f"a causal LM searches {', '.join(a for a in AXES if a not in ENCODER_ONLY)}")
         if not lm and axis == "kv_cache":
             raise UserError(f"--space {term!r}: kv_cache applies to causal LMs; an encoder has no KV cache")
+        if not lm and axis == "offsets":
+            raise UserError(f"--space {term!r}: offsets applies to a GGUF causal LM's grid (quant=gguf); an encoder has none")
         if not eq or not raw.strip(","):
             raise UserError(f"--space {term!r}: give values, e.g. {axis}={_example(axis)}")
         if axis in seen:
@@ -176,6 +196,10 @@ def _check(axis: str, value: str, lm: bool = False):
     if axis == "kv_cache":
         if value not in KV_CACHES:
             raise UserError(f"--space kv_cache={value}: unknown; {allowed}")
+        return value
+    if axis == "offsets":
+        if value not in GGUF_OFFSETS:
+            raise UserError(f"--space offsets={value}: unknown; {allowed}")
         return value
     if axis == "lengths":
         if value not in LENGTHS:
@@ -221,4 +245,5 @@ def _check(axis: str, value: str, lm: bool = False):
 
 def _example(axis: str) -> str:
     return {"quant": "int8,8da4w", "embedding": "int8,int4", "group": "32,0", "prune": "0,0.25,auto", "attention": "full,window=32",
-            "seq_len": "64,128", "kv_cache": "fp32,int8", "lengths": "auto,static", "batch": "1,8"}[axis]
+            "seq_len": "64,128", "kv_cache": "fp32,int8", "lengths": "auto,static", "batch": "1,8",
+            "offsets": "fp32,folded"}[axis]

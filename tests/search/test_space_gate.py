@@ -122,12 +122,22 @@ def test_a_causal_lms_space_has_its_own_axes_and_defaults():
 @pytest.mark.parametrize("spec, kind, named", [
     ("seq_len=64", "causal-lm", "seq_len is an encoder axis"), ("batch=1", "causal-lm", "batch is an encoder axis"),
     ("kv_cache=fp16", "causal-lm", "kv_cache=fp16"), ("kv_cache=int8", "encoder", "an encoder has no KV cache"),
-    ("quant=gguf", "encoder", "quant=gguf"),
+    ("quant=gguf", "encoder", "quant=gguf"), ("offsets=folded", "encoder", "an encoder has none"),
+    ("offsets=int4", "causal-lm", "offsets=int4: unknown"),
 ])
 def test_axes_of_the_other_kind_are_refused_by_name(spec, kind, named):
     with pytest.raises(UserError, match=named) as e:
         parse_space(spec, kind)
     assert "\n" not in str(e.value)
+
+
+def test_the_offsets_axis_multiplies_only_the_gguf_grid():
+    cands = parse_space("quant=int8,gguf kv_cache=fp32 offsets=fp32,folded", "causal-lm").candidates()
+    assert [c.describe() for c in cands] == ["quant=int8 offsets=fp32 kv_cache=fp32", "quant=gguf offsets=fp32 kv_cache=fp32",
+                                             "quant=gguf offsets=folded kv_cache=fp32"]
+    assert cands[2].build_fields()["gguf_offsets"] == "folded" and cands[0].build_fields()["gguf_offsets"] == "fp32"
+    plain = parse_space("quant=gguf kv_cache=fp32", "causal-lm").candidates()[0]
+    assert "offsets" not in plain.to_dict() and "gguf_offsets" not in plain.build_fields()  # cached keys unchanged
 
 
 def test_the_perplexity_gate_bounds_the_increase_over_blocks_of_tokens():

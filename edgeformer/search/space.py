@@ -144,9 +144,8 @@ class Space:
         cands = [Candidate(**dict(zip(names, combo, strict=True))) for combo in itertools.product(*(self.values[a] for a in names))]
         first = self.values.get("group", (None,))[0]  # nothing at 4-bit: one group value, not one candidate each
         cands = [c if c.four_bit else replace(c, group=first) for c in cands]
-        plain = self.values.get("offsets", (None,))[0]  # no GGUF grid: one offsets value (the exact form's, as given)
-        return list(dict.fromkeys(c if c.quant == "gguf" else replace(c, offsets=None if plain is None else "fp32")
-                                  for c in cands))
+        plain = "fp32" if "offsets" in self.values else None  # no GGUF grid: one offsets value, the exact form's
+        return list(dict.fromkeys(c if c.quant == "gguf" else replace(c, offsets=plain) for c in cands))
 
     def describe(self) -> str:
         return " ".join(f"{a}={','.join(map(str, v))}" for a, v in self.values.items())

@@ -63,9 +63,14 @@ class GroupSumCorrected(nn.Module):
         return self.main.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x [1, T, in]
-        # view(1, -1, ...): one -1 keeps a symbolic T delegable (as RMSNorm in models/decoder.py)
-        means = x.reshape(1, -1, 1, BLOCK).mean(dim=(2, 3), keepdim=True).view(1, -1, self.groups)  # [1, T, in/32]
-        return self.main(x) + self.correction(means)
+        return self.main(x) + self.correction(group_means(x, self.groups))
+
+
+def group_means(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """x [1, T, groups·32] -> the mean of each 32-group [1, T, groups], in the form XNNPACK's
+    mean lowers (a 4-D view reduced over dims (2, 3); one -1 in the views keeps a symbolic T
+    delegable, as RMSNorm in models/decoder.py)."""
+    return x.reshape(1, -1, 1, BLOCK).mean(dim=(2, 3), keepdim=True).view(1, -1, groups)
 
 
 def scale_columns(lin: nn.Module, factor: torch.Tensor) -> None:

@@ -18,7 +18,7 @@ from torch import nn
 
 from edgeformer.models.gguf import BLOCK
 from edgeformer.transforms import int4
-from edgeformer.transforms.gguf_grid import GroupSumCorrected
+from edgeformer.transforms.gguf_grid import GroupSumCorrected, group_means
 
 FOLDED = "4-bit groups + offsets as 4-bit digit groups (folded)"  # the plan's entry (gguf_grid.CORRECTED: exact)
 # --gguf-offsets folded (FoldedOffsets). The group means are fed to the kernel times GAIN, so the
@@ -44,7 +44,7 @@ class Widen(nn.Module):
         return (self.groups + self.pad) * self.digits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        means = x.reshape(1, -1, 1, BLOCK).mean(dim=(2, 3), keepdim=True).view(1, -1, self.groups) * self.gain
+        means = group_means(x, self.groups) * self.gain
         if self.pad:
             means = nn.functional.pad(means, (0, self.pad))
         return torch.cat([x] + [means] * self.digits, dim=-1)
@@ -108,6 +108,12 @@ def widened(lin: GroupSumCorrected, widen: Widen) -> nn.Linear:
     return main
 
 
+def folded(lin: GroupSumCorrected, digits: int, gain: float) -> FoldedOffsets:
+    """`lin` widening its own input."""
+    widen = Widen(lin.in_features, digits, gain)
+    return FoldedOffsets(widened(lin, widen), widen)
+
+
 def fold_offsets(decoder: nn.Module, digits: int = DIGITS, gain: float = GAIN) -> dict:
     """Every `GroupSumCorrected` of a Decoder in its folded form, in place. Where q, k and v (or
     gate and up) all carry offsets, their shared input is widened once (the layer's `attn_in`,
@@ -125,10 +131,8 @@ def fold_offsets(decoder: nn.Module, digits: int = DIGITS, gain: float = GAIN) -
                 shared, done = shared + 1, done + len(names)
         for name, child in list(layer.named_children()):
             if isinstance(child, GroupSumCorrected):
-                widen = Widen(child.in_features, digits, gain)
-                setattr(layer, name, FoldedOffsets(widened(child, widen), widen))
+                setattr(layer, name, folded(child, digits, gain))
                 done += 1
     if isinstance(decoder.lm_head, GroupSumCorrected):  # a head on a 4-bit grid of its own
-        widen = Widen(decoder.lm_head.in_features, digits, gain)
-        decoder.lm_head, done = FoldedOffsets(widened(decoder.lm_head, widen), widen), done + 1
+        decoder.lm_head, done = folded(decoder.lm_head, digits, gain), done + 1
     return dict(form="folded", linears=done, shared_inputs=shared, digits=digits, gain=gain)

@@ -95,12 +95,17 @@ def test_the_grid_decoder_is_the_gguf_model(tiny_lm, tiny_gguf):
     plan = keep_grid(dec, GGUFWeights(tiny_gguf))
     assert plan["layers.1.q"].startswith("Q4_1 -> 4-bit") and plan["embed"].startswith("Q8_0 -> int8 groups of 32")
     assert plan["lm_head"] == "Q8_0 -> fallback"  # tied to the Q8_0 table: no 8-bit groups in XNNPACK's linears
-    for m in dec.modules():
-        if hasattr(getattr(m, "weight", None), "activation_quantization"):
-            m.weight.activation_quantization = None  # weight-only, to compare the weights themselves
+    _weight_only(dec)  # to compare the weights themselves
     ids = torch.tensor([[5, 60, 7, 200, 9]])
     with torch.no_grad():
         torch.testing.assert_close(dec(ids, torch.tensor([0])), tiny_lm.hf(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+def _weight_only(model):
+    """fp32 activations in every 4-bit linear of `model`: what the weights alone compute."""
+    for m in model.modules():
+        if hasattr(getattr(m, "weight", None), "activation_quantization"):
+            m.weight.activation_quantization = None
 
 
 def test_quantize_model_records_what_each_module_became(tiny_lm, tiny_gguf):
@@ -109,12 +114,6 @@ def test_quantize_model_records_what_each_module_became(tiny_lm, tiny_gguf):
     assert plan["lm_head"] == "Q8_0 -> int8" and len(plan) == 2 * 7 + 2
     with pytest.raises(UserError, match="--quant gguf needs a GGUF causal LM"):
         quantize_model(copy.deepcopy(tiny_lm.decoder), Recipe(quant="gguf"))
-
-
-def _weight_only(model):
-    for m in model.modules():
-        if hasattr(getattr(m, "weight", None), "activation_quantization"):
-            m.weight.activation_quantization = None
 
 
 def test_offset_digits_add_up_to_the_offsets():
@@ -129,7 +128,7 @@ def test_offset_digits_add_up_to_the_offsets():
     assert not codes.view(8, 2, 64)[:, :, 48:].any()  # the padding's codes are 0
 
 
-def test_folded_offsets_are_the_gguf_model_and_lower_whole(tiny_lm, tiny_gguf):
+def test_folded_offsets_are_the_gguf_model_and_share_their_inputs(tiny_lm, tiny_gguf):
     exact = copy.deepcopy(tiny_lm.decoder)
     keep_grid(exact, GGUFWeights(tiny_gguf))
     dec = copy.deepcopy(exact)

@@ -6,8 +6,10 @@ same GGUF file, and transformers eager fp32.
   edgeformer-gguf   `... --quant gguf`: the GGUF's own Q4_1 codes and scales in XNNPACK's
                     4-bit kernels plus the group-sum correction, its Q8_0 table as the
                     embedding, the tied head at int8
-  edgeformer-gguf-runner   the same with `--lm-ops portable`, run by the C++ runner
-                    (runtimes/cpp): no Python in the process, as on a phone or a Pi
+  edgeformer-gguf-runner   the same .pte run by the C++ runner (runtimes/cpp, with its own
+                    LLM custom ops): no Python in the process, as on a phone or a Pi
+  edgeformer-gguf-folded-runner   `... --quant gguf --gguf-offsets folded` in the runner: the
+                    offsets as 4-bit digit groups inside the kernel (docs/int4-on-xnnpack.md)
   llama.cpp-Q4_1    llama-cpp-python on the shipped SmolLM2-135M-Instruct.Q4_1.gguf,
                     n_threads=2, n_threads_batch=2
   hf-eager-fp32     transformers LlamaForCausalLM from the same GGUF, dequantized, with its
@@ -186,7 +188,7 @@ def main() -> None:
     (a.work / "gguf_path.txt").write_text(str(gguf))
     full = build(a.work / "smol-int8")
     grid = build(a.work / "smol-gguf", "--quant", "gguf")
-    grid_portable = build(a.work / "smol-gguf-portable", "--quant", "gguf", "--lm-ops", "portable")
+    folded = build(a.work / "smol-gguf-folded", "--quant", "gguf", "--gguf-offsets", "folded")
     from edgeformer.devices.runner_build import BINARY, ensure_runner
 
     runner = str(ensure_runner("x86_64") / BINARY)
@@ -197,12 +199,15 @@ def main() -> None:
                          "--new-tokens", str(NEW), "--rounds", str(a.inner), "--prompt-ids", str(ids_file)],
                     omp_threads=LM_OMP_THREADS)
 
+    def in_runner(art: Path) -> dict:
+        return dict(cmd=[runner, str(art), "--threads", str(THREADS), "--inputs", str(runner_ids), "--max-new-tokens", str(NEW),
+                         "--ignore-eos", "--warmup", "1", "--no-outputs"], python=None)
+
     rows = {
         "edgeformer-int8": edge(full),
         "edgeformer-gguf": edge(grid),
-        "edgeformer-gguf-runner": dict(cmd=[runner, str(grid_portable), "--threads", str(THREADS), "--inputs", str(runner_ids),
-                                            "--max-new-tokens", str(NEW), "--ignore-eos", "--warmup", "1", "--no-outputs"],
-                                       python=None),
+        "edgeformer-gguf-runner": in_runner(grid),
+        "edgeformer-gguf-folded-runner": in_runner(folded),
         "llama.cpp-Q4_1": dict(cmd=[str(me), "--worker", "llama", "--ids", str(ids_file), "--inner", str(a.inner),
                                     "--work", str(a.work)], python=a.llama_python),
     }
@@ -218,7 +223,8 @@ def main() -> None:
     bw = statistics.median(x["bandwidth_gb_s"] for x in runs["edgeformer-int8"])
     manifests = {"edgeformer-int8": json.loads((full / "manifest.json").read_text()),
                  "edgeformer-gguf": json.loads((grid / "manifest.json").read_text()),
-                 "edgeformer-gguf-runner": json.loads((grid_portable / "manifest.json").read_text())}
+                 "edgeformer-gguf-runner": json.loads((grid / "manifest.json").read_text()),
+                 "edgeformer-gguf-folded-runner": json.loads((folded / "manifest.json").read_text())}
     manifest = manifests["edgeformer-int8"]
     for name in rows:
         for f in FIELDS:
@@ -237,7 +243,7 @@ def main() -> None:
                      f"{r['bytes_per_token'] / 1e6:.0f} | {r['floor_tokens_per_s']:.0f} | "
                      f"{r['decode_tokens_per_s'] / r['floor_tokens_per_s']:.0%} | {r['peak_rss_mb']:.0f} | {r['model_memory_mb']:.0f} |")
     lines.append("")
-    for name in ("edgeformer-int8", "edgeformer-gguf", "edgeformer-gguf-runner"):
+    for name in ("edgeformer-int8", "edgeformer-gguf", "edgeformer-gguf-runner", "edgeformer-gguf-folded-runner"):
         lines.append(f"{name} tokens/s over llama.cpp-Q4_1's, per round back to back: decode "
                      f"{round_ratio(decode, name, 'llama.cpp-Q4_1'):.2f}x, prefill "
                      f"{round_ratio(prefill_s, name, 'llama.cpp-Q4_1'):.2f}x; .pte {manifests[name]['pte']['bytes'] / 2**20:.1f} MiB; "

@@ -101,8 +101,8 @@ def build(
     device: str = typer.Option(None, "--device", help="Measure latency and memory there with the C++ runner and check "
                                                       "the budgets against them: ssh://user@host[:port] | native | "
                                                       "qemu-aarch64 (emulated: recorded, not checked)."),
-    lm_ops: str = typer.Option(None, "--lm-ops", help="Causal LMs: custom (ExecuTorch's LLM kernels: Python runtime, "
-                                                      "Android AAR; default) | portable (core ops: the C++ runner)."),
+    lm_ops: str = typer.Option(None, "--lm-ops", help="Causal LMs: custom (ExecuTorch's LLM ops: Python runtime, C++ "
+                                                      "runner, Android AAR; default) | portable (core ops only)."),
     kv_cache: str = typer.Option(None, "--kv-cache", help="Causal LMs: fp32 (default) | int8 (keys and values as int8 "
                                                           "with a scale and zero point per token and head: ~3.5x less cache memory)."),
     fallback: str = typer.Option(None, "--fallback", help="server-cuda without a GPU: cpu builds the package for the CPU."),

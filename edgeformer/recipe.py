@@ -42,8 +42,8 @@ EMBEDDING_SCHEMES: dict[str, str] = {
 }
 # Causal LMs: how the KV cache and attention are written in the graph.
 LM_OPS: dict[str, str] = {
-    "custom": "ExecuTorch's LLM kernels (update_cache, custom_sdpa): the Python runtime and the Android AAR",
-    "portable": "core ops only (index_put, bmm, softmax): the C++ runner built from the wheel",
+    "custom": "ExecuTorch's LLM ops (update_cache, custom_sdpa): the Python runtime, the C++ runner, the Android AAR",
+    "portable": "core ops only (index_put, bmm, softmax): any ExecuTorch runtime, no LLM op library needed",
 }
 # Causal LMs: how the KV cache stores keys and values (models/kv_cache.py).
 KV_CACHES: dict[str, str] = {

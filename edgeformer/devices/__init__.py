@@ -4,7 +4,7 @@ devices it runs on (this host, qemu-aarch64, a board over SSH).
     from edgeformer.devices import parse_device, run_on_device, runner_args, record, Device
 """
 
-from edgeformer.devices.device import Device, needs_python, parse_device, record, runner_args
+from edgeformer.devices.device import Device, parse_device, record, runner_args
 from edgeformer.devices.run import run_on_device
 
-__all__ = ["Device", "needs_python", "parse_device", "record", "run_on_device", "runner_args"]
+__all__ = ["Device", "parse_device", "record", "run_on_device", "runner_args"]

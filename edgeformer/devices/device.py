@@ -94,19 +94,6 @@ def parse_runner_output(rc: int, stdout: str, stderr: str, where: str) -> dict:
     raise UserError(f"the runner failed on {where} (exit {rc}): {last}")
 
 
-def needs_python(a: Artifact) -> bool:
-    """The wheel's C++ libraries lack ExecuTorch's LLM custom ops (they live only in a Python
-    extension that links libtorch), so the runner cannot load LM artifacts that use them."""
-    return bool(a.manifest.generation) and a.manifest.generation.get("ops", "custom") == "custom"
-
-
-def check_ops(a: Artifact) -> None:
-    if needs_python(a):
-        raise UserError("this causal LM uses ExecuTorch's LLM custom ops (llama::custom_sdpa, update_cache), which the "
-                        "C++ libraries of the executorch wheel do not have; rebuild it with --lm-ops portable for the "
-                        "native runner, or bench it without --device (Python runtime)")
-
-
 def record(a: Artifact, result: dict) -> Manifest:
     """Add `result` to the artifact's manifest under `devices` (one entry per device spec,
     the latest kept), written atomically. The .pte and its hash are not touched."""

@@ -22,7 +22,7 @@ import tarfile
 from pathlib import Path
 
 from edgeformer.artifact import Artifact, sha256_file
-from edgeformer.devices.device import Device, check_ops, needs_python, parse_runner_output, with_measured_on
+from edgeformer.devices.device import Device, parse_runner_output, with_measured_on
 from edgeformer.devices.runner_build import BINARY, ensure_runner
 from edgeformer.errors import UserError
 from edgeformer.resources import runtime_dir
@@ -41,24 +41,21 @@ def run_over_ssh(device: Device, a: Artifact, args: list[str], inputs: Path | No
     probe = _ssh(device, f"uname -m; {py} -c 'import executorch.runtime' >/dev/null 2>&1 && echo has-executorch || true",
                  timeout=60).stdout.split()
     machine, has_python = (probe or ["?"])[0], "has-executorch" in probe
-    cmd = _python_worker(device, base, log) if (needs_python(a) and has_python) else None
-    if cmd is None:
-        arch = ARCH_NAMES.get(machine)
-        if arch is None:
-            raise UserError(f"{device.spec} reports architecture {machine!r}; the runner needs 64-bit Linux (aarch64 or "
-                            "x86_64): on a Raspberry Pi, install the 64-bit Raspberry Pi OS")
-        check_ops(a)  # a custom-op LM and no executorch on the device: say what would fix it
-        try:
-            runner = ensure_runner(arch, log)
-        except UserError as e:
-            if not has_python:
-                raise UserError(f"no runtime for {device.spec}: {e}; or pip install executorch on the device "
-                                f"(then the Python runtime is used)") from None
-            cmd = _python_worker(device, base, log)
-        else:
-            remote_runner = f"{base}/runners/{sha256_file(runner / BINARY)[:16]}"
-            _install(device, runner, None, remote_runner, log, "the runner")
-            cmd = [f"{remote_runner}/{BINARY}"]
+    arch = ARCH_NAMES.get(machine)
+    if arch is None:
+        raise UserError(f"{device.spec} reports architecture {machine!r}; the runner needs 64-bit Linux (aarch64 or "
+                        "x86_64): on a Raspberry Pi, install the 64-bit Raspberry Pi OS")
+    try:
+        runner = ensure_runner(arch, log)
+    except UserError as e:
+        if not has_python:
+            raise UserError(f"no runtime for {device.spec}: {e}; or pip install executorch on the device "
+                            f"(then the Python runtime is used)") from None
+        cmd = _python_worker(device, base, log)
+    else:
+        remote_runner = f"{base}/runners/{sha256_file(runner / BINARY)[:16]}"
+        _install(device, runner, None, remote_runner, log, "the runner")
+        cmd = [f"{remote_runner}/{BINARY}"]
     remote_art = f"{base}/artifacts/{a.manifest.pte['sha256'][:16]}"
     _install(device, a.path, a.files, remote_art, log, "the artifact")
     cmd = [*cmd, remote_art, *args]

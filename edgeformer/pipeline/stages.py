@@ -204,13 +204,10 @@ def runner_memory(path: Path, threads: int, python: dict) -> dict:
     it can be built (cmake, g++) and can load the program; else the Python runtime's
     (`python`, the worker's numbers), saying so."""
     from edgeformer.devices import parse_device, run_on_device, runner_args
-    from edgeformer.devices.device import needs_python
 
     a = art.load_artifact(path)
     if a.manifest.pte.get("format") == "aoti":
         return dict(memory_measured_by="python (AOTInductor package: the C++ runner loads .pte files only)")
-    if needs_python(a):
-        return dict(memory_measured_by="python runtime (the LLM custom ops are not in the C++ libraries)")
     if not (shutil.which("cmake") and shutil.which("g++")):
         return dict(memory_measured_by="python runtime (no cmake/g++ to build the C++ runner)")
     try:

@@ -1,7 +1,7 @@
 """A chat on a Raspberry Pi with a small causal LM, streamed as it is generated.
 
     edgeformer build smollm2-135m --target rpi5 -o out/smol-rpi5    # on a laptop (~5 min)
-    edgeformer bench out/smol-rpi5 --device ssh://pi@raspberrypi.local  # with --lm-ops portable
+    edgeformer bench out/smol-rpi5 --device ssh://pi@raspberrypi.local  # the C++ runner on the Pi
     scp -r out/smol-rpi5 pi@raspberrypi.local:
     python chat.py smol-rpi5                        # on the Pi; an empty line or Ctrl-D ends it
 

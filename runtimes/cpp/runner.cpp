@@ -529,8 +529,8 @@ std::string run_lm(Module& m, const json::Value& mf, const std::vector<int64_t>&
                    const bpe::Tokenizer* tok) {
   const auto& gen = mf["generation"];
   int64_t per_call = gen["max_tokens_per_call"].as_int();
-  int64_t context = gen["max_context"].as_int();
   bool ring = gen["cache"].as_str() == "ring";
+  int64_t context = ring ? 0 : gen["max_context"].as_int();  // a ring cache takes any length (max_context null)
   std::vector<int64_t> stop = gen.has("stop_ids") ? gen["stop_ids"].as_ints() : std::vector<int64_t>{};
   if (prompt.empty()) throw UserError{"prompt_ids is empty; give at least one token"};
   if (!ring && static_cast<int64_t>(prompt.size()) + o.max_new_tokens > context)

@@ -254,13 +254,47 @@ def test_runner_loads_the_data_file(tiny_gguf, host_runner, tmp_path):
     assert proc.returncode == 2 and "model.ptd sha256" in proc.stderr
 
 
-def test_custom_op_lm_is_refused_with_the_fix(tiny_llama_folder, tmp_path, capsys, host_runner):
+@pytest.fixture(scope="module")
+def peaky_llama(tmp_path_factory):
+    """A tiny Llama with larger weights than make_tiny_llama's: its greedy text varies, so the
+    ids follow what attention reads (a near-uniform model repeats one token whatever it reads)."""
+    import transformers as tf
+
+    path = tmp_path_factory.mktemp("peaky")
+    torch.manual_seed(0)
+    cfg = tf.LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=512, eos_token_id=3, bos_token_id=2,
+                         initializer_range=0.3)
+    tf.LlamaForCausalLM(cfg).eval().save_pretrained(path, safe_serialization=True)
+    write_tokenizer(path)
+    return path
+
+
+@pytest.mark.parametrize("cache", [dict(), dict(kv_cache="int8"), dict(attention=("window=16",), kv_cache="int8")],
+                         ids=["full-fp32", "full-int8", "ring-int8"])
+def test_runner_runs_the_llm_custom_ops(cache, peaky_llama, host_runner, arm_runner, tmp_path):
+    """The default LM build (`--lm-ops custom`): the runner's own llama::update_cache,
+    update_cache_with_indices, custom_sdpa and custom_quantized_sdpa (runtimes/cpp/llm_ops.cpp)
+    generate 150 tokens id for id as the Python runtime's ExecuTorch kernels do, with the same
+    logits after the prompt, on x86-64 and on ARM under qemu; the ring (window 16) wraps."""
     import edgeformer
 
-    out = edgeformer.build(str(tiny_llama_folder), "host", tmp_path / "custom", quant="fp32", max_context=64,
-                           bench_iters=0).path
-    code, _, err = run_cli(["bench", str(out), "--device", "native"], capsys)
-    assert code == 2 and "--lm-ops portable" in err
+    art = edgeformer.build(str(peaky_llama), "host", tmp_path / "custom", quant="fp32", max_context=256, bench_iters=0,
+                           **cache).path
+    assert load_artifact(art).manifest.generation["ops"] == "custom"
+    prompt = [5, 17, 33, 2, 41, 8, 60, 12, 9]
+    f = tmp_path / "prompt.json"
+    f.write_text(json.dumps({"prompt_ids": prompt}))
+    args = [str(art), "--inputs", str(f), "--max-new-tokens", "150", "--ignore-eos", "--warmup", "0"]
+    want = greedy_python(art, prompt, 150)
+    assert len(set(want)) > 20  # the text varies
+    host = run_json([str(host_runner), *args])
+    arm = run_json(["qemu-aarch64", "-cpu", QEMU_CPU, "-L", ARM_SYSROOT, str(arm_runner), *args])
+    assert host["generated_ids"] == want and arm["generated_ids"] == want
+    a = load_artifact(art)
+    first = Program(a.pte_file, 2, causal_lm=True, data=a.data_file)(torch.tensor([prompt]), torch.tensor([0]))
+    np.testing.assert_allclose(host["first_logits"], first[0, -1].numpy(), atol=1e-4)
+    np.testing.assert_allclose(arm["first_logits"], host["first_logits"], atol=1e-4)
 
 
 def test_python_worker_agrees_with_the_runner(built_fp32, portable_lm, host_runner, tmp_path):

@@ -156,24 +156,43 @@ def test_build_under_qemu_records_but_does_not_check_timings(tiny_bert_cls, tmp_
     assert lat["passed"] is None and lat["where"] == "emulated: not checked"
 
 
-def test_custom_op_lm_uses_the_devices_python_runtime(sshd, tiny_llama_folder, tmp_path, capsys):
-    """A device with executorch installed (?python= names its interpreter) runs what the C++
-    runner cannot: a causal LM built with ExecuTorch's LLM custom ops."""
-    import sys
-
+def test_custom_op_lm_runs_in_the_devices_runner(sshd, tiny_llama_folder, tmp_path, capsys, host_runner):
+    """A causal LM built with ExecuTorch's LLM custom ops (the default) runs in the C++ runner on
+    a board with no Python: the runner carries those ops (runtimes/cpp/llm_ops.cpp)."""
     import edgeformer
 
     art = edgeformer.build(str(tiny_llama_folder), "host", tmp_path / "lm", quant="fp32", max_context=64, bench_iters=0).path
-    url = f"{sshd['url']}{_remote(tmp_path)}?python={sys.executable}"
-    code, out, err = run_cli(["bench", str(art), "--device", url, "--json", "--prompt-tokens", "9", "--new-tokens", "6"],
-                             capsys)
+    code, out, err = run_cli(["bench", str(art), "--device", f"{sshd['url']}{_remote(tmp_path)}", "--json",
+                              "--prompt-tokens", "9", "--new-tokens", "6"], capsys)
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["runner"] == "edgeformer-runner" and r["kind"] == "causal_lm" and len(r["generated_ids"]) == 6
+    assert r["measured_on"]["kind"] == "device"
+
+
+def test_device_python_runs_when_no_runner_can_be_built(sshd, tiny_llama_folder, tmp_path, capsys, monkeypatch):
+    """No runner for the board's architecture (no cross compiler here) but executorch on the
+    device (?python= names its interpreter): the Python worker runs it; with neither, the error
+    names both fixes."""
+    import sys
+
+    import edgeformer
+    from edgeformer.devices import ssh
+    from edgeformer.errors import UserError
+
+    def no_compiler(arch, log=None):
+        raise UserError("no C++ compiler for x86_64")
+
+    monkeypatch.setattr(ssh, "ensure_runner", no_compiler)
+    art = edgeformer.build(str(tiny_llama_folder), "host", tmp_path / "lm", quant="fp32", max_context=64, bench_iters=0).path
+    url = f"{sshd['url']}{_remote(tmp_path)}"
+    code, out, err = run_cli(["bench", str(art), "--device", f"{url}?python={sys.executable}", "--json", "--prompt-tokens", "9",
+                              "--new-tokens", "6"], capsys)
     assert code == 0, err
     r = json.loads(out)
     assert r["runner"] == "edgeformer-worker (python)" and r["kind"] == "causal_lm" and len(r["generated_ids"]) == 6
-    assert r["measured_on"]["kind"] == "device"
-    # without executorch on the device, the refusal names both fixes
-    code, _, err = run_cli(["bench", str(art), "--device", f"{sshd['url']}{_remote(tmp_path)}"], capsys)
-    assert code == 2 and "--lm-ops portable" in err
+    code, _, err = run_cli(["bench", str(art), "--device", url], capsys)
+    assert code == 2 and "no C++ compiler" in err and "pip install executorch on the device" in err
 
 
 def test_wrong_architecture_is_named(sshd, art, tmp_path, capsys, monkeypatch):

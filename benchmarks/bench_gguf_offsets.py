@@ -10,7 +10,7 @@ Both prefill the same 128 token ids and decode 128 tokens greedily (`edgeformer.
 each in its own fresh process, the two interleaved in every round, 2 threads; ratios are
 medians of per-round ratios. Perplexity and logit SQNR are the builds' own (`--eval-data
 janeausten`: Persuasion's first 2048 tokens; the numerics prompt against the fp32 model).
-With --runner, the `--lm-ops portable` pair is built and timed in the C++ runner as well.
+With --runner, the same two `.pte` files are timed in the C++ runner as well.
 With --eager, first the fidelity of the folded form by the means' gain, on eager models as
 bench_head_smoothing.py builds them (mean KL from fp32 on Persuasion's first 2048 tokens):
 the choice of gguf_offsets.GAIN.
@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=ROOT / "out" / "gguf-offsets")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--inner", type=int, default=2, help="timed rounds inside each process")
-    ap.add_argument("--runner", action="store_true", help="also the --lm-ops portable builds in the C++ runner")
+    ap.add_argument("--runner", action="store_true", help="also the two builds in the C++ runner")
     ap.add_argument("--eager", action="store_true", help="first the folded form's fidelity by gain, on eager models")
     ap.add_argument("--out", type=Path, default=RESULTS)
     a = ap.parse_args()
@@ -107,7 +107,7 @@ def main() -> None:
         runner = str(ensure_runner("x86_64") / BINARY)
         for form in FORMS:
             name = f"{form}, C++ runner"
-            arts[name] = build(a.work / f"gguf-{form}-portable", "--quant", "gguf", "--gguf-offsets", form, "--lm-ops", "portable")
+            arts[name] = arts[form]
             rows[name] = dict(cmd=[runner, str(arts[name]), "--threads", str(THREADS), "--inputs", str(runner_ids),
                                    "--max-new-tokens", str(NEW), "--ignore-eos", "--warmup", "1", "--no-outputs"], python=None)
     runs: dict[str, list[dict]] = {k: [] for k in rows}

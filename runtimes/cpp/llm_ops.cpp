@@ -33,10 +33,6 @@ using executorch::runtime::Error;
 using executorch::runtime::KernelRuntimeContext;
 using std::optional;
 
-constexpr int64_t kMaxGroup = 16;  // query heads per key head (SmolLM2: 3; Llama 3: 4)
-constexpr int64_t kMinTasks = 8;   // tasks a call is split into at least, where the keys allow
-constexpr float kNegligible = 40.0f;  // e^-40 = 4e-18: a softmax weight below it is 0 to fp32
-
 bool contiguous(const Tensor& t) {
   int64_t want = 1;
   for (int64_t d = t.dim() - 1; d >= 0; --d) {
@@ -134,115 +130,73 @@ struct Job {
   const float* m;  // additive mask [seq, keys] or null
   int64_t m_row, m_col;
   float factor;
-  int64_t start_pos, keys, seq, heads, group, dim, splits;
+  int64_t start_pos, keys, seq, heads, group, dim;
   bool causal;
 };
 
-// One task: the `group` query heads that share key head g, for token s of batch b, over the
-// keys [j0, j1) of split `split`. The heads read each key and value row together (one load
-// from memory for all of them). Writes, per head, the unnormalised Σ pⱼvⱼ, max and Σ pⱼ into
-// `part` (dim + 2 floats per head) for combine() to merge the splits.
-void attend(const Job& job, int64_t b, int64_t s, int64_t g, int64_t split, float* part) {
-  const Operand &Q = job.Q, &K = job.K, &V = job.V;
-  const int64_t dim = job.dim, group = job.group;
-  const int64_t span = (job.keys + job.splits - 1) / job.splits, j0 = split * span;
-  const int64_t j1 = std::min(job.causal ? std::min(job.keys, job.start_pos + s + 1) : job.keys, j0 + span);
-  const int64_t n = std::max<int64_t>(0, j1 - j0);
-  std::vector<float> query(group * dim), p(group * std::max<int64_t>(n, 1));
-  float qsum[kMaxGroup], top[kMaxGroup], total[kMaxGroup], shift[kMaxGroup];
-  for (int64_t i = 0; i < group; ++i) {
-    const int64_t h = g * group + i, qo = Q.offset(b, s, h);
-    float* qi = query.data() + i * dim;
+// Tasks [begin, end) of (batch, query token, query head): one pass over the keys it may read.
+// Tried on SmolLM2 (`--quant gguf --gguf-offsets folded`, 128 + 64 tokens, 8 alternating runs
+// each) and not kept, none faster at decode: an AVX2 clone of this function; the query heads of
+// a key group reading each key row once, with decode's keys split across threads and merged by
+// their softmax maxima (8.6 against 8.1 ms a token); subnormal softmax weights flushed to 0
+// (7.26 against 7.04). At 600 keys perf puts the time in loads of cache rows: it is memory-bound.
+void attend(const Job& job, int64_t begin, int64_t end) {
+  const Operand &Q = job.Q, &K = job.K, &V = job.V, &O = job.O;
+  const int64_t dim = job.dim, keys = job.keys, heads = job.heads, seq = job.seq;
+  std::vector<float> query(dim), acc(dim), p(keys);
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t h = task % heads, s = (task / heads) % seq, b = task / (heads * seq), g = h / job.group;
+    const int64_t qo = Q.offset(b, s, h);
     if (Q.f) {
-      std::copy(Q.f + qo, Q.f + qo + dim, qi);
+      std::copy(Q.f + qo, Q.f + qo + dim, query.begin());
     } else {
       const float qscale = Q.scale[Q.qoffset(b, s, h)];
       const int32_t qzero = Q.zero[Q.qoffset(b, s, h)];
-      for (int64_t d = 0; d < dim; ++d) qi[d] = qscale * static_cast<float>(Q.codes[qo + d] - qzero);
+      for (int64_t d = 0; d < dim; ++d) query[d] = qscale * static_cast<float>(Q.codes[qo + d] - qzero);
     }
-    qsum[i] = 0;
-    for (int64_t d = 0; d < dim; ++d) qsum[i] += qi[d];
-    top[i] = -std::numeric_limits<float>::infinity(), total[i] = 0, shift[i] = 0;
-  }
-  for (int64_t j = j0; j < j1; ++j) {
-    const int64_t ko = K.offset(b, j, g);
-    const float bias = job.m ? job.m[s * job.m_row + j * job.m_col] : 0.0f;
-    for (int64_t i = 0; i < group; ++i) {
-      const float* qi = query.data() + i * dim;
+    float qsum = 0;
+    for (int64_t d = 0; d < dim; ++d) qsum += query[d];
+    const int64_t last = job.causal ? std::min(keys, job.start_pos + s + 1) : keys;
+    float top = -std::numeric_limits<float>::infinity();
+    for (int64_t j = 0; j < last; ++j) {
+      const int64_t ko = K.offset(b, j, g);
       float dot = 0;
       if (K.f) {
         const float* kr = K.f + ko;
 #pragma omp simd reduction(+ : dot)
-        for (int64_t d = 0; d < dim; ++d) dot += qi[d] * kr[d];
+        for (int64_t d = 0; d < dim; ++d) dot += query[d] * kr[d];
       } else {  // s·(q·codes − zero·Σq): the codes are never dequantized
         const int8_t* kr = K.codes + ko;
 #pragma omp simd reduction(+ : dot)
-        for (int64_t d = 0; d < dim; ++d) dot += qi[d] * static_cast<float>(kr[d]);
+        for (int64_t d = 0; d < dim; ++d) dot += query[d] * static_cast<float>(kr[d]);
         const int64_t kq = K.qoffset(b, j, g);
-        dot = K.scale[kq] * (dot - static_cast<float>(K.zero[kq]) * qsum[i]);
+        dot = K.scale[kq] * (dot - static_cast<float>(K.zero[kq]) * qsum);
       }
-      const float x = dot * job.factor + bias;
-      p[i * n + (j - j0)] = x;
-      top[i] = std::max(top[i], x);
+      p[j] = dot * job.factor + (job.m ? job.m[s * job.m_row + j * job.m_col] : 0.0f);
+      top = std::max(top, p[j]);
     }
-  }
-  for (int64_t i = 0; i < group; ++i) {
-    float* pi = p.data() + i * n;
-    if (top[i] == -std::numeric_limits<float>::infinity()) {  // every key of this split masked out
-      std::fill(pi, pi + n, 0.0f);
-      continue;
-    }
-    for (int64_t j = 0; j < n; ++j) {
-      // A weight under e^-kNegligible of the largest is zero to fp32 (the sum is at least 1):
-      // set so, rather than let exp() and the products go subnormal, which x86 computes ~100x slower.
-      const float x = pi[j] - top[i];
-      total[i] += (pi[j] = x < -kNegligible ? 0.0f : std::exp(x));
-    }
-  }
-  float* acc = part;  // [group][dim + 2]: Σ pⱼvⱼ, then max, then Σ pⱼ
-  for (int64_t i = 0; i < group; ++i) std::fill(acc + i * (dim + 2), acc + i * (dim + 2) + dim, 0.0f);
-  for (int64_t j = j0; j < j1; ++j) {
-    const int64_t vo = V.offset(b, j, g);
-    for (int64_t i = 0; i < group; ++i) {
-      float* ai = acc + i * (dim + 2);
-      float w = p[i * n + (j - j0)];
-      if (w == 0.0f) continue;
+    float total = 0;
+    for (int64_t j = 0; j < last; ++j) total += (p[j] = std::exp(p[j] - top));
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    float shift = 0;  // Σ pⱼ·sⱼ·zeroⱼ of the int8 values, taken off once at the end
+    for (int64_t j = 0; j < last; ++j) {
+      const int64_t vo = V.offset(b, j, g);
       if (V.f) {
+        const float w = p[j];
         const float* vr = V.f + vo;
-        for (int64_t d = 0; d < dim; ++d) ai[d] += w * vr[d];
-      } else {  // Σ pⱼ·sⱼ·(codes − zeroⱼ): the zero points' share taken off once at the end
+        for (int64_t d = 0; d < dim; ++d) acc[d] += w * vr[d];
+      } else {
         const int64_t vq = V.qoffset(b, j, g);
-        w *= V.scale[vq];
+        const float w = p[j] * V.scale[vq];
         const int8_t* vr = V.codes + vo;
-        for (int64_t d = 0; d < dim; ++d) ai[d] += w * static_cast<float>(vr[d]);
-        shift[i] += w * static_cast<float>(V.zero[vq]);
+        for (int64_t d = 0; d < dim; ++d) acc[d] += w * static_cast<float>(vr[d]);
+        shift += w * static_cast<float>(V.zero[vq]);
       }
     }
+    const float inv = 1.0f / total;
+    float* dst = job.o_data + O.offset(b, s, h);
+    for (int64_t d = 0; d < dim; ++d) dst[d] = (acc[d] - shift) * inv;
   }
-  for (int64_t i = 0; i < group; ++i) {
-    float* ai = acc + i * (dim + 2);
-    for (int64_t d = 0; d < dim; ++d) ai[d] -= shift[i];
-    ai[dim] = top[i], ai[dim + 1] = total[i];
-  }
-}
-
-// The splits of one (b, s, query head) merged: softmax over all their keys, as one pass would.
-void combine(const Job& job, const float* parts, int64_t b, int64_t s, int64_t h) {
-  const int64_t dim = job.dim, stride = job.group * (dim + 2);
-  float top = -std::numeric_limits<float>::infinity();
-  for (int64_t k = 0; k < job.splits; ++k) top = std::max(top, parts[k * stride + dim]);
-  float* dst = job.o_data + job.O.offset(b, s, h);
-  std::fill(dst, dst + dim, 0.0f);
-  float total = 0;
-  for (int64_t k = 0; k < job.splits; ++k) {
-    const float* part = parts + k * stride;
-    if (part[dim + 1] == 0.0f) continue;  // a split past this token's last key, or all masked
-    const float w = std::exp(part[dim] - top);
-    total += w * part[dim + 1];
-    for (int64_t d = 0; d < dim; ++d) dst[d] += w * part[d];
-  }
-  const float inv = 1.0f / total;
-  for (int64_t d = 0; d < dim; ++d) dst[d] *= inv;
 }
 
 // Attention of every (batch, query token, query head): fp32 scores over the keys it may read,
@@ -275,29 +229,11 @@ Tensor& attention(KernelRuntimeContext& ctx, const Tensor& q, const Tensor& k, c
   ET_KERNEL_CHECK_MSG(ctx, executorch::runtime::resize_tensor(out, q.sizes()) == Error::Ok &&
                       out.scalar_type() == ScalarType::Float && contiguous(out), InvalidArgument, out,
                       "custom_sdpa: the output must be a contiguous fp32 tensor of the query's shape");
-  const int64_t group = heads / kv_heads, rows_of_work = batch * seq * kv_heads;
-  ET_KERNEL_CHECK_MSG(ctx, group <= kMaxGroup, InvalidArgument, out, "custom_sdpa: more than %" PRId64 " query heads per key head",
-                      kMaxGroup);
-  // Decode has few (token, key head) tasks: split the keys too, so every thread has work.
-  const int64_t splits = std::max<int64_t>(1, std::min((kMinTasks + rows_of_work - 1) / rows_of_work, (keys + 63) / 64));
   Job job{operand(q, qz, qs, seq_at_2), operand(k, kz, ks, seq_at_2), operand(v, vz, vs, seq_at_2),
           operand(out, std::nullopt, std::nullopt, seq_at_2), out.mutable_data_ptr<float>(), m, m_row, m_col,
           scale ? static_cast<float>(*scale) : 1.0f / std::sqrt(static_cast<float>(dim)), start_pos, keys, seq, heads,
-          group, dim, splits, causal};
-  // parts[b, s, g, split, head in group, dim + 2]
-  const int64_t stride = group * (dim + 2);
-  std::vector<float> parts(rows_of_work * splits * stride);
-  executorch::extension::parallel_for(0, rows_of_work * splits, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t split = t % splits, g = (t / splits) % kv_heads, s = (t / (splits * kv_heads)) % seq,
-                    b = t / (splits * kv_heads * seq);
-      attend(job, b, s, g, split, parts.data() + t * stride);
-    }
-  });
-  for (int64_t r = 0; r < rows_of_work; ++r) {
-    const int64_t g = r % kv_heads, s = (r / kv_heads) % seq, b = r / (kv_heads * seq);
-    for (int64_t i = 0; i < group; ++i) combine(job, parts.data() + r * splits * stride + i * (dim + 2), b, s, g * group + i);
-  }
+          heads / kv_heads, dim, causal};
+  executorch::extension::parallel_for(0, batch * seq * heads, 1, [&](int64_t begin, int64_t end) { attend(job, begin, end); });
   return out;
 }
 

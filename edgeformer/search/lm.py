@@ -104,7 +104,7 @@ def measure_all(spec, built: list[dict], ref: dict, say) -> None:
         r.update(status="measured", bytes=m["bytes"], size_mb=round(m["bytes"] / 2**20, 3), where=m["where"],
                  bench=None if emulated else m["bench"], emulated=m["bench"] if emulated else None,
                  numerics=m["numerics"], latency_ms_p50=b.get("latency_ms_p50"), speedup_vs_eager=b.get("speedup_vs_eager"),
-                 decode_tokens_per_s=b.get("decode_tokens_per_s"), peak_rss_mb=b.get("peak_rss_mb"), nll=m["nll"],
+                 decode_tokens_per_s=b.get("decode_tokens_per_s", b.get("decode_tok_s")), peak_rss_mb=b.get("peak_rss_mb"), nll=m["nll"],
                  accuracy=None, perplexity=round(perplexity(m["nll"]), 4))
 
 

@@ -153,9 +153,6 @@ class SearchSpec:
                                 f"pruned models were distilled on; distill on another (e.g. --prune-data janeausten:emma)")
         elif self.prune_data is not None:
             raise UserError(f"--prune-data {self.prune_data}: the space prunes nothing; add prune=R to --space, or drop it")
-        if self.device is not None:
-            raise UserError(f"--device {self.device}: a causal LM's search measures on this machine or not at all so "
-                            "far (its candidates use the LLM custom ops the C++ runner lacks); leave out --device")
         art.check_out(Path(self.out))
         probe = BuildSpec(self.model, target=self.target)
         if probe.target_info().backend != "xnnpack" or probe.target_info().lm_budgets is None:

@@ -88,6 +88,20 @@ def test_on_host_decode_is_timed_beside_the_fp32_eager_model(tiny_llama_folder, 
     assert next(c for c in w["checks"] if c["name"] == "min_speedup_vs_eager")["passed"] is not None
 
 
+def test_on_a_device_the_runner_times_each_candidate(tiny_llama_folder, words, tmp_path, host_runner):
+    """--device: each LM candidate decodes in the C++ runner there (it has ExecuTorch's LLM ops),
+    one after another, and the latency and memory budgets are checked against what it measured."""
+    spec = SearchSpec(str(tiny_llama_folder), "rpi5", data=str(words), out=tmp_path / "d", space="quant=fp32,int8 kv_cache=fp32",
+                      device="native", bench_iters=8, max_perplexity_increase=50)  # rpi5: absolute latency/memory budgets
+    r = search(spec, say=lambda line: None)
+    w = r.winner
+    assert w["where"] == "host" and w["bench"]["runner"] == "edgeformer-runner"  # native: this machine, by the runner
+    assert w["decode_tokens_per_s"] > 0 and w["latency_ms_p50"] > 0 and w["peak_rss_mb"] > 0
+    checks = {c["name"]: c for c in w["checks"]}
+    assert checks["max_latency_ms_p50"]["passed"] is not None and checks["max_peak_memory_mb"]["passed"] is not None
+    assert load_artifact(r.path).manifest.search["device"] == "native"
+
+
 @pytest.mark.parametrize("args, named", [
     (["--space", "seq_len=64"], "seq_len is an encoder axis"),
     (["--space", "prune=0.5"], "pass --prune-data"),
@@ -97,7 +111,7 @@ def test_on_host_decode_is_timed_beside_the_fp32_eager_model(tiny_llama_folder, 
     (["--max-perplexity-increase", "-1"], "--max-perplexity-increase -1"),
     (["--data", "fine-foods"], "--data 'fine-foods'"),
     (["--space", "quant=gguf"], "candidate quant=gguf"),
-    (["--device", "native"], "--device native"),
+    (["--device", "ssh://"], "--device 'ssh://'"),
     (["--target", "android-vulkan"], "XNNPACK targets"),
 ])
 def test_bad_input_for_a_causal_lm_is_one_line_and_writes_nothing(tiny_llama_folder, words, capsys, tmp_path, args, named):

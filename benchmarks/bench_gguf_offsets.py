@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from bench_llm import NEW, PROMPT, VOCAB, build, run
+from bench_llm import NEW, PROMPT, VOCAB, build, run, runner_row
 from common import RESULTS, ROOT, THREADS, cpu_line, log, round_ratio, write_results
 
 FORMS = ("fp32", "folded")
@@ -108,8 +108,7 @@ def main() -> None:
         for form in FORMS:
             name = f"{form}, C++ runner"
             arts[name] = arts[form]
-            rows[name] = dict(cmd=[runner, str(arts[name]), "--threads", str(THREADS), "--inputs", str(runner_ids),
-                                   "--max-new-tokens", str(NEW), "--ignore-eos", "--warmup", "1", "--no-outputs"], python=None)
+            rows[name] = runner_row(runner, arts[name], runner_ids)
     runs: dict[str, list[dict]] = {k: [] for k in rows}
     for rnd in range(a.rounds):
         for name, r in rows.items():

@@ -144,6 +144,12 @@ def build(out: Path, *args: str) -> Path:
     return cli_build(out, ["smollm2-135m", "--target", "host", *args], stdout=sys.stderr, cwd=ROOT)
 
 
+def runner_row(runner: str, art: Path, inputs: Path) -> dict:
+    """A contender row: the C++ runner prefilling the ids in `inputs` and decoding NEW tokens."""
+    return dict(cmd=[runner, str(art), "--threads", str(THREADS), "--inputs", str(inputs), "--max-new-tokens", str(NEW),
+                     "--ignore-eos", "--warmup", "1", "--no-outputs"], python=None)
+
+
 def bytes_per_token(name: str, rows: dict, edge_manifest: dict, gguf: Path) -> float:
     pos = PROMPT + NEW // 2
     if name.startswith("edgeformer"):
@@ -199,15 +205,11 @@ def main() -> None:
                          "--new-tokens", str(NEW), "--rounds", str(a.inner), "--prompt-ids", str(ids_file)],
                     omp_threads=LM_OMP_THREADS)
 
-    def in_runner(art: Path) -> dict:
-        return dict(cmd=[runner, str(art), "--threads", str(THREADS), "--inputs", str(runner_ids), "--max-new-tokens", str(NEW),
-                         "--ignore-eos", "--warmup", "1", "--no-outputs"], python=None)
-
     rows = {
         "edgeformer-int8": edge(full),
         "edgeformer-gguf": edge(grid),
-        "edgeformer-gguf-runner": in_runner(grid),
-        "edgeformer-gguf-folded-runner": in_runner(folded),
+        "edgeformer-gguf-runner": runner_row(runner, grid, runner_ids),
+        "edgeformer-gguf-folded-runner": runner_row(runner, folded, runner_ids),
         "llama.cpp-Q4_1": dict(cmd=[str(me), "--worker", "llama", "--ids", str(ids_file), "--inner", str(a.inner),
                                     "--work", str(a.work)], python=a.llama_python),
     }
@@ -221,10 +223,8 @@ def main() -> None:
             x = runs[name][-1]
             log(f"round {rnd + 1}: {name} prefill {x['prefill_tokens_per_s']:.0f} tok/s, decode {x['decode_tokens_per_s']:.1f} tok/s")
     bw = statistics.median(x["bandwidth_gb_s"] for x in runs["edgeformer-int8"])
-    manifests = {"edgeformer-int8": json.loads((full / "manifest.json").read_text()),
-                 "edgeformer-gguf": json.loads((grid / "manifest.json").read_text()),
-                 "edgeformer-gguf-runner": json.loads((grid / "manifest.json").read_text()),
-                 "edgeformer-gguf-folded-runner": json.loads((folded / "manifest.json").read_text())}
+    built = {"edgeformer-int8": full, "edgeformer-gguf": grid, "edgeformer-gguf-runner": grid, "edgeformer-gguf-folded-runner": folded}
+    manifests = {name: json.loads((art / "manifest.json").read_text()) for name, art in built.items()}
     manifest = manifests["edgeformer-int8"]
     for name in rows:
         for f in FIELDS:

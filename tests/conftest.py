@@ -143,15 +143,17 @@ CHAT_TEMPLATE = ("{% for m in messages %}[CLS] {{ m['role'] }} {{ m['content'] }
                  "{% if add_generation_prompt %}[CLS] assistant{% endif %}")
 
 
-def make_tiny_llama(path: Path, seed: int = 0, chat: bool = True) -> Path:
-    """Save a tiny random Llama causal LM (eos = [SEP]) with the WordPiece tokenizer and a chat template."""
+def make_tiny_llama(path: Path, seed: int = 0, chat: bool = True, initializer_range: float = 0.02, positions: int = 256) -> Path:
+    """Save a tiny random Llama causal LM (eos = [SEP]) with the WordPiece tokenizer and a chat template.
+    A larger `initializer_range` gives a model whose greedy text varies (at 0.02 it repeats a token)."""
     import json
 
     import transformers as tf
 
     torch.manual_seed(seed)
     cfg = tf.LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, max_position_embeddings=256, eos_token_id=3, bos_token_id=2)
+                         num_key_value_heads=2, max_position_embeddings=positions, eos_token_id=3, bos_token_id=2,
+                         initializer_range=initializer_range)
     tf.LlamaForCausalLM(cfg).eval().save_pretrained(path, safe_serialization=True)
     write_tokenizer(path)
     if chat:

@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli, write_tokenizer
+from conftest import make_tiny_llama, run_cli, write_tokenizer
 
 from edgeformer.artifact import load_artifact
 from edgeformer.devices.local import ARM_SYSROOT, QEMU_CPU
@@ -256,18 +256,9 @@ def test_runner_loads_the_data_file(tiny_gguf, host_runner, tmp_path):
 
 @pytest.fixture(scope="module")
 def peaky_llama(tmp_path_factory):
-    """A tiny Llama with larger weights than make_tiny_llama's: its greedy text varies, so the
-    ids follow what attention reads (a near-uniform model repeats one token whatever it reads)."""
-    import transformers as tf
-
-    path = tmp_path_factory.mktemp("peaky")
-    torch.manual_seed(0)
-    cfg = tf.LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, max_position_embeddings=512, eos_token_id=3, bos_token_id=2,
-                         initializer_range=0.3)
-    tf.LlamaForCausalLM(cfg).eval().save_pretrained(path, safe_serialization=True)
-    write_tokenizer(path)
-    return path
+    """A tiny Llama with larger weights than the default's: its greedy text varies, so the ids
+    follow what attention reads (a near-uniform model repeats one token whatever it reads)."""
+    return make_tiny_llama(tmp_path_factory.mktemp("peaky"), chat=False, initializer_range=0.3, positions=512)
 
 
 @pytest.mark.parametrize("cache", [dict(), dict(kv_cache="int8"), dict(attention=("window=16",), kv_cache="int8")],

@@ -124,6 +124,109 @@ bool quant_params_fit(const Tensor& t, const optional<Tensor>& zero, const optio
   return true;
 }
 
+// The fp32 cache's rows, vectorised: W-float vectors (GCC/Clang vector extensions; SSE2 or NEON
+// 4-wide everywhere, AVX2+FMA 8-wide where the x86-64 CPU has it, chosen when the runner starts).
+// The scalar loop in attend() was latency-bound, not memory-bound: one accumulator per dot product
+// and the value sum stored to memory each key cost ~11 µs a key of context on SmolLM2 (30 layers,
+// 9 heads), half of decode at 600 keys. Here four keys' scores run as independent chains and the
+// D-float value sum stays in registers.
+typedef float F32x4 __attribute__((vector_size(16)));
+typedef float F32x8 __attribute__((vector_size(32)));
+
+#define EF_INLINE inline __attribute__((always_inline))
+
+template <typename Vec>
+EF_INLINE float lanes_sum(Vec a) {
+  float s = 0;
+  for (unsigned i = 0; i < sizeof(Vec) / sizeof(float); ++i) s += a[i];
+  return s;
+}
+
+// One query row q [D] (already times the softmax factor) over `last` keys with row strides ks and
+// vs; p holds the scores; out [D] = softmax(q·k + mask) · v.
+template <typename Vec, int D>
+EF_INLINE void attend_rows(const float* q, const float* k, int64_t ks, const float* v, int64_t vs, int64_t last,
+                           const float* mask, int64_t mcol, float* p, float* out) {
+  constexpr int L = sizeof(Vec) / sizeof(float), N = D / L;
+  static_assert(D % L == 0, "the head size must be a multiple of the vector width");
+  auto at = [](const float* x) {  // an unaligned load (a template argument loses the typedef's aligned(4))
+    Vec r;
+    std::memcpy(&r, x, sizeof r);
+    return r;
+  };
+  Vec qv[N];
+  for (int c = 0; c < N; ++c) qv[c] = at(q + c * L);
+  int64_t j = 0;
+  for (; j + 4 <= last; j += 4) {
+    const float* r = k + j * ks;
+    Vec a0 = qv[0] * at(r), a1 = qv[0] * at(r + ks), a2 = qv[0] * at(r + 2 * ks), a3 = qv[0] * at(r + 3 * ks);
+    for (int c = 1; c < N; ++c) {
+      a0 += qv[c] * at(r + c * L), a1 += qv[c] * at(r + ks + c * L);
+      a2 += qv[c] * at(r + 2 * ks + c * L), a3 += qv[c] * at(r + 3 * ks + c * L);
+    }
+    p[j] = lanes_sum(a0), p[j + 1] = lanes_sum(a1), p[j + 2] = lanes_sum(a2), p[j + 3] = lanes_sum(a3);
+  }
+  for (; j < last; ++j) {
+    const float* r = k + j * ks;
+    Vec a = qv[0] * at(r);
+    for (int c = 1; c < N; ++c) a += qv[c] * at(r + c * L);
+    p[j] = lanes_sum(a);
+  }
+  float top = -std::numeric_limits<float>::infinity();
+  for (j = 0; j < last; ++j) top = std::max(top, p[j] += mask ? mask[j * mcol] : 0.0f);
+  float total = 0;
+  for (j = 0; j < last; ++j) total += (p[j] = std::exp(p[j] - top));
+  Vec acc[N] = {};
+  for (j = 0; j < last; ++j) {
+    const float w = p[j];
+    const float* r = v + j * vs;
+    for (int c = 0; c < N; ++c) acc[c] += w * at(r + c * L);
+  }
+  const float inv = 1.0f / total;
+  for (int c = 0; c < N; ++c) {
+    const Vec o = acc[c] * inv;
+    std::memcpy(out + c * L, &o, sizeof o);
+  }
+}
+
+using RowsFn = void (*)(const float*, const float*, int64_t, const float*, int64_t, int64_t, const float*, int64_t, float*, float*);
+
+template <int D>
+void rows_base(const float* q, const float* k, int64_t ks, const float* v, int64_t vs, int64_t last, const float* mask,
+               int64_t mcol, float* p, float* out) {
+  attend_rows<F32x4, D>(q, k, ks, v, vs, last, mask, mcol, p, out);
+}
+
+#if defined(__x86_64__)
+template <int D>
+__attribute__((target("avx2,fma"))) void rows_avx2(const float* q, const float* k, int64_t ks, const float* v, int64_t vs,
+                                                   int64_t last, const float* mask, int64_t mcol, float* p, float* out) {
+  attend_rows<F32x8, D>(q, k, ks, v, vs, last, mask, mcol, p, out);
+}
+#endif
+
+// The vectorised kernel for head size `dim`, or null where only the scalar loop serves.
+RowsFn rows_kernel(int64_t dim) {
+#if defined(__x86_64__)
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (avx2) {
+    switch (dim) {
+      case 16: return rows_avx2<16>;
+      case 32: return rows_avx2<32>;
+      case 64: return rows_avx2<64>;
+      case 128: return rows_avx2<128>;
+    }
+  }
+#endif
+  switch (dim) {
+    case 16: return rows_base<16>;
+    case 32: return rows_base<32>;
+    case 64: return rows_base<64>;
+    case 128: return rows_base<128>;
+  }
+  return nullptr;
+}
+
 struct Job {
   Operand Q, K, V, O;
   float* o_data;
@@ -132,14 +235,15 @@ struct Job {
   float factor;
   int64_t start_pos, keys, seq, heads, group, dim;
   bool causal;
+  RowsFn rows;  // the vectorised fp32 kernel for this head size, or null
 };
 
-// Tasks [begin, end) of (batch, query token, query head): one pass over the keys it may read.
-// Tried on SmolLM2 (`--quant gguf --gguf-offsets folded`, 128 + 64 tokens, 8 alternating runs
-// each) and not kept, none faster at decode: an AVX2 clone of this function; the query heads of
-// a key group reading each key row once, with decode's keys split across threads and merged by
-// their softmax maxima (8.6 against 8.1 ms a token); subnormal softmax weights flushed to 0
-// (7.26 against 7.04). At 600 keys perf puts the time in loads of cache rows: it is memory-bound.
+// Tasks [begin, end) of (batch, query token, query head): one pass over the keys it may read;
+// an fp32 cache of head size 16/32/64/128 through rows_kernel, the int8 cache (and other sizes)
+// through the scalar loop below. Tried earlier on the scalar loop and not kept (none faster): an
+// AVX2 clone of it; a key group's query heads reading each key row once, decode's keys split
+// across threads and merged by their softmax maxima; subnormal softmax weights flushed to 0. What
+// it lacked was independent accumulators: perf had read its stalls as loads of cache rows.
 void attend(const Job& job, int64_t begin, int64_t end) {
   const Operand &Q = job.Q, &K = job.K, &V = job.V, &O = job.O;
   const int64_t dim = job.dim, keys = job.keys, heads = job.heads, seq = job.seq;
@@ -154,9 +258,16 @@ void attend(const Job& job, int64_t begin, int64_t end) {
       const int32_t qzero = Q.zero[Q.qoffset(b, s, h)];
       for (int64_t d = 0; d < dim; ++d) query[d] = qscale * static_cast<float>(Q.codes[qo + d] - qzero);
     }
+    const int64_t last = job.causal ? std::min(keys, job.start_pos + s + 1) : keys;
+    float* dst = job.o_data + O.offset(b, s, h);
+    if (job.rows != nullptr && K.f && V.f) {
+      for (int64_t d = 0; d < dim; ++d) query[d] *= job.factor;
+      job.rows(query.data(), K.f + K.offset(b, 0, g), K.ss, V.f + V.offset(b, 0, g), V.ss, last,
+               job.m ? job.m + s * job.m_row : nullptr, job.m_col, p.data(), dst);
+      continue;
+    }
     float qsum = 0;
     for (int64_t d = 0; d < dim; ++d) qsum += query[d];
-    const int64_t last = job.causal ? std::min(keys, job.start_pos + s + 1) : keys;
     float top = -std::numeric_limits<float>::infinity();
     for (int64_t j = 0; j < last; ++j) {
       const int64_t ko = K.offset(b, j, g);
@@ -194,7 +305,6 @@ void attend(const Job& job, int64_t begin, int64_t end) {
       }
     }
     const float inv = 1.0f / total;
-    float* dst = job.o_data + O.offset(b, s, h);
     for (int64_t d = 0; d < dim; ++d) dst[d] = (acc[d] - shift) * inv;
   }
 }
@@ -232,7 +342,7 @@ Tensor& attention(KernelRuntimeContext& ctx, const Tensor& q, const Tensor& k, c
   Job job{operand(q, qz, qs, seq_at_2), operand(k, kz, ks, seq_at_2), operand(v, vz, vs, seq_at_2),
           operand(out, std::nullopt, std::nullopt, seq_at_2), out.mutable_data_ptr<float>(), m, m_row, m_col,
           scale ? static_cast<float>(*scale) : 1.0f / std::sqrt(static_cast<float>(dim)), start_pos, keys, seq, heads,
-          heads / kv_heads, dim, causal};
+          heads / kv_heads, dim, causal, rows_kernel(dim)};
   executorch::extension::parallel_for(0, batch * seq * heads, 1, [&](int64_t begin, int64_t end) { attend(job, begin, end); });
   return out;
 }

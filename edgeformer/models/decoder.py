@@ -283,10 +283,12 @@ class Decoder(nn.Module):
 
 
 def export_decoder(dec: Decoder):
-    """torch.export of `forward` with a dynamic token count (1 .. max_tokens_per_call): prefill and decode."""
+    """torch.export of `forward` with a dynamic token count (1 .. max_tokens_per_call): prefill and
+    decode; a static one when that is 1 (`--seq-len 1`: the prompt goes in a token at a time)."""
     from torch.export import Dim
 
-    t = Dim("T", min=1, max=dec.shape.max_tokens_per_call)
-    example = (torch.zeros(1, 2, dtype=torch.long), torch.tensor([0]))
+    most = dec.shape.max_tokens_per_call
+    example = (torch.zeros(1, min(2, most), dtype=torch.long), torch.tensor([0]))
+    shapes = ({1: Dim("T", min=1, max=most)}, None) if most > 1 else None
     with torch.no_grad():
-        return torch.export.export(dec, example, dynamic_shapes=({1: t}, None), strict=False)
+        return torch.export.export(dec, example, dynamic_shapes=shapes, strict=False)

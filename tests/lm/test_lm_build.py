@@ -103,6 +103,20 @@ def test_ring_cache_generates_far_past_its_slots(ring_lm, capsys):
     assert code == 0 and json.loads(out)["new_tokens"] > 0
 
 
+def test_a_one_token_program_decodes_as_the_dynamic_one(fp32_lm, tiny_llama_folder, tmp_path, capsys):
+    """`--seq-len 1`: a static [1, 1] program (torch.export has no Dim of one value), the prompt
+    fed a token at a time; it writes what the dynamic program writes."""
+    r = edgeformer.build(str(tiny_llama_folder), "host", tmp_path / "t1", quant="fp32", embedding_quant="fp32", max_context=64,
+                         seq_len=1, bench_iters=0)
+    assert r.manifest.generation["max_tokens_per_call"] == 1 and r.manifest.inputs[0]["shape"] == [1, "1..1"]
+    texts = []
+    for art in (fp32_lm.path, r.path):
+        code, out, _ = run_cli(["run", str(art), "--prompt", "the coffee was", "-n", "8", "--no-chat", "--json"], capsys)
+        assert code == 0
+        texts.append(json.loads(out)["text"])
+    assert texts[0] == texts[1]
+
+
 def test_bench_and_eval_commands(fp32_lm, text_file, capsys):
     code, out, _ = run_cli(["bench", str(fp32_lm.path), "--prompt-tokens", "16", "--new-tokens", "24", "--rounds", "2", "--json"], capsys)
     r = json.loads(out)

@@ -23,6 +23,7 @@
 #include <cstring>
 #include <limits>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -124,14 +125,25 @@ bool quant_params_fit(const Tensor& t, const optional<Tensor>& zero, const optio
   return true;
 }
 
-// The fp32 cache's rows, vectorised: W-float vectors (GCC/Clang vector extensions; SSE2 or NEON
-// 4-wide everywhere, AVX2+FMA 8-wide where the x86-64 CPU has it, chosen when the runner starts).
-// The scalar loop in attend() was latency-bound, not memory-bound: one accumulator per dot product
-// and the value sum stored to memory each key cost ~11 µs a key of context on SmolLM2 (30 layers,
-// 9 heads), half of decode at 600 keys. Here four keys' scores run as independent chains and the
+// The cache's rows, vectorised: W-float vectors (GCC/Clang vector extensions; SSE2 or NEON 4-wide
+// everywhere, AVX2+FMA 8-wide where the x86-64 CPU has it, chosen when the runner starts), over an
+// fp32 cache or an int8 one (its codes widened in registers, never dequantized in memory). The
+// scalar loop in attend() was latency-bound, not memory-bound: one accumulator per dot product and
+// the value sum stored to memory each key cost ~11 µs a key of context on SmolLM2 (30 layers, 9
+// heads), half of decode at 600 keys. Here four keys' scores run as independent chains and the
 // D-float value sum stays in registers.
 typedef float F32x4 __attribute__((vector_size(16)));
 typedef float F32x8 __attribute__((vector_size(32)));
+template <typename Vec>
+struct Codes;  // the int8 vector a float vector widens from
+template <>
+struct Codes<F32x4> {
+  typedef int8_t type __attribute__((vector_size(4)));
+};
+template <>
+struct Codes<F32x8> {
+  typedef int8_t type __attribute__((vector_size(8)));
+};
 
 #define EF_INLINE inline __attribute__((always_inline))
 
@@ -142,89 +154,132 @@ EF_INLINE float lanes_sum(Vec a) {
   return s;
 }
 
-// One query row q [D] (already times the softmax factor) over `last` keys with row strides ks and
-// vs; p holds the scores; out [D] = softmax(q·k + mask) · v.
-template <typename Vec, int D>
-EF_INLINE void attend_rows(const float* q, const float* k, int64_t ks, const float* v, int64_t vs, int64_t last,
+// An unaligned load of one vector from fp32 values or int8 codes (a template argument loses a
+// typedef's aligned(4), so memcpy).
+template <typename Vec>
+EF_INLINE Vec load(const float* x) {
+  Vec r;
+  std::memcpy(&r, x, sizeof r);
+  return r;
+}
+template <typename Vec>
+EF_INLINE Vec load(const int8_t* x) {
+  typename Codes<Vec>::type c;
+  std::memcpy(&c, x, sizeof c);
+  return __builtin_convertvector(c, Vec);
+}
+
+// One kv head's rows of a cache: row j at data + j·stride elements; an int8 cache's scale and
+// zero point of row j at j·qstride.
+struct CacheRows {
+  const void* data;
+  int64_t stride;
+  const float* scale = nullptr;
+  const int8_t* zero = nullptr;
+  int64_t qstride = 0;
+};
+
+// One query row q [D] (already times the softmax factor; qsum its sum) over `last` keys; p holds
+// the scores; out [D] = softmax(q·k + mask) · v. T: the cache's element type.
+template <typename Vec, int D, typename T>
+EF_INLINE void attend_rows(const float* q, float qsum, const CacheRows& K, const CacheRows& V, int64_t last,
                            const float* mask, int64_t mcol, float* p, float* out) {
   constexpr int L = sizeof(Vec) / sizeof(float), N = D / L;
   static_assert(D % L == 0, "the head size must be a multiple of the vector width");
-  auto at = [](const float* x) {  // an unaligned load (a template argument loses the typedef's aligned(4))
-    Vec r;
-    std::memcpy(&r, x, sizeof r);
-    return r;
-  };
+  constexpr bool codes = std::is_same<T, int8_t>::value;
+  const T* k = static_cast<const T*>(K.data);
+  const T* v = static_cast<const T*>(V.data);
+  const int64_t ks = K.stride, vs = V.stride;
   Vec qv[N];
-  for (int c = 0; c < N; ++c) qv[c] = at(q + c * L);
+  for (int c = 0; c < N; ++c) qv[c] = load<Vec>(q + c * L);
   int64_t j = 0;
   for (; j + 4 <= last; j += 4) {
-    const float* r = k + j * ks;
-    Vec a0 = qv[0] * at(r), a1 = qv[0] * at(r + ks), a2 = qv[0] * at(r + 2 * ks), a3 = qv[0] * at(r + 3 * ks);
+    const T* r = k + j * ks;
+    Vec a0 = qv[0] * load<Vec>(r), a1 = qv[0] * load<Vec>(r + ks), a2 = qv[0] * load<Vec>(r + 2 * ks),
+        a3 = qv[0] * load<Vec>(r + 3 * ks);
     for (int c = 1; c < N; ++c) {
-      a0 += qv[c] * at(r + c * L), a1 += qv[c] * at(r + ks + c * L);
-      a2 += qv[c] * at(r + 2 * ks + c * L), a3 += qv[c] * at(r + 3 * ks + c * L);
+      a0 += qv[c] * load<Vec>(r + c * L), a1 += qv[c] * load<Vec>(r + ks + c * L);
+      a2 += qv[c] * load<Vec>(r + 2 * ks + c * L), a3 += qv[c] * load<Vec>(r + 3 * ks + c * L);
     }
     p[j] = lanes_sum(a0), p[j + 1] = lanes_sum(a1), p[j + 2] = lanes_sum(a2), p[j + 3] = lanes_sum(a3);
   }
   for (; j < last; ++j) {
-    const float* r = k + j * ks;
-    Vec a = qv[0] * at(r);
-    for (int c = 1; c < N; ++c) a += qv[c] * at(r + c * L);
+    const T* r = k + j * ks;
+    Vec a = qv[0] * load<Vec>(r);
+    for (int c = 1; c < N; ++c) a += qv[c] * load<Vec>(r + c * L);
     p[j] = lanes_sum(a);
   }
   float top = -std::numeric_limits<float>::infinity();
-  for (j = 0; j < last; ++j) top = std::max(top, p[j] += mask ? mask[j * mcol] : 0.0f);
+  for (j = 0; j < last; ++j) {
+    if (codes) p[j] = K.scale[j * K.qstride] * (p[j] - static_cast<float>(K.zero[j * K.qstride]) * qsum);  // s·(q·codes − z·Σq)
+    top = std::max(top, p[j] += mask ? mask[j * mcol] : 0.0f);
+  }
   float total = 0;
   for (j = 0; j < last; ++j) total += (p[j] = std::exp(p[j] - top));
   Vec acc[N] = {};
+  float shift = 0;  // Σ pⱼ·sⱼ·zeroⱼ of an int8 cache's values, taken off once at the end
   for (j = 0; j < last; ++j) {
-    const float w = p[j];
-    const float* r = v + j * vs;
-    for (int c = 0; c < N; ++c) acc[c] += w * at(r + c * L);
+    float w = p[j];
+    if (codes) {
+      w *= V.scale[j * V.qstride];
+      shift += w * static_cast<float>(V.zero[j * V.qstride]);
+    }
+    const T* r = v + j * vs;
+    for (int c = 0; c < N; ++c) acc[c] += w * load<Vec>(r + c * L);
   }
   const float inv = 1.0f / total;
   for (int c = 0; c < N; ++c) {
-    const Vec o = acc[c] * inv;
+    const Vec o = (acc[c] - shift) * inv;
     std::memcpy(out + c * L, &o, sizeof o);
   }
 }
 
-using RowsFn = void (*)(const float*, const float*, int64_t, const float*, int64_t, int64_t, const float*, int64_t, float*, float*);
+using RowsFn = void (*)(const float*, float, const CacheRows&, const CacheRows&, int64_t, const float*, int64_t, float*, float*);
 
-template <int D>
-void rows_base(const float* q, const float* k, int64_t ks, const float* v, int64_t vs, int64_t last, const float* mask,
+template <int D, typename T>
+void rows_base(const float* q, float qsum, const CacheRows& k, const CacheRows& v, int64_t last, const float* mask,
                int64_t mcol, float* p, float* out) {
-  attend_rows<F32x4, D>(q, k, ks, v, vs, last, mask, mcol, p, out);
+  attend_rows<F32x4, D, T>(q, qsum, k, v, last, mask, mcol, p, out);
 }
 
 #if defined(__x86_64__)
-template <int D>
-__attribute__((target("avx2,fma"))) void rows_avx2(const float* q, const float* k, int64_t ks, const float* v, int64_t vs,
+template <int D, typename T>
+__attribute__((target("avx2,fma"))) void rows_avx2(const float* q, float qsum, const CacheRows& k, const CacheRows& v,
                                                    int64_t last, const float* mask, int64_t mcol, float* p, float* out) {
-  attend_rows<F32x8, D>(q, k, ks, v, vs, last, mask, mcol, p, out);
+  attend_rows<F32x8, D, T>(q, qsum, k, v, last, mask, mcol, p, out);
 }
 #endif
 
-// The vectorised kernel for head size `dim`, or null where only the scalar loop serves.
-RowsFn rows_kernel(int64_t dim) {
+template <typename T>
+RowsFn rows_for(int64_t dim) {
 #if defined(__x86_64__)
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   if (avx2) {
     switch (dim) {
-      case 16: return rows_avx2<16>;
-      case 32: return rows_avx2<32>;
-      case 64: return rows_avx2<64>;
-      case 128: return rows_avx2<128>;
+      case 16: return rows_avx2<16, T>;
+      case 32: return rows_avx2<32, T>;
+      case 64: return rows_avx2<64, T>;
+      case 128: return rows_avx2<128, T>;
     }
   }
 #endif
   switch (dim) {
-    case 16: return rows_base<16>;
-    case 32: return rows_base<32>;
-    case 64: return rows_base<64>;
-    case 128: return rows_base<128>;
+    case 16: return rows_base<16, T>;
+    case 32: return rows_base<32, T>;
+    case 64: return rows_base<64, T>;
+    case 128: return rows_base<128, T>;
   }
   return nullptr;
+}
+
+// The vectorised kernel for head size `dim` over an fp32 (or int8) cache, or null where only the
+// scalar loop serves.
+RowsFn rows_kernel(int64_t dim, bool int8_cache) { return int8_cache ? rows_for<int8_t>(dim) : rows_for<float>(dim); }
+
+// Batch b, kv head g of a cache operand, as the vectorised kernels read it.
+CacheRows rows_of(const Operand& o, int64_t b, int64_t g) {
+  if (o.f) return CacheRows{o.f + o.offset(b, 0, g), o.ss};
+  return CacheRows{o.codes + o.offset(b, 0, g), o.ss, o.scale + o.qoffset(b, 0, g), o.zero + o.qoffset(b, 0, g), o.ps};
 }
 
 struct Job {
@@ -235,15 +290,15 @@ struct Job {
   float factor;
   int64_t start_pos, keys, seq, heads, group, dim;
   bool causal;
-  RowsFn rows;  // the vectorised fp32 kernel for this head size, or null
+  RowsFn rows;  // the vectorised kernel for this head size and cache, or null
 };
 
 // Tasks [begin, end) of (batch, query token, query head): one pass over the keys it may read;
-// an fp32 cache of head size 16/32/64/128 through rows_kernel, the int8 cache (and other sizes)
-// through the scalar loop below. Tried earlier on the scalar loop and not kept (none faster): an
-// AVX2 clone of it; a key group's query heads reading each key row once, decode's keys split
-// across threads and merged by their softmax maxima; subnormal softmax weights flushed to 0. What
-// it lacked was independent accumulators: perf had read its stalls as loads of cache rows.
+// through rows_kernel where the head size is 16/32/64/128, else the scalar loop below. Tried
+// earlier on the scalar loop and not kept (none faster): an AVX2 clone of it; a key group's query
+// heads reading each key row once, decode's keys split across threads and merged by their softmax
+// maxima; subnormal softmax weights flushed to 0. What it lacked was independent accumulators:
+// perf had read its stalls as loads of cache rows.
 void attend(const Job& job, int64_t begin, int64_t end) {
   const Operand &Q = job.Q, &K = job.K, &V = job.V, &O = job.O;
   const int64_t dim = job.dim, keys = job.keys, heads = job.heads, seq = job.seq;
@@ -260,10 +315,11 @@ void attend(const Job& job, int64_t begin, int64_t end) {
     }
     const int64_t last = job.causal ? std::min(keys, job.start_pos + s + 1) : keys;
     float* dst = job.o_data + O.offset(b, s, h);
-    if (job.rows != nullptr && K.f && V.f) {
-      for (int64_t d = 0; d < dim; ++d) query[d] *= job.factor;
-      job.rows(query.data(), K.f + K.offset(b, 0, g), K.ss, V.f + V.offset(b, 0, g), V.ss, last,
-               job.m ? job.m + s * job.m_row : nullptr, job.m_col, p.data(), dst);
+    if (job.rows != nullptr) {
+      float qsum = 0;
+      for (int64_t d = 0; d < dim; ++d) qsum += (query[d] *= job.factor);
+      job.rows(query.data(), qsum, rows_of(K, b, g), rows_of(V, b, g), last, job.m ? job.m + s * job.m_row : nullptr,
+               job.m_col, p.data(), dst);
       continue;
     }
     float qsum = 0;
@@ -342,7 +398,9 @@ Tensor& attention(KernelRuntimeContext& ctx, const Tensor& q, const Tensor& k, c
   Job job{operand(q, qz, qs, seq_at_2), operand(k, kz, ks, seq_at_2), operand(v, vz, vs, seq_at_2),
           operand(out, std::nullopt, std::nullopt, seq_at_2), out.mutable_data_ptr<float>(), m, m_row, m_col,
           scale ? static_cast<float>(*scale) : 1.0f / std::sqrt(static_cast<float>(dim)), start_pos, keys, seq, heads,
-          heads / kv_heads, dim, causal, rows_kernel(dim)};
+          heads / kv_heads, dim, causal, nullptr};
+  const bool int8_k = k.scalar_type() == ScalarType::Char, int8_v = v.scalar_type() == ScalarType::Char;
+  if (int8_k == int8_v) job.rows = rows_kernel(dim, int8_k);  // (a cache of mixed types: the scalar loop)
   executorch::extension::parallel_for(0, batch * seq * heads, 1, [&](int64_t begin, int64_t end) { attend(job, begin, end); });
   return out;
 }

@@ -20,11 +20,18 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <optional>
 #include <type_traits>
 #include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#elif defined(__aarch64__)
+#include <arm_neon.h>
+#endif
 
 namespace {
 
@@ -134,17 +141,6 @@ bool quant_params_fit(const Tensor& t, const optional<Tensor>& zero, const optio
 // D-float value sum stays in registers.
 typedef float F32x4 __attribute__((vector_size(16)));
 typedef float F32x8 __attribute__((vector_size(32)));
-template <typename Vec>
-struct Codes;  // the int8 vector a float vector widens from
-template <>
-struct Codes<F32x4> {
-  typedef int8_t type __attribute__((vector_size(4)));
-};
-template <>
-struct Codes<F32x8> {
-  typedef int8_t type __attribute__((vector_size(8)));
-};
-
 #define EF_INLINE inline __attribute__((always_inline))
 
 template <typename Vec>
@@ -162,12 +158,32 @@ EF_INLINE Vec load(const float* x) {
   std::memcpy(&r, x, sizeof r);
   return r;
 }
+// int8 codes widened with the ISA's sign extensions: GCC 12 turns __builtin_convertvector of
+// int8 vectors into one scalar conversion per lane (measured slower than the scalar loop).
 template <typename Vec>
-EF_INLINE Vec load(const int8_t* x) {
-  typename Codes<Vec>::type c;
-  std::memcpy(&c, x, sizeof c);
-  return __builtin_convertvector(c, Vec);
+EF_INLINE Vec load(const int8_t* x);
+template <>
+EF_INLINE F32x4 load<F32x4>(const int8_t* x) {
+  int32_t four;
+  std::memcpy(&four, x, sizeof four);
+#if defined(__x86_64__)
+  __m128i b = _mm_cvtsi32_si128(four);
+  b = _mm_unpacklo_epi8(b, b);
+  b = _mm_unpacklo_epi16(b, b);  // each code in the top byte of its lane, then shifted down with its sign
+  return (F32x4)_mm_cvtepi32_ps(_mm_srai_epi32(b, 24));
+#elif defined(__aarch64__)
+  const int16x8_t h = vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(four)));
+  return (F32x4)vcvtq_f32_s32(vmovl_s16(vget_low_s16(h)));
+#else
+  return F32x4{float(x[0]), float(x[1]), float(x[2]), float(x[3])};
+#endif
 }
+#if defined(__x86_64__)
+template <>  // not always_inline (attend_rows<F32x8> has the default target): rows_avx2 flattens it in
+__attribute__((target("avx2"))) inline F32x8 load<F32x8>(const int8_t* x) {
+  return (F32x8)_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(x))));
+}
+#endif
 
 // One kv head's rows of a cache: row j at data + j·stride elements; an int8 cache's scale and
 // zero point of row j at j·qstride.
@@ -244,7 +260,7 @@ void rows_base(const float* q, float qsum, const CacheRows& k, const CacheRows& 
 
 #if defined(__x86_64__)
 template <int D, typename T>
-__attribute__((target("avx2,fma"))) void rows_avx2(const float* q, float qsum, const CacheRows& k, const CacheRows& v,
+__attribute__((target("avx2,fma"), flatten)) void rows_avx2(const float* q, float qsum, const CacheRows& k, const CacheRows& v,
                                                    int64_t last, const float* mask, int64_t mcol, float* p, float* out) {
   attend_rows<F32x8, D, T>(q, qsum, k, v, last, mask, mcol, p, out);
 }
@@ -253,7 +269,9 @@ __attribute__((target("avx2,fma"))) void rows_avx2(const float* q, float qsum, c
 template <typename T>
 RowsFn rows_for(int64_t dim) {
 #if defined(__x86_64__)
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  // EDGEFORMER_RUNNER_NO_AVX2=1: the SSE2 kernels, as a CPU without AVX2 runs them (tests/devices/test_runner.py)
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                           std::getenv("EDGEFORMER_RUNNER_NO_AVX2") == nullptr;
   if (avx2) {
     switch (dim) {
       case 16: return rows_avx2<16, T>;

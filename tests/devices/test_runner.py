@@ -1,6 +1,7 @@
 """The C++ runner against the Python runtime on the same .pte, on x86-64 and under qemu-aarch64."""
 
 import json
+import os
 import shutil
 import subprocess
 
@@ -27,8 +28,8 @@ def _inputs(a, tmp_path, text):
     return f, e
 
 
-def run_json(cmd):
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+def run_json(cmd, env=None):
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout)
 
@@ -281,7 +282,8 @@ def test_runner_runs_the_llm_custom_ops(cache, peaky_llama, host_runner, arm_run
     assert len(set(want)) > 20  # the text varies
     host = run_json([str(host_runner), *args])
     arm = run_json(["qemu-aarch64", "-cpu", QEMU_CPU, "-L", ARM_SYSROOT, str(arm_runner), *args])
-    assert host["generated_ids"] == want and arm["generated_ids"] == want
+    sse2 = run_json([str(host_runner), *args], env=dict(os.environ, EDGEFORMER_RUNNER_NO_AVX2="1"))  # x86 without AVX2
+    assert host["generated_ids"] == want and arm["generated_ids"] == want and sse2["generated_ids"] == want
     a = load_artifact(art)
     first = Program(a.pte_file, 2, causal_lm=True, data=a.data_file)(torch.tensor([prompt]), torch.tensor([0]))
     np.testing.assert_allclose(host["first_logits"], first[0, -1].numpy(), atol=1e-4)

@@ -1,6 +1,6 @@
 """SmolLM2-135M with an fp32 and an int8 KV cache (`--kv-cache`), this machine, 2 threads.
 
-  custom · Python runtime   `edgeformer build smollm2-135m --kv-cache fp32|int8` (ExecuTorch's
+  custom · Python runtime   `edgeformer build smollm2-135m --quant int8 --kv-cache fp32|int8` (ExecuTorch's
                             LLM custom ops; int8 reads the cache with custom_quantized_sdpa)
   portable · C++ runner     `... --lm-ops portable --kv-cache fp32|int8` (core ops; the runner
                             built from the executorch wheel, runtimes/cpp)
@@ -61,7 +61,7 @@ def main() -> None:
     for ops in ("custom", "portable"):
         for dtype in DTYPES:
             name = f"{ops} {dtype} cache"
-            arts[name] = cli_build(a.work / f"{ops}-{dtype}", ["smollm2-135m", "--target", "host", "--lm-ops", ops,
+            arts[name] = cli_build(a.work / f"{ops}-{dtype}", ["smollm2-135m", "--target", "host", "--quant", "int8", "--lm-ops", ops,
                                                                 "--kv-cache", dtype, "--eval-data", "janeausten"],
                                    stdout=sys.stderr, cwd=ROOT)
             art = str(arts[name])

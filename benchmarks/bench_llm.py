@@ -1,7 +1,7 @@
 """SmolLM2-135M on this machine's 2 threads: edgeformer's .pte beside llama.cpp on the very
 same GGUF file, and transformers eager fp32.
 
-  edgeformer-int8   `edgeformer build smollm2-135m --target host` (int8 linears and
+  edgeformer-int8   `edgeformer build smollm2-135m --target host --quant int8` (int8 linears and
                     embedding, full KV cache of 1024 tokens)
   edgeformer-gguf   `... --quant gguf`: the GGUF's own Q4_1 codes and scales in XNNPACK's
                     4-bit kernels plus the group-sum correction, its Q8_0 table as the
@@ -192,7 +192,7 @@ def main() -> None:
     runner_ids.write_text(json.dumps({"prompt_ids": json.loads(ids_file.read_text())}))
     gguf = gguf_path()
     (a.work / "gguf_path.txt").write_text(str(gguf))
-    full = build(a.work / "smol-int8")
+    full = build(a.work / "smol-int8", "--quant", "int8")
     grid = build(a.work / "smol-gguf", "--quant", "gguf")
     folded = build(a.work / "smol-gguf-folded", "--quant", "gguf", "--gguf-offsets", "folded")
     from edgeformer.devices.runner_build import BINARY, ensure_runner

@@ -4,7 +4,7 @@ novel it was not distilled on, decode speed; this machine, 2 threads.
 Each pruned model is `edgeformer prune smollm2-135m --data janeausten:emma --heads H --ffn F
 --distill-steps S` (key-value groups and FFN neurons by Taylor score, distilled on Emma's
 first nine tenths), then every contender, the unpruned model too, is
-`edgeformer build MODEL --target host --eval-data janeausten` (int8 linears and embedding,
+`edgeformer build MODEL --target host --quant int8 --eval-data janeausten` (int8 linears and embedding,
 fp32 1024-token cache): the perplexity is the `.pte`'s on Persuasion (2048 tokens in segments
 of 512, one token per call). Decode: 128 prompt ids prefilled, 128 tokens decoded greedily,
 each contender in its own fresh process, contenders interleaved within each round; medians
@@ -46,8 +46,8 @@ def main() -> None:
     models = {UNPRUNED: "smollm2-135m"}
     for spec in a.prune:
         models[spec] = str(prune(a.work / f"pruned-{spec.replace(',', '-').replace('=', '')}", spec, a.steps))
-    arts = {name: cli_build(a.work / f"build-{i}", [m, "--target", "host", "--eval-data", "janeausten"], stdout=sys.stderr,
-                            cwd=ROOT) for i, (name, m) in enumerate(models.items())}
+    arts = {name: cli_build(a.work / f"build-{i}", [m, "--target", "host", "--quant", "int8", "--eval-data", "janeausten"],
+                            stdout=sys.stderr, cwd=ROOT) for i, (name, m) in enumerate(models.items())}
     ids_file = a.work / "prompt_ids.json"
     ids_file.write_text(json.dumps(np.random.default_rng(0).integers(0, VOCAB, PROMPT).tolist()))
     runs: dict[str, list[float]] = {k: [] for k in arts}

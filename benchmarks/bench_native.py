@@ -2,7 +2,7 @@
 on the same artifacts, this machine, 2 threads.
 
   minilm int8     `edgeformer build minilm --target host`: latency p50 at seq 128, peak RSS
-  smollm2 int8    `edgeformer build smollm2-135m` with ExecuTorch's LLM custom ops (Python
+  smollm2 int8    `edgeformer build smollm2-135m --quant int8` with ExecuTorch's LLM custom ops (Python
                   runtime only) and with `--lm-ops portable` (Python runtime and C++ runner):
                   128 prompt ids prefilled, 128 tokens decoded greedily
 
@@ -37,8 +37,8 @@ def main() -> None:
     runner = str(ensure_runner("x86_64") / BINARY)
     py = sys.executable
     minilm = build(a.work, "minilm", ["minilm", "--target", "host"])
-    smol = build(a.work, "smollm2", ["smollm2-135m"])
-    portable = build(a.work, "smollm2-portable", ["smollm2-135m", "--lm-ops", "portable"])
+    smol = build(a.work, "smollm2", ["smollm2-135m", "--quant", "int8"])
+    portable = build(a.work, "smollm2-portable", ["smollm2-135m", "--quant", "int8", "--lm-ops", "portable"])
     lm_py = ["--threads", str(THREADS), "--prompt-tokens", "128", "--new-tokens", "128", "--rounds", "1"]
     lm_cc = ["--threads", str(THREADS), "--prompt-tokens", "128", "--max-new-tokens", "128", "--ignore-eos", "--warmup", "1",
              "--no-outputs"]

@@ -61,7 +61,8 @@ def build(
     from_manifest: Path = typer.Option(None, "--from", help="Rebuild what this manifest.json (or artifact folder) records; "
                                                             "options given here replace its fields."),
     quant: str = typer.Option(None, "--quant", help="fp32 | int8 | 8da4w | mixed (int8/4-bit per layer to fit "
-                                                "--max-pte-mb) | gguf (a GGUF LM on its own grid) (default: the target's)."),
+                                                "--max-pte-mb) | gguf (a GGUF LM on its own grid) (default: gguf for a Q4_0/Q4_1 "
+                                                "GGUF LM, else the target's)."),
     quant_method: str = typer.Option(None, "--quant-method", help="4-bit scales (--quant 8da4w): affine (default) | "
                                                                   "hqq | gptq (calibrated on --data)."),
     gguf_offsets: str = typer.Option(None, "--gguf-offsets", help="--quant gguf, Q4_1 minimums: fp32 (exact, default) | "

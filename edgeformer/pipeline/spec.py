@@ -86,7 +86,8 @@ class BuildSpec:
     def recipe(self) -> Recipe:
         """The full recipe: the target's defaults with this spec's fields over them."""
         base = self.target_info().recipe
-        return base.with_overrides(quant=self.quant, quant_method=self.quant_method, gguf_offsets=self.gguf_offsets,
+        return base.with_overrides(quant=self.quant or self._default_lm_quant(), quant_method=self.quant_method,
+                                   gguf_offsets=self.gguf_offsets,
                                    group_size=self.group_size,
                                    embedding_quant=self.embedding_quant,
                                    seq_len=self.seq_len, threads=self.threads, attention=self.attention_plan().describe(),
@@ -143,6 +144,24 @@ class BuildSpec:
 
             parse_device(self.device)
         return self
+
+    def _default_lm_quant(self) -> str | None:
+        """"gguf" for a causal LM in a GGUF file whose linears are Q4_0/Q4_1 with separate q/k/v,
+        built for XNNPACK with no other quantization choice given (no --quant-method, --group-size
+        or --prune: those ask for torchao's own 4-bit or change the shapes): its own grid, as
+        shipped. None (the target's default) otherwise."""
+        if self.quant_method or self.group_size is not None or self.prune:
+            return None
+        try:
+            if self.target_info().backend != "xnnpack" or self.kind() != "causal-lm":
+                return None
+            from edgeformer.models.causal import resolve_lm
+            from edgeformer.transforms.gguf_grid import linears_on_grid
+
+            _, folder, gguf = resolve_lm(self.model)
+            return "gguf" if gguf is not None and linears_on_grid(str(folder / gguf)) else None
+        except UserError:  # validate() says what is wrong with the model
+            return None
 
     def gguf_source(self) -> bool:
         """Whether the model is a causal LM in a GGUF file (whose own grid `--quant gguf` keeps)."""

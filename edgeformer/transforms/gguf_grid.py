@@ -23,6 +23,9 @@ that XNNPACK's 4-bit kernels take.
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
@@ -176,6 +179,18 @@ def keep_grid(decoder: nn.Module, weights: GGUFWeights, linear_fallback: str = "
     head = head_tensor(weights)
     plan["lm_head"] = _replace_linear(decoder, "lm_head", weights.blocks(head), weights.kind(head), linear_fallback)
     return plan
+
+
+@functools.lru_cache(maxsize=8)
+def linears_on_grid(path: str) -> bool:
+    """Whether `--quant gguf` keeps this GGUF's linears as shipped: separate q/k/v blocks, each of
+    the first layer's linears Q4_0 or Q4_1 (read from the header; the weights stay on disk). Such
+    a file builds with `--quant gguf` by default: exact on its grid, it is closer to the fp32
+    model than int8 requantized from it, smaller and faster (docs/causal-lms.md)."""
+    names = GGUFWeights(Path(path))
+    present = set(names.names())
+    wanted = [f"blk.0.{theirs}.weight" for theirs in LINEARS.values()]
+    return all(n in present for n in wanted) and all(names.kind(n) in ON_GRID for n in wanted)
 
 
 def head_tensor(weights: GGUFWeights) -> str:

@@ -82,3 +82,19 @@ def test_python_api_names_unknown_options(tiny_bert, tmp_path):
 
     with pytest.raises(UserError, match=r"build\(\) got an unknown option .*quantization.*known: target, out, quant"):
         edgeformer.build(str(tiny_bert), "host", tmp_path / "x", quantization="int8")
+
+
+def test_a_gguf_on_a_4bit_grid_builds_on_it_by_default(tiny_gguf, tiny_llama_folder, tmp_path):
+    """A Q4_0/Q4_1 GGUF's default is `--quant gguf` (its own grid, as shipped); any choice of
+    torchao's 4-bit or of pruning, a Hugging Face folder, or a Q8_0 file keeps the target's int8."""
+    from conftest import make_tiny_gguf
+
+    out = str(tmp_path / "never")
+    assert BuildSpec(str(tiny_gguf), out=out).validate().recipe().quant == "gguf"
+    assert BuildSpec(str(tiny_gguf), "android", out=out).recipe().quant == "gguf"
+    assert BuildSpec(str(tiny_gguf), out=out, quant="int8").recipe().quant == "int8"
+    assert BuildSpec(str(tiny_gguf), out=out, group_size=64).recipe().quant == "int8"
+    assert BuildSpec(str(tiny_gguf), out=out, prune="heads=0.5,ffn=0.5").recipe().quant == "int8"
+    assert BuildSpec(str(tiny_llama_folder), out=out).recipe().quant == "int8"
+    q8 = make_tiny_gguf(tmp_path / "q8.gguf", kind="Q8_0")
+    assert BuildSpec(str(q8), out=out).recipe().quant == "int8"

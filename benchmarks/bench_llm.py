@@ -87,21 +87,26 @@ def _timed_rounds(prefill, decode, ids: list[int], new: int, rounds: int) -> dic
 
 def llama_worker(gguf: str, ids: list[int], new: int, rounds: int) -> dict:
     """Runs under an interpreter with llama_cpp (and numpy)."""
+    import llama_cpp
     import numpy as np
     from llama_cpp import Llama
 
     base = _rss_mb()
     llm = Llama(model_path=gguf, n_ctx=len(ids) + new + 16, n_threads=THREADS, n_threads_batch=THREADS, n_batch=512,
                 verbose=False)
+    vocab = llm.n_vocab()
+
+    def last():  # the last evaluated token's logits (Llama.scores is not written unless logits_all)
+        return int(np.argmax(np.ctypeslib.as_array(llama_cpp.llama_get_logits(llm.ctx), shape=(vocab,))))
 
     def prefill(x):
         llm.reset()
         llm.eval(x)
-        return int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        return last()
 
     def decode(tok, pos):
         llm.eval([tok])
-        return int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        return last()
 
     r = _timed_rounds(prefill, decode, ids, new, rounds)
     return dict(r, model_memory_mb=r["peak_rss_mb"] - base, runtime_baseline_rss_mb=base)

@@ -152,24 +152,26 @@ class BuildSpec:
         shipped. None (the target's default) otherwise."""
         if self.quant_method or self.group_size is not None or self.prune:
             return None
-        try:
-            if self.target_info().backend != "xnnpack" or self.kind() != "causal-lm":
-                return None
-            from edgeformer.models.causal import resolve_lm
-            from edgeformer.transforms.gguf_grid import linears_on_grid
+        from edgeformer.transforms.gguf_grid import linears_on_grid
 
-            _, folder, gguf = resolve_lm(self.model)
-            return "gguf" if gguf is not None and linears_on_grid(str(folder / gguf)) else None
+        try:
+            gguf = self._gguf_file() if self.target_info().backend == "xnnpack" else None
+            return "gguf" if gguf is not None and linears_on_grid(str(gguf)) else None
         except UserError:  # validate() says what is wrong with the model
             return None
 
     def gguf_source(self) -> bool:
         """Whether the model is a causal LM in a GGUF file (whose own grid `--quant gguf` keeps)."""
+        return self._gguf_file() is not None
+
+    def _gguf_file(self) -> Path | None:
+        """The GGUF file of a causal LM given as one (a bundled name or a path), else None."""
         if self.kind() != "causal-lm":
-            return False
+            return None
         from edgeformer.models.causal import resolve_lm
 
-        return resolve_lm(self.model)[2] is not None
+        _, folder, gguf = resolve_lm(self.model)
+        return folder / gguf if gguf is not None else None
 
     def _check_lm(self, tgt: Target, plan: AttentionPlan) -> None:
         if tgt.lm_budgets is None:
